@@ -1,0 +1,59 @@
+"""Small file-system helpers: atomic replacement and temporary names that a rerun can find."""
+
+from __future__ import annotations
+
+import os
+
+# Temporary files are `<final name>.tmp.<pid>`: unique per process, so a writer left running by
+# a killed parent can never write into the file of a new run, and easy to find and remove.
+TEMP_MARKER = ".tmp."
+
+
+def temp_name(final_path: str) -> str:
+    return f"{final_path}{TEMP_MARKER}{os.getpid()}"
+
+
+def is_temp_name(name: str) -> bool:
+    head, marker, pid = name.rpartition(TEMP_MARKER)
+    return bool(head) and bool(marker) and pid.isdigit()
+
+
+def fsync_dir(directory: str) -> None:
+    """Make a rename in `directory` durable (a crash after it cannot undo it)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Readers see the old file or the whole new one, never a partial write."""
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def remove_temp_files(directory: str) -> list[str]:
+    """Delete leftovers of interrupted writes directly under `directory`; return their names."""
+    removed = []
+    if not os.path.isdir(directory):
+        return removed
+    for entry in os.scandir(directory):
+        if entry.is_file() and is_temp_name(entry.name):
+            os.remove(entry.path)
+            removed.append(entry.name)
+    return sorted(removed)

@@ -1,0 +1,774 @@
+r"""Convert an image dataset into sharded raw uint8 CHW TFRecords plus `dataset.json`.
+
+    python -m pipeline.write                      # the bundled sample (digits), offline
+    python -m pipeline.write --input=data/train.csv --test_input=data/test.csv --shards=36
+    python -m pipeline.write --input=data/flowers/ --image_size=160 --resize=center_crop
+
+Plan, then write, then verify (as tensorflow_datasets' writer does): the plan (splits, shard
+contents, record order) is computed up front from the listing and the flags alone; writing only
+decodes and serialises it, one whole shard per worker process; verification checks every shard
+against the plan before `dataset.json` is written, last and atomically.
+
+Interrupting the writer at any moment (even SIGKILL) is safe: each shard is written under a
+temporary name and renamed when complete, and a small record of it goes to `.progress/`; the
+same command run again keeps those shards and writes the rest. Output bytes depend only on the
+input, the flags and the seed, never on --num_workers or on interruptions.
+"""
+
+from __future__ import annotations
+
+import csv
+import ctypes
+import dataclasses
+import io
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import signal
+import sys
+import time
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+from absl import app, flags, logging
+
+from pipeline import files, plan, schema, workspace
+from pipeline.images import RESIZE_MODES, RejectedImage, decode_image
+from pipeline.sample import SAMPLE_NAME, ensure_sample_dataset
+from pipeline.sources import InputError, Listing, SourceImage, load_listing
+
+PROGRESS_DIR = ".progress"  # per-shard completion records; removed when the dataset is complete
+PLAN_NAME = "plan.json"
+DEFAULT_TRAIN_SHARDS = 36
+DEFAULT_IMAGE_SIZE = 224
+# Workers report progress every this many images (a shared counter; cheap enough per image,
+# but no need).
+PROGRESS_EVERY = 16
+# How often the parent wakes to update the progress display (seconds).
+PROGRESS_POLL_S = 0.5
+# Without a terminal, progress is logged at most this often (seconds).
+PROGRESS_LOG_EVERY_S = 10.0
+# Rejected images named in the error when there are too many.
+REJECTS_TO_NAME = 5
+
+_SHARD_FILE = re.compile(r"^[\w.]+-\d{5}-of-\d{5}\.tfrecord(\.gz|\.zlib)?$")
+
+
+class OutputDirError(RuntimeError):
+    """The output directory holds something this command must not touch."""
+
+
+class TooManyRejects(RuntimeError):
+    """More images failed to decode than --max_reject_fraction allows."""
+
+
+class VerificationError(RuntimeError):
+    """What was written does not match the plan."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteConfig:
+    """Everything a write needs; `write_dataset(WriteConfig(...))` is the library entry point."""
+
+    output_dir: str
+    input: str | None = None  # None: the bundled sample dataset
+    test_input: str | None = None  # an unlabeled CSV written as the `test` split
+    image_column: str = "image"
+    label_column: str = "label"
+    label_column_required: bool = False
+    shards: int = DEFAULT_TRAIN_SHARDS
+    val_shards: int = 0  # 0: proportional to the train split
+    test_shards: int = 0
+    image_size: int = DEFAULT_IMAGE_SIZE
+    resize: str = "squash"
+    val_fraction: float = 0.1
+    folds: int = 0
+    fold: int = 0
+    seed: int = 0
+    num_workers: int = 0  # 0: one per CPU
+    compression: str = "NONE"
+    max_reject_fraction: float = 0.01
+    overwrite: bool = False
+    show_progress: bool | None = None  # None: a progress bar when stderr is a terminal
+
+    def output_settings(self) -> dict:
+        """The settings that decide output bytes (with the plan: see plan.fingerprint)."""
+        return {
+            "format_version": schema.FORMAT_VERSION,
+            "image_size": self.image_size,
+            "resize": self.resize,
+            "compression": self.compression,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardResult:
+    """What a worker reports for one written shard; also its `.progress/` record."""
+
+    file: str
+    count: int
+    bytes: int
+    sha256: str
+    rejects: tuple[tuple[str, str], ...]  # (path, reason)
+    label_counts: Mapping[int, int]
+    pixel_sum: tuple[int, ...]  # per channel, exact
+    pixel_sq_sum: tuple[int, ...]
+    pixels: int  # per channel
+
+    def to_json(self) -> str:
+        doc = dataclasses.asdict(self)
+        doc["label_counts"] = {str(k): v for k, v in sorted(self.label_counts.items())}
+        return json.dumps(doc, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ShardResult":
+        doc = json.loads(text)
+        doc["rejects"] = tuple(tuple(r) for r in doc["rejects"])
+        doc["label_counts"] = {int(k): v for k, v in doc["label_counts"].items()}
+        doc["pixel_sum"] = tuple(doc["pixel_sum"])
+        doc["pixel_sq_sum"] = tuple(doc["pixel_sq_sum"])
+        return cls(**doc)
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    output_dir: str
+    manifest: schema.Manifest
+    written: int  # shards written by this run
+    reused: int  # shards kept from an interrupted run
+    seconds: float
+
+
+# ---------------------------------------------------------------------------------------------
+# Listing and plan
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_inputs(config: WriteConfig) -> tuple[Listing | None, Listing | None]:
+    """(labeled or only listing, unlabeled test listing) for the config."""
+    input_path, test_input = config.input, config.test_input
+    if input_path is None:
+        sample = ensure_sample_dataset(workspace.raw_dir())
+        input_path = os.path.join(sample, "train.csv")
+        test_input = test_input or os.path.join(sample, "test.csv")
+    main = load_listing(
+        input_path, image_column=config.image_column, label_column=config.label_column,
+        label_column_required=config.label_column_required,
+    )
+    test = None
+    if test_input is not None:
+        if not main.labeled:
+            raise InputError(
+                f"--input={input_path} is already unlabeled; --test_input adds an unlabeled split "
+                "beside a labeled --input"
+            )
+        test = load_listing(test_input, image_column=config.image_column,
+                            label_column=config.label_column)
+        if test.labeled:
+            raise InputError(
+                f"--test_input={test_input} has a {config.label_column!r} column; the test split "
+                "is unlabeled (give labeled data through --input)"
+            )
+    return main, test
+
+
+def split_listings(main: Listing, test: Listing | None, config: WriteConfig):
+    if config.folds > 1 and not 0 <= config.fold < config.folds:
+        raise plan.PlanError(f"--fold={config.fold} must be in [0, {config.folds - 1}]")
+    if config.folds == 1 or config.folds < 0:
+        raise plan.PlanError(f"--folds={config.folds}: use 0 (no folds) or at least 2")
+    if not 0.0 <= config.val_fraction < 1.0:
+        raise plan.PlanError(f"--val_fraction={config.val_fraction} must be in [0, 1)")
+    if main.labeled:
+        splits = plan.split_labeled(
+            main.images, val_fraction=config.val_fraction, folds=config.folds, fold=config.fold
+        )
+    else:
+        splits = {schema.TEST: list(main.images)}
+    if test is not None:
+        overlap = {image.path for image in main.images} & {image.path for image in test.images}
+        if overlap:
+            raise InputError(
+                f"{len(overlap)} image(s) are listed both in --input and --test_input, e.g. "
+                f"{sorted(overlap)[:REJECTS_TO_NAME]}"
+            )
+        splits[schema.TEST] = list(test.images)
+    return splits
+
+
+def default_output_dir(config: WriteConfig) -> str:
+    if config.input is None:
+        return workspace.shards_dir(SAMPLE_NAME)
+    source = os.path.abspath(config.input)
+    name = os.path.basename(source if os.path.isdir(source) else os.path.dirname(source))
+    return workspace.shards_dir(name or "dataset")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing one shard (runs in a worker process)
+# ---------------------------------------------------------------------------------------------
+
+
+def write_shard(
+    spec: plan.ShardSpec, output_dir: str, *, image_size: int, resize: str, compression: str,
+    on_progress: Callable[[int], None] = lambda n: None,
+) -> ShardResult:
+    """Decode and serialise one shard under a temporary name, rename it, record it.
+
+    The rename happens only after the data is on disk (fsync), and the `.progress/` record
+    only after the rename, so a record always describes a complete shard.
+    """
+    filename = spec.filename(compression)
+    final = os.path.join(output_dir, filename)
+    tmp = files.temp_name(final)
+    rejects: list[tuple[str, str]] = []
+    label_counts: dict[int, int] = {}
+    pixel_sum = np.zeros(schema.CHANNELS, np.int64)
+    pixel_sq_sum = np.zeros(schema.CHANNELS, np.int64)
+    pending = 0
+    try:
+        with open(tmp, "wb") as raw:
+            writer = schema.RecordWriter(raw, compression)
+            for image in spec.images:
+                try:
+                    chw = decode_image(image.file, image_size, resize)
+                except RejectedImage as rejected:
+                    rejects.append((image.path, rejected.reason))
+                else:
+                    writer.write(schema.encode_example(chw.tobytes(), image.label, image.path))
+                    label_counts[image.label] = label_counts.get(image.label, 0) + 1
+                    flat = chw.reshape(schema.CHANNELS, -1).astype(np.int64)
+                    pixel_sum += flat.sum(axis=1)
+                    pixel_sq_sum += np.einsum("ij,ij->i", flat, flat)
+                pending += 1
+                if pending == PROGRESS_EVERY:
+                    on_progress(pending)
+                    pending = 0
+            size, sha256 = writer.close()
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    on_progress(pending)
+    count = len(spec.images) - len(rejects)
+    result = ShardResult(
+        file=filename, count=count, bytes=size, sha256=sha256, rejects=tuple(rejects),
+        label_counts=label_counts,
+        pixel_sum=tuple(int(v) for v in pixel_sum),
+        pixel_sq_sum=tuple(int(v) for v in pixel_sq_sum),
+        pixels=count * image_size * image_size,
+    )
+    files.atomic_write_text(progress_record_path(output_dir, filename), result.to_json())
+    return result
+
+
+def progress_record_path(output_dir: str, shard_file: str) -> str:
+    return os.path.join(output_dir, PROGRESS_DIR, shard_file + ".json")
+
+
+_worker_counter = None
+
+
+def _init_worker(counter) -> None:
+    global _worker_counter
+    _worker_counter = counter
+    # Ctrl-C goes to the parent, which stops the pool; workers must not die half-way first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """Linux: a SIGKILLed parent takes its workers with it (no orphan keeps writing)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def _count_progress(n: int) -> None:
+    if n:
+        with _worker_counter.get_lock():
+            _worker_counter.value += n
+
+
+def _write_shard_task(args) -> ShardResult:
+    spec, output_dir, kwargs = args
+    return write_shard(spec, output_dir, on_progress=_count_progress, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output directory state
+# ---------------------------------------------------------------------------------------------
+
+
+def is_our_file(name: str) -> bool:
+    return (
+        name in (schema.MANIFEST_NAME, schema.REJECTS_NAME, PROGRESS_DIR)
+        or bool(_SHARD_FILE.match(name))
+        or (files.is_temp_name(name) and _is_our_file_base(name))
+    )
+
+
+def _is_our_file_base(name: str) -> bool:
+    return is_our_file(name.rpartition(files.TEMP_MARKER)[0])
+
+
+def read_plan_fingerprint(output_dir: str) -> str | None:
+    """The fingerprint of the write that owns `output_dir` (complete or not), if any."""
+    manifest_file = schema.manifest_path(output_dir)
+    if os.path.exists(manifest_file):
+        try:
+            return schema.read_manifest(output_dir).fingerprint
+        except schema.FormatError:
+            return None
+    try:
+        with open(os.path.join(output_dir, PROGRESS_DIR, PLAN_NAME), encoding="utf-8") as f:
+            return json.load(f).get("fingerprint")
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def prepare_output_dir(output_dir: str, fingerprint: str, overwrite: bool) -> str:
+    """Make `output_dir` ready; returns "new", "resume" or "complete".
+
+    Refuses (OutputDirError) a non-empty directory that belongs to another command, unless
+    `overwrite`, which removes this tool's files there (and only those).
+    """
+    entries = sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []
+    if entries:
+        owner = read_plan_fingerprint(output_dir)
+        if owner == fingerprint and not overwrite:
+            complete = os.path.exists(schema.manifest_path(output_dir))
+            return "complete" if complete else "resume"
+        if not overwrite:
+            what = (
+                "a dataset written by a different command (other input, flags or seed)"
+                if owner else f"{len(entries)} file(s) not written by this command, e.g. "
+                f"{entries[:REJECTS_TO_NAME]}"
+            )
+            raise OutputDirError(
+                f"--output_dir={output_dir} is not empty: it holds {what}. Choose another "
+                "--output_dir, or pass --overwrite to replace this tool's files there."
+            )
+        removed = clear_output_dir(output_dir)
+        logging.info("--overwrite: removed %d file(s) from %s", removed, output_dir)
+        foreign = sorted(os.listdir(output_dir))
+        if foreign:
+            logging.warning("left %d file(s) this tool did not write in %s: %s", len(foreign),
+                            output_dir, foreign[:REJECTS_TO_NAME])
+    os.makedirs(os.path.join(output_dir, PROGRESS_DIR), exist_ok=True)
+    plan_file = os.path.join(output_dir, PROGRESS_DIR, PLAN_NAME)
+    files.atomic_write_text(plan_file, json.dumps({"fingerprint": fingerprint}) + "\n")
+    return "new"
+
+
+def clear_output_dir(output_dir: str) -> int:
+    removed = 0
+    for name in os.listdir(output_dir):
+        if not is_our_file(name):
+            continue
+        path = os.path.join(output_dir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+        removed += 1
+    return removed
+
+
+def load_completed_shard(output_dir: str, spec: plan.ShardSpec, compression: str):
+    """The ShardResult of a shard an earlier run completed, or None if it must be (re)written."""
+    filename = spec.filename(compression)
+    try:
+        with open(progress_record_path(output_dir, filename), encoding="utf-8") as f:
+            result = ShardResult.from_json(f.read())
+        size = os.path.getsize(os.path.join(output_dir, filename))
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+    if result.file != filename or size != result.bytes:
+        return None
+    if result.count + len(result.rejects) != len(spec.images):
+        return None
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress display
+# ---------------------------------------------------------------------------------------------
+
+
+class Progress:
+    """A tqdm bar on a terminal; otherwise a log line every PROGRESS_LOG_EVERY_S seconds."""
+
+    def __init__(self, total: int, done: int, show_bar: bool | None):
+        self.total, self.done, self.start_done = total, done, done
+        self.start = time.monotonic()
+        self.last_log = self.start
+        if show_bar is None:
+            show_bar = sys.stderr.isatty()
+        self.bar = None
+        if show_bar:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=done, unit="img", dynamic_ncols=True,
+                            desc="writing", smoothing=0.1)
+
+    def update_to(self, done: int) -> None:
+        done = min(done, self.total)
+        if self.bar is not None:
+            self.bar.update(done - self.done)
+        self.done = done
+        now = time.monotonic()
+        if self.bar is None and now - self.last_log >= PROGRESS_LOG_EVERY_S:
+            self.last_log = now
+            rate = (self.done - self.start_done) / max(now - self.start, 1e-9)
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            logging.info("%d/%d images (%.0f%%), %.0f img/s, ETA %.0f s", self.done, self.total,
+                         100 * self.done / max(self.total, 1), rate, eta)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The write
+# ---------------------------------------------------------------------------------------------
+
+
+def write_dataset(config: WriteConfig) -> Summary:
+    """Plan, write and verify a dataset; returns a Summary. See the module docstring."""
+    start = time.monotonic()
+    _check_config(config)
+    main, test = resolve_inputs(config)
+    splits = split_listings(main, test, config)
+    counts = plan.shard_counts(
+        {name: len(images) for name, images in splits.items()}, config.shards,
+        {schema.VAL: config.val_shards, schema.TEST: config.test_shards},
+    )
+    shards = plan.plan_shards(splits, counts, seed=config.seed)
+    fingerprint = plan.fingerprint(shards, config.output_settings())
+    output_dir = config.output_dir
+    logging.info("input: %s%s", main.description, f"; test: {test.description}" if test else "")
+    logging.info("plan: %s -> %s", ", ".join(
+        f"{name} {len(images):,} images in {counts[name]} shards"
+        for name, images in sorted(splits.items())), output_dir)
+
+    state = prepare_output_dir(output_dir, fingerprint, config.overwrite)
+    if state == "complete":
+        manifest = schema.read_manifest(output_dir)
+        logging.info("%s is already complete for this command; nothing to do", output_dir)
+        return Summary(output_dir, manifest, 0, len(shards), time.monotonic() - start)
+    leftovers = files.remove_temp_files(output_dir)
+    if leftovers:
+        logging.info("removed %d temporary file(s) of an interrupted run", len(leftovers))
+
+    results: dict[tuple[str, int], ShardResult] = {}
+    for spec in shards:
+        done = load_completed_shard(output_dir, spec, config.compression)
+        if done is not None:
+            results[(spec.split, spec.index)] = done
+    if results:
+        logging.info("resuming: %d of %d shards are complete and kept", len(results), len(shards))
+    todo = [spec for spec in shards if (spec.split, spec.index) not in results]
+    total_images = sum(len(spec.images) for spec in shards)
+    try:
+        _run_shards(todo, results, config, total_images)
+    finally:
+        files.remove_temp_files(output_dir)
+
+    manifest = finish(output_dir, shards, results, main.classes, config, fingerprint)
+    seconds = time.monotonic() - start
+    summary = Summary(output_dir, manifest, len(todo), len(shards) - len(todo), seconds)
+    log_summary(summary, total_images)
+    return summary
+
+
+def _check_config(config: WriteConfig) -> None:
+    if config.image_size < 1:
+        raise plan.PlanError(f"--image_size={config.image_size} must be a positive number of pixels")
+    if config.resize not in RESIZE_MODES:
+        raise plan.PlanError(f"--resize={config.resize!r}: use one of {list(RESIZE_MODES)}")
+    if config.compression not in schema.COMPRESSION_SUFFIXES:
+        raise plan.PlanError(f"--compression={config.compression!r}: use one of "
+                             f"{sorted(schema.COMPRESSION_SUFFIXES)}")
+    if config.shards < 1:
+        raise plan.PlanError(f"--shards={config.shards} must be at least 1")
+    if not 0.0 <= config.max_reject_fraction <= 1.0:
+        raise plan.PlanError(
+            f"--max_reject_fraction={config.max_reject_fraction} must be in [0, 1]")
+
+
+def _run_shards(todo, results, config: WriteConfig, total_images: int) -> None:
+    """Write the `todo` shards, in parallel when there is more than one worker."""
+    done_images = sum(r.count + len(r.rejects) for r in results.values())
+    progress = Progress(total_images, done_images, config.show_progress)
+    kwargs = dict(image_size=config.image_size, resize=config.resize,
+                  compression=config.compression)
+    rejects = sum(len(r.rejects) for r in results.values())
+    allowed = config.max_reject_fraction * total_images
+    workers = min(config.num_workers or os.cpu_count() or 1, max(len(todo), 1))
+
+    def accept(spec: plan.ShardSpec, result: ShardResult) -> None:
+        nonlocal rejects
+        results[(spec.split, spec.index)] = result
+        rejects += len(result.rejects)
+        if rejects > allowed:
+            # The fraction can only grow from here: stop now rather than decode the rest.
+            raise too_many_rejects(results, rejects, total_images, config.max_reject_fraction,
+                                   config.output_dir)
+
+    try:
+        if workers <= 1:
+            for spec in todo:
+                counted = progress.done
+
+                def tick(n: int) -> None:
+                    progress.update_to(progress.done + n)
+
+                result = write_shard(spec, config.output_dir, on_progress=tick, **kwargs)
+                progress.update_to(counted + len(spec.images))
+                accept(spec, result)
+            return
+        context = multiprocessing.get_context("spawn")  # never fork a process that may hold TF
+        counter = context.Value("q", 0)
+        with context.Pool(workers, initializer=_init_worker, initargs=(counter,)) as pool:
+            tasks = [(spec, config.output_dir, kwargs) for spec in todo]
+            pending = pool.imap(_write_shard_task, tasks, chunksize=1)
+            for spec in todo:
+                while True:
+                    try:
+                        result = pending.next(timeout=PROGRESS_POLL_S)
+                        break
+                    except multiprocessing.TimeoutError:
+                        progress.update_to(done_images + counter.value)
+                accept(spec, result)
+                progress.update_to(done_images + counter.value)
+    finally:
+        progress.close()
+
+
+def too_many_rejects(results, rejects: int, total: int, fraction: float, output_dir: str):
+    listed = sorted(r for result in results.values() for r in result.rejects)
+    write_rejects_csv(output_dir, listed)
+    examples = "; ".join(f"{path}: {reason}" for path, reason in listed[:REJECTS_TO_NAME])
+    return TooManyRejects(
+        f"{rejects} of {total} images could not be read, more than --max_reject_fraction="
+        f"{fraction} allows ({fraction * total:.1f}). First: {examples}. All are listed in "
+        f"{os.path.join(output_dir, schema.REJECTS_NAME)}. Fix or remove them, or raise "
+        "--max_reject_fraction; completed shards are kept for the next run."
+    )
+
+
+def write_rejects_csv(output_dir: str, rejects: Sequence[tuple[str, str]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "reason"])
+    writer.writerows(sorted(rejects))
+    files.atomic_write_text(os.path.join(output_dir, schema.REJECTS_NAME), buffer.getvalue())
+
+
+def verify(output_dir: str, shards: Sequence[plan.ShardSpec],
+           results: Mapping[tuple[str, int], ShardResult], compression: str) -> None:
+    """Every planned shard exists, holds planned minus rejected records, and has its size."""
+    for spec in shards:
+        result = results.get((spec.split, spec.index))
+        name = spec.filename(compression)
+        if result is None:
+            raise VerificationError(f"shard {name} was planned but never written")
+        if result.count + len(result.rejects) != len(spec.images):
+            raise VerificationError(
+                f"{name}: planned {len(spec.images)} images, wrote {result.count} records and "
+                f"rejected {len(result.rejects)}"
+            )
+        size = os.path.getsize(os.path.join(output_dir, name))
+        if size != result.bytes:
+            raise VerificationError(f"{name}: {size} bytes on disk, {result.bytes} written")
+
+
+def finish(output_dir, shards, results, classes, config: WriteConfig, fingerprint: str):
+    """Verify, then write rejects.csv and (last) dataset.json, then drop `.progress/`."""
+    verify(output_dir, shards, results, config.compression)
+    all_rejects = [r for result in results.values() for r in result.rejects]
+    total = sum(len(spec.images) for spec in shards)
+    if len(all_rejects) > config.max_reject_fraction * total:
+        raise too_many_rejects(results, len(all_rejects), total, config.max_reject_fraction,
+                               output_dir)
+    write_rejects_csv(output_dir, all_rejects)
+    manifest = build_manifest(shards, results, classes, config, fingerprint)
+    files.atomic_write_text(schema.manifest_path(output_dir), manifest.to_json())
+    shutil.rmtree(os.path.join(output_dir, PROGRESS_DIR), ignore_errors=True)
+    return manifest
+
+
+def build_manifest(shards, results, classes, config: WriteConfig, fingerprint: str):
+    splits = {}
+    stats = {}
+    for split in sorted({spec.split for spec in shards}):
+        split_results = [results[(s.split, s.index)] for s in shards if s.split == split]
+        label_counts: dict[int, int] = {}
+        for result in split_results:
+            for label, n in result.label_counts.items():
+                label_counts[label] = label_counts.get(label, 0) + n
+        class_counts = {classes[label]: label_counts[label] for label in sorted(label_counts)
+                        if label != schema.UNLABELED}
+        splits[split] = schema.SplitInfo(
+            count=sum(r.count for r in split_results),
+            shards=tuple(schema.ShardInfo(r.file, r.count, r.bytes, r.sha256)
+                         for r in split_results),
+            class_counts=class_counts,
+        )
+        stats[split] = schema.channel_stats(
+            [sum(r.pixel_sum[c] for r in split_results) for c in range(schema.CHANNELS)],
+            [sum(r.pixel_sq_sum[c] for r in split_results) for c in range(schema.CHANNELS)],
+            sum(r.pixels for r in split_results),
+        )
+    mean, std = stats.get(schema.TRAIN, (None, None))
+    return schema.Manifest(
+        image_shape=(schema.CHANNELS, config.image_size, config.image_size),
+        classes=tuple(classes),
+        splits=splits,
+        mean=mean,
+        std=std,
+        compression=config.compression,
+        rejects=sum(len(r.rejects) for r in results.values()),
+        flags=manifest_flags(config),
+        fingerprint=fingerprint,
+    )
+
+
+def manifest_flags(config: WriteConfig) -> dict:
+    """The command's flags as recorded in dataset.json (run-time knobs like workers left out)."""
+    return {
+        "input": config.input if config.input is not None else f"sample:{SAMPLE_NAME}",
+        "test_input": config.test_input,
+        "image_column": config.image_column,
+        "label_column": config.label_column,
+        "shards": config.shards,
+        "val_shards": config.val_shards,
+        "test_shards": config.test_shards,
+        "image_size": config.image_size,
+        "resize": config.resize,
+        "val_fraction": config.val_fraction,
+        "folds": config.folds,
+        "fold": config.fold,
+        "seed": config.seed,
+        "compression": config.compression,
+        "max_reject_fraction": config.max_reject_fraction,
+    }
+
+
+def log_summary(summary: Summary, total_images: int) -> None:
+    manifest = summary.manifest
+    split_text = " + ".join(f"{info.count:,} {name}" for name, info in manifest.splits.items())
+    num_shards = sum(len(info.shards) for info in manifest.splits.values())
+    size = sum(shard.bytes for info in manifest.splits.values() for shard in info.shards)
+    rate = total_images / max(summary.seconds, 1e-9)
+    logging.info(
+        "wrote %s images in %d shards (%.1f MB; %d written, %d kept) in %.1f s (%.0f img/s); "
+        "%d rejected -> %s", split_text, num_shards, size / 1e6, summary.written, summary.reused,
+        summary.seconds, rate, manifest.rejects, schema.manifest_path(summary.output_dir))
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string(
+    "input", None,
+    "A CSV with `image` (path relative to the CSV's folder) and `label` columns, a directory "
+    "with one sub-folder per class, or a CSV without a label column (written as an unlabeled "
+    "`test` split in file order). Default: the bundled sample dataset (handwritten digits).")
+flags.DEFINE_string("test_input", None,
+                    "An unlabeled CSV (image column only) written as the `test` split beside a "
+                    "labeled --input, kept in file order for predictions.")
+flags.DEFINE_string("image_column", "image", "CSV column holding image paths.")
+flags.DEFINE_string("label_column", "label",
+                    "CSV column holding class names; a CSV without it is unlabeled.")
+flags.DEFINE_string("output_dir", None,
+                    "Where shards and dataset.json go. Default: workspace/shards/<input name>.")
+flags.DEFINE_integer("shards", DEFAULT_TRAIN_SHARDS,
+                     "Shards of the train split; other splits get proportionally fewer "
+                     "(at least 1) unless --val_shards / --test_shards say otherwise.")
+flags.DEFINE_integer("val_shards", 0, "Shards of the val split (0: proportional to train).")
+flags.DEFINE_integer("test_shards", 0, "Shards of the test split (0: proportional to train).")
+flags.DEFINE_integer("image_size", DEFAULT_IMAGE_SIZE, "Stored images are image_size^2 pixels.")
+flags.DEFINE_enum("resize", "squash", list(RESIZE_MODES),
+                  "squash: stretch to a square; center_crop: crop the central square; "
+                  "pad: fit inside a black square.")
+flags.DEFINE_float("val_fraction", 0.1,
+                   "Share of labeled images in the val split, chosen by a hash of each image's "
+                   "path (stable: adding images never moves old ones).")
+flags.DEFINE_integer("folds", 0, "k-fold cross-validation: split into this many folds (0: off).")
+flags.DEFINE_integer("fold", 0, "With --folds: which fold is the val split (0-based).")
+flags.DEFINE_integer("seed", 0, "Seed of the record order across shards.")
+flags.DEFINE_integer("num_workers", 0,
+                     "Processes decoding and writing shards in parallel (0: one per CPU). "
+                     "Does not change the output.")
+flags.DEFINE_enum("compression", "NONE", sorted(schema.COMPRESSION_SUFFIXES),
+                  "TFRecord compression; raw pixels compress poorly and decompressing costs CPU "
+                  "on every epoch, so NONE is usually right.")
+flags.DEFINE_float("max_reject_fraction", 0.01,
+                   "Fail (exit 1) when more than this share of images cannot be decoded.")
+flags.DEFINE_bool("overwrite", False,
+                  "Replace this tool's files in a non-empty --output_dir written by another "
+                  "command.")
+
+
+def config_from_flags() -> WriteConfig:
+    config = WriteConfig(
+        output_dir="",
+        input=FLAGS.input,
+        test_input=FLAGS.test_input,
+        image_column=FLAGS.image_column,
+        label_column=FLAGS.label_column,
+        # An explicit --label_column that the CSV lacks is a typo, not an unlabeled CSV.
+        label_column_required=FLAGS["label_column"].present,
+        shards=FLAGS.shards,
+        val_shards=FLAGS.val_shards,
+        test_shards=FLAGS.test_shards,
+        image_size=FLAGS.image_size,
+        resize=FLAGS.resize,
+        val_fraction=FLAGS.val_fraction,
+        folds=FLAGS.folds,
+        fold=FLAGS.fold,
+        seed=FLAGS.seed,
+        num_workers=FLAGS.num_workers,
+        compression=FLAGS.compression,
+        max_reject_fraction=FLAGS.max_reject_fraction,
+        overwrite=FLAGS.overwrite,
+    )
+    return dataclasses.replace(config, output_dir=FLAGS.output_dir or default_output_dir(config))
+
+
+EXIT_TOO_MANY_REJECTS = 1
+EXIT_BAD_INPUT = 2
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; every option is a --flag")
+    config = config_from_flags()
+    try:
+        write_dataset(config)
+    except (InputError, plan.PlanError, OutputDirError) as err:
+        logging.error("%s", err)
+        return EXIT_BAD_INPUT
+    except TooManyRejects as err:
+        logging.error("%s", err)
+        return EXIT_TOO_MANY_REJECTS
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
