@@ -1,0 +1,61 @@
+"""Shared fixtures: small real image folders in the layouts users bring."""
+
+import csv
+import hashlib
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write_images(folder, count, *, classes=("cat", "dog", "owl"), size=(20, 14), fmt="png",
+                 seed=0):
+    """`folder/images/<i>.<fmt>` with random pixels; returns [(relative path, class name)]."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(os.path.join(folder, "images"), exist_ok=True)
+    rows = []
+    for i in range(count):
+        pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+        path = f"images/{i}.{fmt}"
+        Image.fromarray(pixels).save(os.path.join(folder, path))
+        rows.append((path, classes[i % len(classes)]))
+    return rows
+
+
+def write_csv(path, header, rows):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return str(path)
+
+
+@pytest.fixture
+def kaggle_folder(tmp_path):
+    """A classify-leaves style folder: images/, train.csv (image,label), test.csv (image)."""
+    folder = tmp_path / "leaves"
+    rows = write_images(str(folder), 48)
+    train, test = rows[:40], rows[40:]
+    write_csv(folder / "train.csv", ["image", "label"], train)
+    write_csv(folder / "test.csv", ["image"], [(p,) for p, _ in test])
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def isolated_workspace(tmp_path, monkeypatch):
+    """Nothing a test writes by default lands in the repository's workspace/."""
+    monkeypatch.setenv("PIPELINE_WORKSPACE", str(tmp_path / "workspace"))
+
+
+def tree_digest(folder):
+    """{relative path: sha256} of every file under `folder` (hidden ones included)."""
+    digests = {}
+    for dirpath, _, filenames in os.walk(folder):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                digests[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
+    return digests
