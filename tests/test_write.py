@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -345,7 +346,7 @@ def test_helpfull_documents_every_flag(tmp_path):
     module_flags = write.FLAGS.get_flags_for_module(write)
     assert module_flags
     for flag in module_flags:
-        assert f"--{flag.name}" in result.stdout, flag.name
+        assert re.search(rf"--(\[no\])?{flag.name}:", result.stdout), flag.name
         assert flag.help and len(flag.help) > 10, flag.name
 
 
