@@ -17,7 +17,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 RESIZE_MODES = ("squash", "center_crop", "pad")
 
 # Larger images are refused as decompression bombs before any pixel is decoded. 16384^2 covers
-# every real photo; a small file that claims more is an attack or a corrupt header.
+# every real photo (a 200 MP phone photo is 16320x12240); a small file that claims more is an
+# attack or a corrupt header. This limit replaces Pillow's own (179 MP), see _open.
 MAX_PIXELS = 16384 * 16384
 # Transparent pixels are composited onto this colour: dropping alpha would show whatever RGB
 # happens to sit under a transparent pixel (often black), which is not what the image shows.
@@ -76,9 +77,11 @@ def _decode(file: str, image_size: int, resize: str) -> np.ndarray:
 
 def _open(file: str) -> Image.Image:
     try:
+        if os.path.isdir(file):
+            raise RejectedImage("not a file (a directory)")
         if os.path.getsize(file) == 0:
             raise RejectedImage("empty file (0 bytes)")
-        return Image.open(file)
+        return _open_with_our_pixel_limit(file)
     except FileNotFoundError as err:
         raise RejectedImage("missing file") from err
     except IsADirectoryError as err:
@@ -91,6 +94,23 @@ def _open(file: str) -> Image.Image:
         raise RejectedImage(f"decompression bomb: {_short(err)}") from err
     except (OSError, ValueError, SyntaxError) as err:
         raise RejectedImage(f"unreadable: {_short(err)}") from err
+
+
+def _open_with_our_pixel_limit(file: str) -> Image.Image:
+    """Image.open, with Pillow's decompression-bomb check moved to MAX_PIXELS.
+
+    Pillow warns above MAX_IMAGE_PIXELS and raises above twice that, at open time. Its default
+    would reject real 200 MP photos, so its check is off for this call; _check_pixels applies
+    MAX_PIXELS right after, before any pixel is decoded, and names the image's size.
+    """
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(file)
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
 
 
 def _check_pixels(img: Image.Image) -> None:
@@ -131,7 +151,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == "P":
         # Palette images may carry transparency in the palette: expand it to real alpha.
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in ("LA", "La", "RGBa", "PA") or (img.mode == "L" and "transparency" in img.info):
+    if img.mode in ("LA", "La", "RGBa", "PA") or (
+        img.mode in ("L", "RGB") and "transparency" in img.info  # PNG tRNS colour key
+    ):
         img = img.convert("RGBA")
     if img.mode == "RGBA":
         background = Image.new("RGB", img.size, ALPHA_BACKGROUND)
@@ -162,8 +184,9 @@ def resize_square(img: Image.Image, image_size: int, resize: str) -> Image.Image
     if resize == "center_crop":
         side = min(width, height)
         left, top = (width - side) // 2, (height - side) // 2
-        # Cropping inside resize() reads only the box: one pass, no intermediate image.
-        return img.resize(size, RESAMPLE, box=(left, top, left + side, top + side))
+        # Crop first: resize(box=...) also samples pixels just outside the box (the filter's
+        # support), which would blend cropped-away content into the edge pixels.
+        return img.crop((left, top, left + side, top + side)).resize(size, RESAMPLE)
     if resize == "pad":
         scale = image_size / max(width, height)
         inner = (max(1, round(width * scale)), max(1, round(height * scale)))
