@@ -12,8 +12,6 @@ import dataclasses
 import os
 from typing import Sequence
 
-import pandas as pd
-
 from pipeline import schema
 
 IMAGE_EXTENSIONS = frozenset(
@@ -69,6 +67,8 @@ def read_csv_listing(
     Without a label column the listing is unlabeled (a Kaggle `test.csv`): every label is -1
     and the file order is kept, because predictions must come out in that order.
     """
+    import pandas as pd  # here, not at the top: worker processes never read a CSV
+
     try:
         # Everything as text: "007.jpg" must not become 7, and "NA" is a valid class name.
         frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=False)

@@ -18,7 +18,6 @@ input, the flags and the seed, never on --num_workers or on interruptions.
 from __future__ import annotations
 
 import csv
-import ctypes
 import dataclasses
 import io
 import json
@@ -26,26 +25,22 @@ import multiprocessing
 import os
 import re
 import shutil
-import signal
 import sys
 import time
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
-import numpy as np
 from absl import app, flags, logging
 
 from pipeline import files, plan, schema, workspace
-from pipeline.images import RESIZE_MODES, RejectedImage, decode_image
+from pipeline.images import RESIZE_MODES
 from pipeline.sample import SAMPLE_NAME, ensure_sample_dataset
-from pipeline.sources import InputError, Listing, SourceImage, load_listing
+from pipeline.shard_writer import (PROGRESS_DIR, ShardResult, init_worker, progress_record_path,
+                                   worker_context, write_shard, write_shard_task)
+from pipeline.sources import InputError, Listing, load_listing
 
-PROGRESS_DIR = ".progress"  # per-shard completion records; removed when the dataset is complete
 PLAN_NAME = "plan.json"
 DEFAULT_TRAIN_SHARDS = 36
 DEFAULT_IMAGE_SIZE = 224
-# Workers report progress every this many images (a shared counter; cheap enough per image,
-# but no need).
-PROGRESS_EVERY = 16
 # How often the parent wakes to update the progress display (seconds).
 PROGRESS_POLL_S = 0.5
 # Without a terminal, progress is logged at most this often (seconds).
@@ -101,35 +96,6 @@ class WriteConfig:
             "resize": self.resize,
             "compression": self.compression,
         }
-
-
-@dataclasses.dataclass(frozen=True)
-class ShardResult:
-    """What a worker reports for one written shard; also its `.progress/` record."""
-
-    file: str
-    count: int
-    bytes: int
-    sha256: str
-    rejects: tuple[tuple[str, str], ...]  # (path, reason)
-    label_counts: Mapping[int, int]
-    pixel_sum: tuple[int, ...]  # per channel, exact
-    pixel_sq_sum: tuple[int, ...]
-    pixels: int  # per channel
-
-    def to_json(self) -> str:
-        doc = dataclasses.asdict(self)
-        doc["label_counts"] = {str(k): v for k, v in sorted(self.label_counts.items())}
-        return json.dumps(doc, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "ShardResult":
-        doc = json.loads(text)
-        doc["rejects"] = tuple(tuple(r) for r in doc["rejects"])
-        doc["label_counts"] = {int(k): v for k, v in doc["label_counts"].items()}
-        doc["pixel_sum"] = tuple(doc["pixel_sum"])
-        doc["pixel_sq_sum"] = tuple(doc["pixel_sq_sum"])
-        return cls(**doc)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,105 +170,6 @@ def default_output_dir(config: WriteConfig) -> str:
     source = os.path.abspath(config.input)
     name = os.path.basename(source if os.path.isdir(source) else os.path.dirname(source))
     return workspace.shards_dir(name or "dataset")
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing one shard (runs in a worker process)
-# ---------------------------------------------------------------------------------------------
-
-
-def write_shard(
-    spec: plan.ShardSpec, output_dir: str, *, image_size: int, resize: str, compression: str,
-    on_progress: Callable[[int], None] = lambda n: None,
-) -> ShardResult:
-    """Decode and serialise one shard under a temporary name, rename it, record it.
-
-    The rename happens only after the data is on disk (fsync), and the `.progress/` record
-    only after the rename, so a record always describes a complete shard.
-    """
-    filename = spec.filename(compression)
-    final = os.path.join(output_dir, filename)
-    tmp = files.temp_name(final)
-    rejects: list[tuple[str, str]] = []
-    label_counts: dict[int, int] = {}
-    pixel_sum = np.zeros(schema.CHANNELS, np.int64)
-    pixel_sq_sum = np.zeros(schema.CHANNELS, np.int64)
-    pending = 0
-    try:
-        with open(tmp, "wb") as raw:
-            writer = schema.RecordWriter(raw, compression)
-            for image in spec.images:
-                try:
-                    chw = decode_image(image.file, image_size, resize)
-                except RejectedImage as rejected:
-                    rejects.append((image.path, rejected.reason))
-                else:
-                    writer.write(schema.encode_example(chw.tobytes(), image.label, image.path))
-                    label_counts[image.label] = label_counts.get(image.label, 0) + 1
-                    flat = chw.reshape(schema.CHANNELS, -1).astype(np.int64)
-                    pixel_sum += flat.sum(axis=1)
-                    pixel_sq_sum += np.einsum("ij,ij->i", flat, flat)
-                pending += 1
-                if pending == PROGRESS_EVERY:
-                    on_progress(pending)
-                    pending = 0
-            size, sha256 = writer.close()
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    on_progress(pending)
-    count = len(spec.images) - len(rejects)
-    result = ShardResult(
-        file=filename, count=count, bytes=size, sha256=sha256, rejects=tuple(rejects),
-        label_counts=label_counts,
-        pixel_sum=tuple(int(v) for v in pixel_sum),
-        pixel_sq_sum=tuple(int(v) for v in pixel_sq_sum),
-        pixels=count * image_size * image_size,
-    )
-    files.atomic_write_text(progress_record_path(output_dir, filename), result.to_json())
-    return result
-
-
-def progress_record_path(output_dir: str, shard_file: str) -> str:
-    return os.path.join(output_dir, PROGRESS_DIR, shard_file + ".json")
-
-
-_worker_counter = None
-
-
-def _init_worker(counter) -> None:
-    global _worker_counter
-    _worker_counter = counter
-    # Ctrl-C goes to the parent, which stops the pool; workers must not die half-way first.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
-
-
-def _die_with_parent() -> None:
-    """Linux: a SIGKILLed parent takes its workers with it (no orphan keeps writing)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    except OSError:
-        return
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
-def _count_progress(n: int) -> None:
-    if n:
-        with _worker_counter.get_lock():
-            _worker_counter.value += n
-
-
-def _write_shard_task(args) -> ShardResult:
-    spec, output_dir, kwargs = args
-    return write_shard(spec, output_dir, on_progress=_count_progress, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -539,11 +406,11 @@ def _run_shards(todo, results, config: WriteConfig, total_images: int) -> None:
                 progress.update_to(counted + len(spec.images))
                 accept(spec, result)
             return
-        context = multiprocessing.get_context("spawn")  # never fork a process that may hold TF
+        context = worker_context()
         counter = context.Value("q", 0)
-        with context.Pool(workers, initializer=_init_worker, initargs=(counter,)) as pool:
+        with context.Pool(workers, initializer=init_worker, initargs=(counter,)) as pool:
             tasks = [(spec, config.output_dir, kwargs) for spec in todo]
-            pending = pool.imap(_write_shard_task, tasks, chunksize=1)
+            pending = pool.imap(write_shard_task, tasks, chunksize=1)
             for spec in todo:
                 while True:
                     try:

@@ -1,7 +1,5 @@
 """The writer end to end: contents, determinism, resume after interruption, input errors."""
 
-import dataclasses
-import json
 import os
 import re
 import signal
@@ -292,7 +290,7 @@ def test_unlabeled_csv_alone_gives_a_test_split(kaggle_folder, tmp_path):
 def test_class_folder_tree(tmp_path):
     root = tmp_path / "flowers"
     for name, count in (("rose", 5), ("tulip", 4)):
-        rows = write_images(str(root / name), count, size=(6, 6), seed=count)
+        write_images(str(root / name), count, size=(6, 6), seed=count)
     (root / "rose" / "README.txt").write_text("not an image, skipped")
     (root / "tulip" / "images" / "nested").mkdir()
     write_images(str(root / "tulip" / "images" / "nested"), 2, size=(6, 6))
