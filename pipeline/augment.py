@@ -17,7 +17,7 @@ Why batched: the reader parses whole batches, and one op on a [256, 3, 224, 224]
 few kernel launches where a per-image `map` would cost 256 times as many, plus the Python-free
 graph is the same on 2 CPU cores and on an accelerator. No op loops over images in Python or
 uses `tf.map_fn`: per-image randomness comes from [B]-shaped random draws turned into masks,
-gather indices or boxes.
+gather indices, partitions or boxes.
 
 Why stateless: every random number is a pure function of the seed the caller passes (the reader
 passes `[base_seed, batch_index]`). The same batch gets the same augmentation whatever
@@ -44,16 +44,25 @@ import tensorflow as tf
 # ops that compute in float clip to [0, PIXEL_MAX] before casting back.
 PIXEL_MAX = 255.0
 
-# The default training augmentation: a random translation of up to 16 px (zero-padded crop)
-# and a random horizontal mirror, the classic CIFAR/ResNet recipe. It is cheap enough for a
-# 2-core host to keep ahead of an accelerator: one pad + two gathers (crop) + one reverse and
-# one select (flip), all on uint8 and no float conversion. random_resized_crop is the stronger
-# ImageNet recipe, but bilinear resampling in float costs several times more CPU per image.
+# The default training augmentation: a random translation by up to 16 px (zero-padded crop)
+# and a random horizontal mirror, the classic CIFAR/ResNet recipe. Cheap enough for a 2-core
+# host to keep ahead of an accelerator: all uint8, no float conversion; one pad, one row gather
+# and one partition/slice/stitch (crop), one reverse and one select (flip). In tf.data on 2
+# cores, batches of 256 x 3 x 224 x 224: about 5,500-7,000 img/s. random_resized_crop is the
+# stronger ImageNet recipe, but it resamples in float: about 1,300 img/s alone.
 DEFAULT_TRAIN_AUGMENT = "random_crop(pad=16)|flip_lr"
 
 # Upper bound (exclusive) of the seeds DevicePreprocess draws each call: fits int32 so the seed
 # is valid for every stateless kernel and every backend dtype.
 DEVICE_SEED_MAX = 2**31 - 1
+
+# The stateless RNG algorithm, named rather than "auto_select": auto picks a different
+# algorithm under XLA than on CPU/GPU, so the same seed would augment differently on the
+# device than in a CPU test. With Philox the random *integers* are the same everywhere (XLA
+# still turns bits into floats its own way, hence _uniform).
+RNG_ALG = "philox"
+# _uniform's resolution: floats are k / 2**24, exactly representable in float32.
+UNIFORM_BITS = 24
 
 Op = Callable[[tf.Tensor, Any, tf.Tensor], "tuple[tf.Tensor, Any]"]
 
@@ -62,9 +71,12 @@ OPS: dict[str, Callable[..., Op]] = {}
 # Ops that change labels (mixup, cutmix). They must run in the tf.data pipeline, where the
 # labels are: a Keras layer only sees the images, so DevicePreprocess refuses them.
 LABEL_OPS: set[str] = set()
+# Ops using a kernel XLA cannot compile (crop_and_resize): DevicePreprocess with one of them
+# sets supports_jit=False, so Keras compiles the model without XLA instead of failing on GPU.
+NO_XLA_OPS: set[str] = set()
 
 
-def register(name: str, *, changes_labels: bool = False):
+def register(name: str, *, changes_labels: bool = False, xla: bool = True):
     """Decorator: `@register("flip_lr")` puts an op factory into OPS under `name`."""
 
     def _register(factory):
@@ -73,6 +85,8 @@ def register(name: str, *, changes_labels: bool = False):
         OPS[name] = factory
         if changes_labels:
             LABEL_OPS.add(name)
+        if not xla:
+            NO_XLA_OPS.add(name)
         return factory
 
     return _register
@@ -83,9 +97,27 @@ def register(name: str, *, changes_labels: bool = False):
 # ---------------------------------------------------------------------------------------------
 
 
+def _seed(seed) -> tf.Tensor:
+    """Seeds as int64 [2]: stateless_split and fold_in derive new seeds in the seed's own dtype,
+    so int32 [3, 7] and int64 [3, 7] would otherwise split into different streams (the reader
+    passes int64, keras.random.randint on the device int32)."""
+    return tf.cast(seed, tf.int64)
+
+
 def _split(seed, num: int) -> list[tf.Tensor]:
     """`num` independent [2] seeds from one, for ops that draw more than one random tensor."""
-    return tf.unstack(tf.random.experimental.stateless_split(seed, num=num))
+    return tf.unstack(tf.random.experimental.stateless_split(_seed(seed), num=num, alg=RNG_ALG))
+
+
+def _uniform(shape, seed, minval: float = 0.0, maxval: float = 1.0) -> tf.Tensor:
+    """float32 uniform in [minval, maxval), the same numbers on CPU, GPU and under XLA: drawn as
+    integers (which agree everywhere) and scaled, since stateless_uniform's floats differ
+    between XLA and the CPU kernels even with a fixed algorithm."""
+    steps = tf.random.stateless_uniform(
+        shape, _seed(seed), minval=0, maxval=2**UNIFORM_BITS, dtype=tf.int32, alg=RNG_ALG
+    )
+    unit = tf.cast(steps, tf.float32) * (1.0 / 2**UNIFORM_BITS)
+    return minval + (maxval - minval) * unit
 
 
 def _shape(images) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -127,7 +159,7 @@ def _soft_labels(labels, num_classes: int | None, op: str) -> tf.Tensor:
         raise ValueError(
             f"{op} mixes labels, so integer class labels need num_classes to become one-hot "
             f"rows: write {op}(num_classes=K) in the spec, or build(spec, "
-            f"num_classes=len(manifest.classes))"
+            f"num_classes=manifest.num_classes)"
         )
     return tf.one_hot(labels, num_classes, dtype=tf.float32)
 
@@ -160,7 +192,7 @@ def get_flip_lr() -> Op:
     def _flip_lr(images, labels, seed):
         images = tf.convert_to_tensor(images)
         batch = tf.shape(images)[0]
-        flip = tf.random.stateless_uniform([batch], seed) < 0.5
+        flip = _uniform([batch], seed) < 0.5
         # One reverse of the whole batch and one select on a [B, 1, 1, 1] mask: two passes over
         # uint8 memory, instead of a cond (or a Python loop) per image.
         images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[3]), images)
@@ -182,23 +214,46 @@ def get_random_crop(pad: int = 16) -> Op:
             return images, labels
         batch, height, width = _shape(images)
         padded = tf.pad(images, [[0, 0], [0, 0], [pad, pad], [pad, pad]])
-        offsets = tf.random.stateless_uniform(
-            [2, batch], seed, minval=0, maxval=2 * pad + 1, dtype=tf.int32
+        offset_y, offset_x = tf.unstack(
+            tf.random.stateless_uniform(
+                [2, batch], _seed(seed), minval=0, maxval=2 * pad + 1, dtype=tf.int32, alg=RNG_ALG
+            )
         )
-        # Every image has its own offset, so a single tf.slice cannot crop them all; gathering
-        # rows and then columns with per-image index grids ([B, H] and [B, W], batch_dims=1)
-        # crops the whole batch in two kernels.
-        rows = offsets[0][:, None] + tf.range(height)[None, :]
-        cols = offsets[1][:, None] + tf.range(width)[None, :]
+        # Every image has its own offset, so a single tf.slice cannot crop them all. Rows: one
+        # gather with a per-image [B, H] index grid (batch_dims=1) moves whole rows at once.
+        rows = offset_y[:, None] + tf.range(height)[None, :]
         out = tf.gather(padded, rows, axis=2, batch_dims=1)  # [B, C, H, W + 2 pad]
-        out = tf.gather(out, cols, axis=3, batch_dims=1)  # [B, C, H, W]
+        if images.dtype.is_integer:
+            out = _crop_columns_by_offset(out, offset_x, width, pad)
+        else:
+            cols = offset_x[:, None] + tf.range(width)[None, :]
+            out = tf.gather(out, cols, axis=3, batch_dims=1)  # [B, C, H, W]
         out.set_shape(images.shape)  # the index grids hide H and W from shape inference
         return out, labels
 
     return _random_crop
 
 
-@register("random_resized_crop")
+def _crop_columns_by_offset(images, offsets, width, pad: int) -> tf.Tensor:
+    """images[b, :, :, offsets[b] : offsets[b] + width] for the whole batch, offsets in
+    [0, 2 * pad]: the uint8 (tf.data, CPU) path of random_crop.
+
+    A column gather with a [B, W] index grid copies one byte at a time: 240 ms for a batch of
+    256 x 3 x 224 x 224 on one core, 13x the row gather. Grouping the images by offset (one
+    dynamic_partition), cropping each group with a plain slice (whole runs of W bytes) and
+    stitching them back in batch order takes 25 ms and gives the same bytes. The Python loop
+    runs over the 2 * pad + 1 possible offsets when the graph is built, not over images.
+    Float (device) images keep the column gather: XLA has no kernel for dynamic_partition,
+    and accelerators gather fast.
+    """
+    num_offsets = 2 * pad + 1
+    groups = tf.dynamic_partition(images, offsets, num_offsets)
+    positions = tf.dynamic_partition(tf.range(tf.shape(images)[0]), offsets, num_offsets)
+    cropped = [group[..., offset : offset + width] for offset, group in enumerate(groups)]
+    return tf.dynamic_stitch(positions, cropped)
+
+
+@register("random_resized_crop", xla=False)
 def get_random_resized_crop(
     scale: Sequence[float] = (0.08, 1.0), ratio: Sequence[float] = (3 / 4, 4 / 3)
 ) -> Op:
@@ -222,7 +277,7 @@ def get_random_resized_crop(
         images = tf.convert_to_tensor(images)
         batch, height, width = _shape(images)
         h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
-        u_area, u_ratio, u_y, u_x = tf.unstack(tf.random.stateless_uniform([4, batch], seed))
+        u_area, u_ratio, u_y, u_x = tf.unstack(_uniform([4, batch], seed))
         area = (area_lo + (area_hi - area_lo) * u_area) * h * w  # pixels^2
         aspect = tf.exp(log_ratio_lo + (log_ratio_hi - log_ratio_lo) * u_ratio)  # width/height
         # Box size as a fraction of the image side, clipped into the image.
@@ -265,9 +320,7 @@ def get_brightness(max_delta: float = 0.2) -> Op:
     def _brightness(images, labels, seed):
         images = tf.convert_to_tensor(images)
         batch = tf.shape(images)[0]
-        factor = tf.random.stateless_uniform(
-            [batch, 1, 1, 1], seed, minval=1.0 - max_delta, maxval=1.0 + max_delta
-        )
+        factor = _uniform([batch, 1, 1, 1], seed, 1.0 - max_delta, 1.0 + max_delta)
         return _restore(tf.cast(images, tf.float32) * factor, images.dtype), labels
 
     return _brightness
@@ -286,7 +339,7 @@ def get_contrast(lower: float = 0.8, upper: float = 1.2) -> Op:
     def _contrast(images, labels, seed):
         images = tf.convert_to_tensor(images)
         batch = tf.shape(images)[0]
-        factor = tf.random.stateless_uniform([batch, 1, 1, 1], seed, minval=lower, maxval=upper)
+        factor = _uniform([batch, 1, 1, 1], seed, lower, upper)
         pixels = tf.cast(images, tf.float32)
         mean = tf.reduce_mean(pixels, axis=[1, 2, 3], keepdims=True)
         # x * f + m * (1 - f) rather than m + f * (x - m): exactly x when f == 1.
@@ -338,7 +391,7 @@ def get_cutmix(alpha: float = 1.0, num_classes: int | None = None) -> Op:
         batch, height, width = _shape(images)
         seed_lam, seed_box = _split(seed, 2)
         lam = _sample_beta(seed_lam, alpha, [batch])
-        u_y, u_x = tf.unstack(tf.random.stateless_uniform([2, batch], seed_box))
+        u_y, u_x = tf.unstack(_uniform([2, batch], seed_box))
         h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
         side = tf.sqrt(1.0 - lam)  # box side / image side, so box area / image area = 1 - lam
         box_h = tf.cast(tf.round(side * h), tf.int32)
@@ -401,7 +454,9 @@ def _parse_op(node: ast.expr, spec: str) -> tuple[str, dict[str, Any]]:
             f"name or name(arg=value), joined by '|', e.g. {DEFAULT_TRAIN_AUGMENT!r}"
         )
     if name not in OPS:
-        raise ValueError(f"unknown augment op {name!r} in {spec!r}; known ops: {', '.join(sorted(OPS))}")
+        raise ValueError(
+            f"unknown augment op {name!r} in {spec!r}; known ops: {', '.join(sorted(OPS))}"
+        )
     signature = inspect.signature(OPS[name])
     try:
         bound = signature.bind(*args, **kwargs)
@@ -446,7 +501,7 @@ def build(spec: str | Sequence[str] | None, **common) -> Op:
     """Composes the ops of `spec` into one `op(images, labels, seed) -> (images, labels)`.
 
     `common` holds arguments offered to every op whose factory takes them (e.g.
-    `num_classes=len(manifest.classes)` reaches mixup and cutmix, not flip_lr); an argument
+    `num_classes=manifest.num_classes` reaches mixup and cutmix, not flip_lr); an argument
     written in the spec wins. Op i runs with the seed `stateless_fold_in(seed, i)`, so ops
     never share random numbers and adding an op at the end leaves the earlier ones unchanged.
     An empty spec gives `identity`.
@@ -461,9 +516,11 @@ def build(spec: str | Sequence[str] | None, **common) -> Op:
         return identity
 
     def _augment(images, labels, seed):
-        seed = tf.cast(seed, tf.int64)
+        seed = _seed(seed)
         for i, op in enumerate(ops):
-            op_seed = tf.random.experimental.stateless_fold_in(seed, tf.constant(i, tf.int64))
+            op_seed = tf.random.experimental.stateless_fold_in(
+                seed, tf.constant(i, tf.int64), alg=RNG_ALG
+            )
             images, labels = op(images, labels, op_seed)
         return images, labels
 
@@ -509,6 +566,11 @@ class DevicePreprocess(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if mean is None or std is None:
+            raise ValueError(
+                f"DevicePreprocess: mean={mean!r}, std={std!r}; pass the per-channel statistics "
+                f"on the 0-255 scale (manifest.mean / manifest.std)"
+            )
         self.mean = [float(m) for m in mean]
         self.std = [float(s) for s in std]
         if len(self.mean) != len(self.std) or not all(s > 0 for s in self.std):
@@ -525,7 +587,8 @@ class DevicePreprocess(keras.layers.Layer):
         self.augment = list(augment) if isinstance(augment, (list, tuple)) else augment
         self.seed = seed
         self.num_classes = num_classes
-        label_ops = [name for name, _ in parse_spec(augment) if name in LABEL_OPS]
+        names = [name for name, _ in parse_spec(augment)]
+        label_ops = [name for name in names if name in LABEL_OPS]
         if label_ops:
             raise ValueError(
                 f"DevicePreprocess: augment={augment!r} contains {', '.join(label_ops)}, which "
@@ -533,9 +596,18 @@ class DevicePreprocess(keras.layers.Layer):
                 f"pipeline instead (augment.build(spec, num_classes=...) after batching)"
             )
         self._augment_op = build(augment, num_classes=num_classes)
+        if any(name in NO_XLA_OPS for name in names):
+            self.supports_jit = False
         self._seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, images, training=None):
+        channels = len(self.mean)
+        if images.shape.rank != 4 or images.shape[1] not in (None, channels):
+            raise ValueError(
+                f"DevicePreprocess expects [B, {channels}, H, W] channels-first images (the "
+                f"records' uint8 CHW layout), got shape {images.shape}; it transposes to NHWC "
+                f"itself"
+            )
         pixels = tf.cast(images, tf.float32)
         if training and self._augment_op is not identity:
             # The SeedGenerator's state is a variable that advances on every draw, inside
@@ -544,7 +616,6 @@ class DevicePreprocess(keras.layers.Layer):
                 (2,), 0, DEVICE_SEED_MAX, dtype="int32", seed=self._seed_generator
             )
             pixels, _ = self._augment_op(pixels, None, seed)
-        channels = len(self.mean)
         mean = tf.constant(self.mean, tf.float32, shape=[1, channels, 1, 1])
         std = tf.constant(self.std, tf.float32, shape=[1, channels, 1, 1])
         pixels = (pixels - mean) / std
