@@ -296,8 +296,19 @@ class Monitor:
         return total
 
     def _tree_cpu_s(self) -> float:
-        times = self._me.cpu_times()
-        return times.user + times.system + times.children_user + times.children_system
+        """CPU seconds of this process and every descendant, live or reaped.
+
+        Live descendants count too: the writer's workers are forked by a long-lived
+        forkserver, so their time reaches the forkserver's children_* and never ours.
+        """
+        total = 0.0
+        for process in [self._me, *self._me.children(recursive=True)]:
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue  # exited between listing and reading; its reaper counts it
+            total += times.user + times.system + times.children_user + times.children_system
+        return total
 
 
 def _machine_busy_s() -> float:
