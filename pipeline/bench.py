@@ -28,7 +28,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import tempfile
 import threading
 import time
 from typing import Callable, Mapping, Sequence
@@ -114,20 +113,11 @@ def make_photo_folder(folder: str, count: int, seed: int = PHOTO_SEED) -> str:
             f"{folder} exists but was not made by the bench (no {PHOTOS_MARKER}); remove it or "
             "choose another --workdir"
         )
-    parent = os.path.dirname(os.path.abspath(folder))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}-", dir=parent)
-    try:
-        os.chmod(staging, 0o755)  # mkdtemp makes it private; the photos are not secret
+    # Replaces a folder the bench made with other parameters.
+    with files.staged_directory(folder) as staging:
         write_photo_crops(staging, count, seed)
         files.atomic_write_text(os.path.join(staging, PHOTOS_MARKER),
                                 json.dumps(wanted, sort_keys=True) + "\n")
-        if existing is not None:  # made by the bench with other parameters
-            shutil.rmtree(folder)
-        os.rename(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return csv_path
 
 
@@ -273,7 +263,6 @@ class Monitor:
         self._stop.set()
         self._thread.join()
         self._peak = max(self._peak, self._rss())
-        # Pool workers have been joined by now, so their CPU time is in children_*.
         wall, busy, tree = (end - start for end, start in zip(
             (time.perf_counter(), _machine_busy_s(), self._tree_cpu_s()), self._start))
         self.other_cpu = max(busy - tree, 0.0) / wall if wall > 0 else 0.0

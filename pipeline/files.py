@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 
 # Temporary files are `<final name>.tmp.<pid>`: unique per process, so a writer left running by
 # a killed parent can never write into the file of a new run, and easy to find and remove.
@@ -27,12 +30,17 @@ def fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Readers see the old file or the whole new one, never a partial write."""
+@contextlib.contextmanager
+def atomic_file(path: str):
+    """Write `path` through a temporary file: readers see nothing, or the whole file.
+
+    Yields the open temporary file; when the block ends normally the data is fsynced and the
+    file renamed to `path` (and the rename made durable); on any error it is removed.
+    """
     tmp = temp_name(path)
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -41,6 +49,12 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
             os.remove(tmp)
         raise
     fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Readers see the old file or the whole new one, never a partial write."""
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 def atomic_write_text(path: str, text: str) -> None:
@@ -57,3 +71,25 @@ def remove_temp_files(directory: str) -> list[str]:
             os.remove(entry.path)
             removed.append(entry.name)
     return sorted(removed)
+
+
+@contextlib.contextmanager
+def staged_directory(target: str):
+    """Build a directory beside `target` and swap it in whole, so `target` is never half-built.
+
+    Yields an empty staging directory in `target`'s parent; when the block ends normally it
+    replaces `target` (an existing one is removed first) with one rename; on any error it is
+    removed and `target` is left as it was.
+    """
+    parent = os.path.dirname(os.path.abspath(target))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}-", dir=parent)
+    try:
+        os.chmod(staging, 0o755)  # mkdtemp makes it private; what is staged here is not secret
+        yield staging
+        if os.path.exists(target):
+            shutil.rmtree(target)
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

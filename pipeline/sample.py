@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
-import tempfile
 
 import numpy as np
 from PIL import Image
+
+from pipeline import files
 
 SAMPLE_NAME = "digits"
 # The last images are held out as the unlabeled test split (as a competition does).
@@ -37,17 +37,10 @@ def ensure_sample_dataset(raw_root: str) -> str:
         return target
     from sklearn.datasets import load_digits  # heavy import, only needed once
 
-    os.makedirs(raw_root, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{SAMPLE_NAME}-", dir=raw_root)
-    try:
+    # Replaces an incomplete earlier attempt (one without train.csv) if there is one.
+    with files.staged_directory(target) as staging:
         digits = load_digits()
         write_digit_folder(staging, digits.images, digits.target)
-        if os.path.exists(target):  # an incomplete earlier attempt without train.csv
-            shutil.rmtree(target)
-        os.rename(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 

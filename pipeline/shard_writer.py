@@ -78,38 +78,29 @@ def write_shard(
     """
     filename = spec.filename(compression)
     final = os.path.join(output_dir, filename)
-    tmp = files.temp_name(final)
     rejects: list[tuple[str, str]] = []
     label_counts: dict[int, int] = {}
     pixel_sum = np.zeros(schema.CHANNELS, np.int64)
     pixel_sq_sum = np.zeros(schema.CHANNELS, np.int64)
     pending = 0
-    try:
-        with open(tmp, "wb") as raw:
-            writer = schema.RecordWriter(raw, compression)
-            for image in spec.images:
-                try:
-                    chw = decode_image(image.file, image_size, resize)
-                except RejectedImage as rejected:
-                    rejects.append((image.path, rejected.reason))
-                else:
-                    writer.write(schema.encode_example(chw.tobytes(), image.label, image.path))
-                    label_counts[image.label] = label_counts.get(image.label, 0) + 1
-                    flat = chw.reshape(schema.CHANNELS, -1).astype(np.int64)
-                    pixel_sum += flat.sum(axis=1)
-                    pixel_sq_sum += np.einsum("ij,ij->i", flat, flat)
-                pending += 1
-                if pending == PROGRESS_EVERY:
-                    on_progress(pending)
-                    pending = 0
-            size, sha256 = writer.close()
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with files.atomic_file(final) as raw:
+        writer = schema.RecordWriter(raw, compression)
+        for image in spec.images:
+            try:
+                chw = decode_image(image.file, image_size, resize)
+            except RejectedImage as rejected:
+                rejects.append((image.path, rejected.reason))
+            else:
+                writer.write(schema.encode_example(chw.tobytes(), image.label, image.path))
+                label_counts[image.label] = label_counts.get(image.label, 0) + 1
+                flat = chw.reshape(schema.CHANNELS, -1).astype(np.int64)
+                pixel_sum += flat.sum(axis=1)
+                pixel_sq_sum += np.einsum("ij,ij->i", flat, flat)
+            pending += 1
+            if pending == PROGRESS_EVERY:
+                on_progress(pending)
+                pending = 0
+        size, sha256 = writer.close()
     on_progress(pending)
     count = len(spec.images) - len(rejects)
     result = ShardResult(
