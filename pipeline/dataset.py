@@ -49,7 +49,6 @@ MAX_INTERLEAVE_FILES = 16
 AUTO_CACHE_RAM_FRACTION = 0.5
 # Records parsed per batch while loading the in-memory table.
 TABLE_LOAD_BATCH = 256
-CACHE_MODES = (None, "memory", "auto")  # or a file path
 
 
 class DatasetError(ValueError):

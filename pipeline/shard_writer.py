@@ -52,6 +52,11 @@ class ShardResult:
     pixel_sq_sum: tuple[int, ...]
     pixels: int  # per channel
 
+    @property
+    def images_seen(self) -> int:
+        """Planned images this shard accounted for: written or rejected."""
+        return self.count + len(self.rejects)
+
     def to_json(self) -> str:
         doc = dataclasses.asdict(self)
         doc["label_counts"] = {str(k): v for k, v in sorted(self.label_counts.items())}

@@ -112,8 +112,8 @@ class Summary:
 # ---------------------------------------------------------------------------------------------
 
 
-def resolve_inputs(config: WriteConfig) -> tuple[Listing | None, Listing | None]:
-    """(labeled or only listing, unlabeled test listing) for the config."""
+def resolve_inputs(config: WriteConfig) -> tuple[Listing, Listing | None]:
+    """(labeled or only listing, unlabeled test listing or None) for the config."""
     input_path, test_input = config.input, config.test_input
     if input_path is None:
         sample = ensure_sample_dataset(workspace.raw_dir())
@@ -263,7 +263,7 @@ def load_completed_shard(output_dir: str, spec: plan.ShardSpec, compression: str
         return None
     if result.file != filename or size != result.bytes:
         return None
-    if result.count + len(result.rejects) != len(spec.images):
+    if result.images_seen != len(spec.images):
         return None
     return result
 
@@ -377,7 +377,7 @@ def _check_config(config: WriteConfig) -> None:
 
 def _run_shards(todo, results, config: WriteConfig, total_images: int) -> None:
     """Write the `todo` shards, in parallel when there is more than one worker."""
-    done_images = sum(r.count + len(r.rejects) for r in results.values())
+    done_images = sum(r.images_seen for r in results.values())
     progress = Progress(total_images, done_images, config.show_progress)
     kwargs = dict(image_size=config.image_size, resize=config.resize,
                   compression=config.compression)
@@ -396,15 +396,12 @@ def _run_shards(todo, results, config: WriteConfig, total_images: int) -> None:
 
     try:
         if workers <= 1:
+            # write_shard reports every image of the shard through on_progress.
+            def tick(n: int) -> None:
+                progress.update_to(progress.done + n)
+
             for spec in todo:
-                counted = progress.done
-
-                def tick(n: int) -> None:
-                    progress.update_to(progress.done + n)
-
-                result = write_shard(spec, config.output_dir, on_progress=tick, **kwargs)
-                progress.update_to(counted + len(spec.images))
-                accept(spec, result)
+                accept(spec, write_shard(spec, config.output_dir, on_progress=tick, **kwargs))
             return
         context = worker_context()
         counter = context.Value("q", 0)
@@ -452,7 +449,7 @@ def verify(output_dir: str, shards: Sequence[plan.ShardSpec],
         name = spec.filename(compression)
         if result is None:
             raise VerificationError(f"shard {name} was planned but never written")
-        if result.count + len(result.rejects) != len(spec.images):
+        if result.images_seen != len(spec.images):
             raise VerificationError(
                 f"{name}: planned {len(spec.images)} images, wrote {result.count} records and "
                 f"rejected {len(result.rejects)}"
