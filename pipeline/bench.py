@@ -461,20 +461,8 @@ flags.DEFINE_integer("repeats", DEFAULT_REPEATS,
                      "spread between its runs.", lower_bound=1)
 flags.DEFINE_list("rows", [], f"Comma-separated rows to run (default: all): {', '.join(ROWS)}.")
 flags.DEFINE_string("json", None, "Also write the rows (and the speedup) as JSON to this file.")
-# --image_size is pipeline.write's flag (same name, meaning and default): importing the writer
-# defines it, and absl allows one definition per name. Declared key so --helpshort lists it.
-flags.declare_key_flag("image_size")
-
-
-def refuse_writer_flags() -> None:
-    """The writer's other flags are defined (it is imported) but mean nothing to the bench."""
-    given = [flag.name for flag in FLAGS.get_flags_for_module(write)
-             if flag.present and flag.name != "image_size"]
-    if given:
-        raise app.UsageError(
-            f"--{', --'.join(given)}: pipeline.write flags; the bench sets its own write "
-            "settings per row (see --rows)"
-        )
+flags.DEFINE_integer("image_size", write.DEFAULT_IMAGE_SIZE,
+                     "Side of the stored images, in pixels, in every writer row.", lower_bound=1)
 
 
 EXIT_BENCH_ERROR = 2
@@ -483,7 +471,6 @@ EXIT_BENCH_ERROR = 2
 def main(argv: Sequence[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; every option is a --flag")
-    refuse_writer_flags()
     try:
         names = select_rows(FLAGS.rows)
     except BenchError as err:

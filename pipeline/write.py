@@ -548,45 +548,61 @@ def log_summary(summary: Summary, total_images: int) -> None:
 # ---------------------------------------------------------------------------------------------
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string(
-    "input", None,
-    "A CSV with `image` (path relative to the CSV's folder) and `label` columns, a directory "
-    "with one sub-folder per class, or a CSV without a label column (written as an unlabeled "
-    "`test` split in file order). Default: the bundled sample dataset (handwritten digits).")
-flags.DEFINE_string("test_input", None,
-                    "An unlabeled CSV (image column only) written as the `test` split beside a "
-                    "labeled --input, kept in file order for predictions.")
-flags.DEFINE_string("image_column", "image", "CSV column holding image paths.")
-flags.DEFINE_string("label_column", "label",
-                    "CSV column holding class names; a CSV without it is unlabeled.")
-flags.DEFINE_string("output_dir", None,
-                    "Where shards and dataset.json go. Default: workspace/shards/<input name>.")
-flags.DEFINE_integer("shards", DEFAULT_TRAIN_SHARDS,
-                     "Shards of the train split; other splits get proportionally fewer "
-                     "(at least 1) unless --val_shards / --test_shards say otherwise.")
-flags.DEFINE_integer("val_shards", 0, "Shards of the val split (0: proportional to train).")
-flags.DEFINE_integer("test_shards", 0, "Shards of the test split (0: proportional to train).")
-flags.DEFINE_integer("image_size", DEFAULT_IMAGE_SIZE, "Stored images are image_size^2 pixels.")
-flags.DEFINE_enum("resize", "squash", list(RESIZE_MODES),
-                  "squash: stretch to a square; center_crop: crop the central square; "
-                  "pad: fit inside a black square.")
-flags.DEFINE_float("val_fraction", 0.1,
-                   "Share of labeled images in the val split, chosen by a hash of each image's "
-                   "path (stable: adding images never moves old ones).")
-flags.DEFINE_integer("folds", 0, "k-fold cross-validation: split into this many folds (0: off).")
-flags.DEFINE_integer("fold", 0, "With --folds: which fold is the val split (0-based).")
-flags.DEFINE_integer("seed", 0, "Seed of the record order across shards.")
-flags.DEFINE_integer("num_workers", 0,
-                     "Processes decoding and writing shards in parallel (0: one per CPU). "
-                     "Does not change the output.")
-flags.DEFINE_enum("compression", "NONE", sorted(schema.COMPRESSION_SUFFIXES),
-                  "TFRecord compression; raw pixels compress poorly and decompressing costs CPU "
-                  "on every epoch, so NONE is usually right.")
-flags.DEFINE_float("max_reject_fraction", 0.01,
-                   "Fail (exit 1) when more than this share of images cannot be decoded.")
-flags.DEFINE_bool("overwrite", False,
-                  "Replace this tool's files in a non-empty --output_dir written by another "
-                  "command.")
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+    """The command's flags. Defined only when the module runs as a command, so that importing
+    the writer as a library (the bench, the trainer) adds no flags to the importer's."""
+    define = dict(flag_values=flag_values)
+    flags.DEFINE_string(
+        "input", None,
+        "A CSV with `image` (path relative to the CSV's folder) and `label` columns, a directory "
+        "with one sub-folder per class, or a CSV without a label column (written as an unlabeled "
+        "`test` split in file order). Default: the bundled sample dataset (handwritten digits).",
+        **define)
+    flags.DEFINE_string(
+        "test_input", None,
+        "An unlabeled CSV (image column only) written as the `test` split beside a labeled "
+        "--input, kept in file order for predictions.", **define)
+    flags.DEFINE_string("image_column", "image", "CSV column holding image paths.", **define)
+    flags.DEFINE_string("label_column", "label",
+                        "CSV column holding class names; a CSV without it is unlabeled.", **define)
+    flags.DEFINE_string("output_dir", None,
+                        "Where shards and dataset.json go. Default: workspace/shards/<input name>.",
+                        **define)
+    flags.DEFINE_integer("shards", DEFAULT_TRAIN_SHARDS,
+                         "Shards of the train split; other splits get proportionally fewer "
+                         "(at least 1) unless --val_shards / --test_shards say otherwise.",
+                         **define)
+    flags.DEFINE_integer("val_shards", 0, "Shards of the val split (0: proportional to train).",
+                         **define)
+    flags.DEFINE_integer("test_shards", 0, "Shards of the test split (0: proportional to train).",
+                         **define)
+    flags.DEFINE_integer("image_size", DEFAULT_IMAGE_SIZE,
+                         "Stored images are image_size^2 pixels.", **define)
+    flags.DEFINE_enum("resize", "squash", list(RESIZE_MODES),
+                      "squash: stretch to a square; center_crop: crop the central square; "
+                      "pad: fit inside a black square.", **define)
+    flags.DEFINE_float("val_fraction", 0.1,
+                       "Share of labeled images in the val split, chosen by a hash of each "
+                       "image's path (stable: adding images never moves old ones).", **define)
+    flags.DEFINE_integer("folds", 0,
+                         "k-fold cross-validation: split into this many folds (0: off).", **define)
+    flags.DEFINE_integer("fold", 0, "With --folds: which fold is the val split (0-based).",
+                         **define)
+    flags.DEFINE_integer("seed", 0, "Seed of the record order across shards.", **define)
+    flags.DEFINE_integer("num_workers", 0,
+                         "Processes decoding and writing shards in parallel (0: one per CPU). "
+                         "Does not change the output.", **define)
+    flags.DEFINE_enum("compression", "NONE", sorted(schema.COMPRESSION_SUFFIXES),
+                      "TFRecord compression; raw pixels compress poorly and decompressing costs "
+                      "CPU on every epoch, so NONE is usually right.", **define)
+    flags.DEFINE_float("max_reject_fraction", 0.01,
+                       "Fail (exit 1) when more than this share of images cannot be decoded.",
+                       **define)
+    flags.DEFINE_bool("overwrite", False,
+                      "Replace this tool's files in a non-empty --output_dir written by another "
+                      "command.", **define)
 
 
 def config_from_flags() -> WriteConfig:
@@ -635,4 +651,5 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

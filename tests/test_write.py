@@ -341,7 +341,9 @@ def test_helpfull_documents_every_flag(tmp_path):
     result = _cli(["--helpfull"], tmp_path)
     # absl prints the help to stdout and exits 1 by its own convention.
     assert "python -m pipeline.write" in result.stdout
-    module_flags = write.FLAGS.get_flags_for_module(write)
+    defined = write.flags.FlagValues()
+    write.define_flags(defined)
+    module_flags = defined.get_flags_for_module(write)
     assert module_flags
     for flag in module_flags:
         assert re.search(rf"--(\[no\])?{flag.name}:", result.stdout), flag.name
