@@ -13,20 +13,10 @@ from absl import flags
 from absl.testing import flagsaver
 from PIL import Image
 
+from conftest import tree_digest
 from pipeline import bench
 
 WRITER_ROWS = ["write_1_worker", "write_2_workers"]
-
-
-def _tree_bytes(folder):
-    """Every file under `folder`: relative path -> contents."""
-    found = {}
-    for dirpath, _, filenames in os.walk(folder):
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as f:
-                found[os.path.relpath(path, folder)] = f.read()
-    return found
 
 
 def _csv_rows(csv_path):
@@ -37,7 +27,7 @@ def _csv_rows(csv_path):
 def test_photo_folder_is_deterministic_and_listed(tmp_path):
     first = bench.make_photo_folder(str(tmp_path / "a"), 6, seed=0)
     second = bench.make_photo_folder(str(tmp_path / "b"), 6, seed=0)
-    assert _tree_bytes(tmp_path / "a") == _tree_bytes(tmp_path / "b")
+    assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")
 
     rows = _csv_rows(first)
     assert [row["image"] for row in rows] == [f"images/{i}.jpg" for i in range(6)]
@@ -51,7 +41,7 @@ def test_photo_folder_is_deterministic_and_listed(tmp_path):
     other_seed = bench.make_photo_folder(str(tmp_path / "c"), 6, seed=1)
     assert len(_csv_rows(other_seed)) == 6
     first_photo = "images/0.jpg"
-    assert _tree_bytes(tmp_path / "c")[first_photo] != _tree_bytes(tmp_path / "a")[first_photo]
+    assert tree_digest(tmp_path / "c")[first_photo] != tree_digest(tmp_path / "a")[first_photo]
 
 
 def test_photo_folder_is_reused_or_rebuilt(tmp_path):
