@@ -1,21 +1,43 @@
 r"""Benchmark the pipeline on a realistic photo folder: one table on stdout, optionally JSON.
 
-    python -m pipeline.bench                        # 2,000 photos -> 224x224 records, every row
+    python -m pipeline.bench                        # 2,000 photos at 224x224, every row
     python -m pipeline.bench --quick                # 400 photos: under a minute on 2 cores
-    python -m pipeline.bench --rows=write_2_workers --json=/tmp/bench.json
+    python -m pipeline.bench --rows=read_stream_augment,jpeg_tfdata --json=/tmp/bench.json
 
 The input is made offline, once: random crops (random size and aspect, randomly mirrored) of
 the two photos that ship inside scikit-learn (china.jpg and flower.jpg, 427x640), saved as
 JPEG quality 90 with a `train.csv` of 10 classes, the layout our users bring. It is cached in
 `<workdir>/photos` beside a marker of the parameters that made it, and rebuilt when they differ.
+The reader rows also need, made once and reused: the same photos written as our shards
+(`<workdir>/shards`) and resized to --image_size as JPEGs (`<workdir>/jpeg_<size>`), the
+folder of equally sized JPEGs a user would otherwise train from.
 
-Each row is a function `(Bench, name) -> Row` in the ROWS registry: it times one stage end to
-end with `time.perf_counter`, samples the peak memory of this process and its workers, and
-measures how busy other processes kept the machine meanwhile (a shared 2-core machine is
-often not quiet; the table then says so). Rows run one at a time (two at once would measure
-their contention), each on a fresh output kept under `<workdir>/<row name>` for later
-inspection, and the whole list runs --repeats times round-robin; each row reports its
-fastest run. Performance targets are printed here, never asserted in tests.
+The rows, each a function `(Bench, name) -> Row` in the ROWS registry:
+
+  read_stream_augment        1. make_dataset, training, streaming from the shards, with the
+                                default augmentation in the pipeline (what train.py runs)
+  read_stream_aug_on_device  2. the same with augment=None: augmentation left to the model's
+                                DevicePreprocess on the accelerator (not timed here)
+  read_cached                3. cache="memory", steady state (epoch 2+), augmentation on device
+  read_cached_augment           the same with the default augmentation in the pipeline
+  jpeg_tfdata                4. tf.data over the JPEG files: read, decode, random flip, batch,
+                                AUTOTUNE; what a user would pick instead of our shards
+  jpeg_pillow_loop           5. a Python loop over the JPEG files with Pillow, one image at a
+                                time: the method users start with
+  memcpy                     6. one numpy copy of each batch's bytes: the bound for any reader
+  write_1_worker, write_2_workers: the writer, with one and with two worker processes (these
+  run first, before TensorFlow is imported)
+
+Reader rows time whole batches of READ_BATCH images after the first (pipeline start-up, XLA
+compilation and the in-memory table's load are not steady state), for at least
+READ_MIN_IMAGES images, and print their speed relative to jpeg_tfdata.
+
+Each row times one stage with `time.perf_counter`, samples the peak memory of this process and
+its workers (reader rows share this process, so theirs includes TensorFlow and what earlier
+rows left in its heap; the reader's own streaming bound is a test), and measures how busy other processes kept the machine meanwhile (a shared 2-core
+machine is often not quiet; the table then says so). Rows run one at a time (two at once would
+measure their contention), --repeats times round-robin (the writers' runs all before the
+readers'); each row reports its fastest run. Performance targets are printed here, never asserted in tests.
 """
 
 from __future__ import annotations
@@ -27,17 +49,18 @@ import functools
 import json
 import multiprocessing
 import os
+import random
 import shutil
 import threading
 import time
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import psutil
 from absl import app, flags, logging
 from PIL import Image
 
-from pipeline import files, workspace, write
+from pipeline import files, images, schema, workspace, write
 
 DEFAULT_IMAGES = 2000
 # The same run on the 2-core VM varied by 5-40% from one try to the next (and two independent
@@ -75,6 +98,21 @@ WRITE_VAL_FRACTION = 0.1
 # The project's goal for the writer on a 2-core machine: 2 workers at least 1.8x one process.
 WRITE_SPEEDUP_TARGET = 1.8
 SPEEDUP_ROWS = ("write_1_worker", "write_2_workers")  # (baseline, parallel)
+
+# Reader rows. Batches as make_dataset's default, and each timed run long enough (several
+# epochs of the photos; seconds at the rates here) that tf.data's autotuning has settled.
+READ_BATCH = 256
+READ_MIN_IMAGES = 20_000
+QUICK_READ_MIN_IMAGES = 5_000
+READ_SEED = 0
+READER_SHARDS_DIR = "shards"
+JPEG_DIR = "jpeg_{size}"  # the photos resized to the stored size, as a user's folder would be
+# The row every reader row is compared with (tf.data over JPEGs), and the project's goals for
+# the reader on a 2-core machine.
+BASELINE_ROW = "jpeg_tfdata"
+STREAM_SPEEDUP_TARGET = 2.5  # read_stream_augment / jpeg_tfdata
+CACHED_TARGET_IMG_S = 16_000  # read_cached at 224^2: FFCV's per-core raw rate x 2 cores
+CACHED_ROWS = ("read_cached", "read_cached_augment")
 
 # Other processes busier than this (cores, averaged over a run) make the table print a warning:
 # on 2 cores a tenth of a core elsewhere already moves the 2-worker row by several percent.
@@ -136,16 +174,18 @@ def photo_parameters(count: int, seed: int) -> dict:
 
 
 def read_photo_marker(folder: str) -> dict | None:
+    return _read_json(os.path.join(folder, PHOTOS_MARKER))
+
+
+def _read_json(path: str) -> dict | None:
+    """A marker's parameters; None when there is none."""
     try:
-        with open(os.path.join(folder, PHOTOS_MARKER), encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
         return None
     except json.JSONDecodeError as err:
-        raise BenchError(
-            f"{os.path.join(folder, PHOTOS_MARKER)} is damaged ({err}); remove {folder} and "
-            "run again"
-        ) from err
+        raise BenchError(f"{path} is damaged ({err}); remove it and run again") from err
 
 
 def write_photo_crops(folder: str, count: int, seed: int) -> None:
@@ -198,6 +238,10 @@ class Bench:
     images: int
     image_size: int
     photos_csv: str
+    # Made only when a reader row is selected (see prepare).
+    shards_dir: str | None = None  # the photos as our shards
+    jpeg_dir: str | None = None  # the photos as JPEGs of the stored size, and train.csv
+    read_min_images: int = READ_MIN_IMAGES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,12 +379,138 @@ def write_shards(images: int) -> int:
     return max(1, min(WRITE_SHARDS, images // MIN_IMAGES_PER_SHARD))
 
 
+# ---------------------------------------------------------------------------------------------
+# Reader rows
+# ---------------------------------------------------------------------------------------------
+
+
+def time_batches(batches: Iterator, min_images: int) -> tuple[int, float]:
+    """(images, seconds) of the batches after the first, until at least `min_images`.
+
+    A batch is `(images, labels)` or an array of images; only its first dimension is read, so
+    nothing is copied (tf.data batches are already in host memory when they arrive).
+    """
+    next(batches)  # start-up: threads, autotuning's first guess, XLA compilation, table load
+    start = time.perf_counter()
+    seen = 0
+    while seen < min_images:
+        batch = next(batches)
+        seen += int((batch[0] if isinstance(batch, tuple) else batch).shape[0])
+    return seen, time.perf_counter() - start
+
+
+def read_batch_size(bench: Bench) -> int:
+    """READ_BATCH, or the whole training split when it is smaller (tiny --images)."""
+    manifest = schema.read_manifest(bench.shards_dir)
+    return min(READ_BATCH, manifest.split(schema.TRAIN).count)
+
+
+def reader_row(bench: Bench, name: str, *, cache: str | None, augment: bool) -> Row:
+    """make_dataset over the photo shards, training mode, timed in steady state."""
+    from pipeline import augment as augment_lib
+    from pipeline import dataset
+
+    with Monitor() as monitor:
+        train = dataset.make_dataset(
+            bench.shards_dir, schema.TRAIN, read_batch_size(bench), training=True, cache=cache,
+            seed=READ_SEED, augment=augment_lib.DEFAULT_TRAIN_AUGMENT if augment else None,
+        )
+        seen, seconds = time_batches(iter(train.repeat()), bench.read_min_images)
+        del train  # frees the in-memory table before the next row
+    return make_row(name, seen, seconds, monitor.peak_mb, monitor.other_cpu)
+
+
+def jpeg_files(bench: Bench) -> list[str]:
+    with open(os.path.join(bench.jpeg_dir, "train.csv"), newline="", encoding="utf-8") as f:
+        return [os.path.join(bench.jpeg_dir, row["image"]) for row in csv.DictReader(f)]
+
+
+def jpeg_tfdata_row(bench: Bench, name: str) -> Row:
+    """The usual tf.data input over a JPEG folder (the tf.data guide's recipe): shuffle the
+    file names, then per image read, decode and randomly flip in a parallel map, batch,
+    prefetch. Its images are already --image_size, so nothing is resized: the fairest case."""
+    import tensorflow as tf
+
+    def load(path):
+        image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+        return tf.image.random_flip_left_right(image)
+
+    paths = jpeg_files(bench)
+    with Monitor() as monitor:
+        batches = (tf.data.Dataset.from_tensor_slices(paths)
+                   .shuffle(len(paths), seed=READ_SEED, reshuffle_each_iteration=True)
+                   .map(load, num_parallel_calls=tf.data.AUTOTUNE)
+                   .batch(read_batch_size(bench), drop_remainder=True)
+                   .prefetch(tf.data.AUTOTUNE))
+        seen, seconds = time_batches(iter(batches.repeat()), bench.read_min_images)
+    return make_row(name, seen, seconds, monitor.peak_mb, monitor.other_cpu)
+
+
+def pillow_batches(paths: Sequence[str], batch_size: int, seed: int) -> Iterator[np.ndarray]:
+    """Batches of HWC uint8 images, one file at a time: open, decode, flip half, stack."""
+    rng = random.Random(seed)
+    while True:
+        order = list(paths)
+        rng.shuffle(order)
+        for first in range(0, len(order) - batch_size + 1, batch_size):
+            batch = []
+            for path in order[first:first + batch_size]:
+                with Image.open(path) as image:
+                    pixels = np.asarray(image.convert("RGB"))
+                batch.append(pixels[:, ::-1] if rng.random() < 0.5 else pixels)
+            yield np.stack(batch)
+
+
+def jpeg_pillow_loop_row(bench: Bench, name: str) -> Row:
+    """The per-file Python loop users start with. One epoch at most: it is slow."""
+    paths = jpeg_files(bench)
+    batch_size = read_batch_size(bench)
+    min_images = min(bench.read_min_images, max(len(paths) - 2 * batch_size, batch_size))
+    with Monitor() as monitor:
+        seen, seconds = time_batches(pillow_batches(paths, batch_size, READ_SEED), min_images)
+    return make_row(name, seen, seconds, monitor.peak_mb, monitor.other_cpu)
+
+
+def memcpy_row(bench: Bench, name: str) -> Row:
+    """One numpy copy per batch of the training split's image bytes into a reused buffer: no
+    reader of these bytes can go faster on this machine."""
+    from pipeline import dataset
+
+    manifest = schema.read_manifest(bench.shards_dir)
+    files_, count = dataset.pipeline_files(manifest, bench.shards_dir, schema.TRAIN, None)
+    table_images, _ = dataset.load_table(files_, manifest, count)
+    table = table_images.numpy()
+    del table_images
+    batch_size = read_batch_size(bench)
+    out = np.empty((batch_size, *table.shape[1:]), table.dtype)
+
+    def copies():
+        while True:
+            for first in range(0, len(table) - batch_size + 1, batch_size):
+                np.copyto(out, table[first:first + batch_size])
+                yield out
+
+    with Monitor() as monitor:
+        seen, seconds = time_batches(copies(), bench.read_min_images)
+    return make_row(name, seen, seconds, monitor.peak_mb, monitor.other_cpu)
+
+
 RowFn = Callable[[Bench, str], Row]  # (settings, row name) -> the measured row
-# Every row, in the order they run. Readers of the shards written here go after the writers.
+# Every row, in the order they run and are printed.
 ROWS: Mapping[str, RowFn] = {
+    # Writers first: they run before this process imports TensorFlow, whose threads and
+    # memory would otherwise sit beside the workers (measured: 2 workers 681 -> 569 img/s).
     "write_1_worker": functools.partial(write_row, num_workers=1),
     "write_2_workers": functools.partial(write_row, num_workers=2),
+    "read_stream_augment": functools.partial(reader_row, cache=None, augment=True),
+    "read_stream_aug_on_device": functools.partial(reader_row, cache=None, augment=False),
+    "read_cached": functools.partial(reader_row, cache="memory", augment=False),
+    "read_cached_augment": functools.partial(reader_row, cache="memory", augment=True),
+    BASELINE_ROW: jpeg_tfdata_row,
+    "jpeg_pillow_loop": jpeg_pillow_loop_row,
+    "memcpy": memcpy_row,
 }
+READER_ROWS = tuple(name for name in ROWS if not name.startswith("write_"))
 
 
 def select_rows(names: Sequence[str] | None) -> list[str]:
@@ -354,16 +524,23 @@ def select_rows(names: Sequence[str] | None) -> list[str]:
 
 
 def run_rows(bench: Bench, names: Sequence[str], repeats: int = 1) -> list[Row]:
-    """Run the rows `repeats` times round-robin; each row's fastest run, in ROWS order."""
+    """Run the rows `repeats` times round-robin; each row's fastest run, in ROWS order.
+
+    The writer rows do all their runs first, the readers after: once a reader row has imported
+    TensorFlow, its threads and memory stay in this process beside the writer's workers.
+    """
     if repeats < 1:
         raise BenchError(f"--repeats={repeats} must be at least 1")
     samples: dict[str, list[Row]] = {name: [] for name in select_rows(names)}
-    for repeat in range(repeats):
-        for name, runs in samples.items():
-            row = ROWS[name](bench, name)
-            logging.info("%s (run %d/%d): %d images in %.2f s (%.1f img/s)", name, repeat + 1,
-                         repeats, row.images, row.seconds, row.images_per_s)
-            runs.append(row)
+    writers = [name for name in samples if name not in READER_ROWS]
+    readers = [name for name in samples if name in READER_ROWS]
+    for group in (writers, readers):
+        for repeat in range(repeats):
+            for name in group:
+                row = ROWS[name](bench, name)
+                logging.info("%s (run %d/%d): %d images in %.2f s (%.1f img/s)", name,
+                             repeat + 1, repeats, row.images, row.seconds, row.images_per_s)
+                samples[name].append(row)
     return [best_of(runs) for runs in samples.values()]
 
 
@@ -381,29 +558,61 @@ def write_speedup(rows: Sequence[Row]) -> float | None:
     return parallel.images_per_s / baseline.images_per_s
 
 
-def format_report(rows: Sequence[Row]) -> str:
-    """The table, then the writer speedup against its target when both writer rows ran."""
-    header = (f"{'row':<24}{'images':>8}{'seconds':>10}{'img/s':>10}{'runs':>6}{'spread':>8}"
-              f"{'peak RSS MB':>13}{'other CPU':>11}")
+def baseline_ratio(rows: Sequence[Row], name: str) -> float | None:
+    """img/s of row `name` over the JPEG tf.data row's, when both ran."""
+    by_name = {row.name: row for row in rows}
+    row, baseline = by_name.get(name), by_name.get(BASELINE_ROW)
+    if row is None or baseline is None or baseline.images_per_s <= 0:
+        return None
+    return row.images_per_s / baseline.images_per_s
+
+
+def target_lines(rows: Sequence[Row], image_size: int) -> list[str]:
+    """One line per target whose rows ran: the figure, the target, met or not."""
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    lines = []
+    stream = baseline_ratio(rows, "read_stream_augment")
+    if stream is not None:
+        lines.append(f"streaming with augmentation / tf.data over JPEGs: {stream:.2f}x "
+                     f"(target >= {STREAM_SPEEDUP_TARGET}x: {verdict(stream >= STREAM_SPEEDUP_TARGET)})")
+    by_name = {row.name: row for row in rows}
+    for name in CACHED_ROWS:
+        if name in by_name:
+            rate = by_name[name].images_per_s
+            scale = "" if image_size == write.DEFAULT_IMAGE_SIZE else (
+                f"; measured at {image_size}^2, the target is for {write.DEFAULT_IMAGE_SIZE}^2")
+            lines.append(f"{name}: {rate:,.0f} img/s (target >= {CACHED_TARGET_IMG_S:,} img/s: "
+                         f"{verdict(rate >= CACHED_TARGET_IMG_S)}{scale})")
+    speedup = write_speedup(rows)
+    if speedup is not None:
+        lines.append(f"write speedup, 2 workers / 1 worker: {speedup:.2f}x "
+                     f"(target >= {WRITE_SPEEDUP_TARGET}x: {verdict(speedup >= WRITE_SPEEDUP_TARGET)})")
+    return lines
+
+
+def format_report(rows: Sequence[Row], image_size: int = write.DEFAULT_IMAGE_SIZE) -> str:
+    """The table (img/s relative to tf.data over JPEGs where it ran), then the targets."""
+    header = (f"{'row':<27}{'images':>8}{'seconds':>9}{'img/s':>10}{'vs jpeg':>9}{'runs':>6}"
+              f"{'spread':>8}{'peak RSS MB':>13}{'other CPU':>11}")
     lines = [header, "-" * len(header)]
     for row in rows:
         spread = "-" if row.spread is None else f"{100 * row.spread:.0f}%"
         rss = "-" if row.peak_rss_mb is None else f"{row.peak_rss_mb:.0f}"
         other = "-" if row.other_cpu is None else f"{row.other_cpu:.2f}"
-        lines.append(f"{row.name:<24}{row.images:>8}{row.seconds:>10.2f}"
-                     f"{row.images_per_s:>10.1f}{len(row.runs):>6}{spread:>8}{rss:>13}"
-                     f"{other:>11}")
+        ratio = baseline_ratio(rows, row.name) if row.name in READER_ROWS else None
+        ratio_text = "-" if ratio is None else f"{ratio:.2f}x"
+        lines.append(f"{row.name:<27}{row.images:>8}{row.seconds:>9.2f}"
+                     f"{row.images_per_s:>10.1f}{ratio_text:>9}{len(row.runs):>6}{spread:>8}"
+                     f"{rss:>13}{other:>11}")
     busy = [row for row in rows if row.other_cpu is not None and row.other_cpu > OTHER_CPU_WARN]
     if busy:
         lines.append(
             f"warning: other processes kept up to {max(row.other_cpu for row in busy):.2f} "
             f"core(s) busy during {', '.join(row.name for row in busy)}; those numbers are "
             "disturbed (run again on a quiet machine)")
-    speedup = write_speedup(rows)
-    if speedup is not None:
-        verdict = "met" if speedup >= WRITE_SPEEDUP_TARGET else "NOT met"
-        lines.append(f"write speedup, 2 workers / 1 worker: {speedup:.2f}x "
-                     f"(target >= {WRITE_SPEEDUP_TARGET}x: {verdict})")
+    lines.extend(target_lines(rows, image_size))
     return "\n".join(lines)
 
 
@@ -411,15 +620,20 @@ def report_json(rows: Sequence[Row], bench: Bench, repeats: int) -> str:
     document = {
         "settings": {"images": bench.images, "image_size": bench.image_size,
                      "repeats": repeats, "workdir": bench.workdir, "cpus": os.cpu_count()},
-        "rows": [dataclasses.asdict(row) for row in rows],
+        "rows": [dict(dataclasses.asdict(row), vs_jpeg=baseline_ratio(rows, row.name))
+                 for row in rows],
         "write_speedup": write_speedup(rows),
         "write_speedup_target": WRITE_SPEEDUP_TARGET,
+        "stream_speedup": baseline_ratio(rows, "read_stream_augment"),
+        "stream_speedup_target": STREAM_SPEEDUP_TARGET,
+        "cached_target_img_s": CACHED_TARGET_IMG_S,
     }
     return json.dumps(document, indent=2) + "\n"
 
 
-def prepare(workdir: str, images: int, image_size: int) -> Bench:
-    """Make (or reuse) the photo folder; returns what the rows need.
+def prepare(workdir: str, images: int, image_size: int, names: Sequence[str] = (),
+            read_min_images: int = READ_MIN_IMAGES) -> Bench:
+    """Make (or reuse) the photo folder, and what the selected reader rows read.
 
     A new folder is made in a child process: scikit-learn and SciPy, imported to load the
     photos, would otherwise stay in this process and add ~80 MB to every row's peak memory on
@@ -435,7 +649,70 @@ def prepare(workdir: str, images: int, image_size: int) -> Bench:
             photos_csv = pool.submit(make_photo_folder, folder, images, PHOTO_SEED).result()
     logging.info("photos: %d in %s (ready in %.1f s)", images, folder,
                  time.perf_counter() - start)
-    return Bench(workdir=workdir, images=images, image_size=image_size, photos_csv=photos_csv)
+    bench = Bench(workdir=workdir, images=images, image_size=image_size, photos_csv=photos_csv,
+                  read_min_images=read_min_images)
+    if any(name in READER_ROWS for name in names):
+        bench = dataclasses.replace(
+            bench,
+            shards_dir=write_reader_shards(bench, os.path.join(workdir, READER_SHARDS_DIR)),
+            jpeg_dir=make_jpeg_folder(photos_csv, os.path.join(
+                workdir, JPEG_DIR.format(size=image_size)), image_size),
+        )
+    return bench
+
+
+def write_reader_shards(bench: Bench, output_dir: str) -> str:
+    """The photos as our shards, written once: the same command again keeps a complete
+    dataset, and a changed one (other --images or --image_size) rewrites it."""
+    start = time.perf_counter()
+    config = write.WriteConfig(
+        output_dir=output_dir, input=bench.photos_csv, shards=write_shards(bench.images),
+        image_size=bench.image_size, val_fraction=WRITE_VAL_FRACTION, show_progress=False,
+        overwrite=True,
+    )
+    # The marker sits beside the dataset: the writer owns every file inside it.
+    marker = output_dir + ".json"
+    wanted = {"photos": read_photo_marker(os.path.dirname(bench.photos_csv)),
+              "image_size": bench.image_size, "shards": config.shards,
+              "val_fraction": config.val_fraction}
+    if not os.path.exists(schema.manifest_path(output_dir)) or _read_json(marker) != wanted:
+        if os.path.exists(marker):
+            os.remove(marker)
+        write.write_dataset(config)
+        files.atomic_write_text(marker, json.dumps(wanted, sort_keys=True) + "\n")
+    logging.info("reader shards: %s (ready in %.1f s)", output_dir, time.perf_counter() - start)
+    return output_dir
+
+
+def make_jpeg_folder(photos_csv: str, folder: str, image_size: int) -> str:
+    """The training photos decoded and resized exactly as the writer stores them, saved as
+    JPEG again (quality JPEG_QUALITY), with a train.csv: the folder of equally sized JPEGs a
+    user would otherwise train from. Made once; the marker holds the parameters."""
+    wanted = {"photos_csv": os.path.abspath(photos_csv), "image_size": image_size,
+              "photos": read_photo_marker(os.path.dirname(photos_csv)),
+              "jpeg_quality": JPEG_QUALITY, "jpeg_subsampling": JPEG_SUBSAMPLING}
+    if read_photo_marker(folder) == wanted:
+        return folder
+    if os.path.exists(folder) and read_photo_marker(folder) is None:
+        raise BenchError(f"{folder} exists but was not made by the bench (no {PHOTOS_MARKER}); "
+                         "remove it or choose another --workdir")
+    source = os.path.dirname(photos_csv)
+    with open(photos_csv, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    with files.staged_directory(folder) as staging:
+        os.makedirs(os.path.join(staging, "images"))
+        for row in rows:
+            chw = images.decode_image(os.path.join(source, row["image"]), image_size)
+            Image.fromarray(chw.transpose(1, 2, 0)).save(
+                os.path.join(staging, row["image"]), "JPEG", quality=JPEG_QUALITY,
+                subsampling=JPEG_SUBSAMPLING)
+        with open(os.path.join(staging, "train.csv"), "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, ["image", "label"], lineterminator="\n")
+            writer.writeheader()
+            writer.writerows({"image": row["image"], "label": row["label"]} for row in rows)
+        files.atomic_write_text(os.path.join(staging, PHOTOS_MARKER),
+                                json.dumps(wanted, sort_keys=True) + "\n")
+    return folder
 
 
 def default_workdir() -> str:
@@ -453,6 +730,10 @@ flags.DEFINE_bool("quick", False,
 flags.DEFINE_integer("images", None,
                      f"Photos in the benchmark folder (default {DEFAULT_IMAGES}; with --quick "
                      f"{QUICK_IMAGES}). Made once and cached in --workdir.", lower_bound=1)
+flags.DEFINE_integer("read_images", None,
+                     f"Images each reader row times after its first batch (default "
+                     f"{READ_MIN_IMAGES:,}; with --quick {QUICK_READ_MIN_IMAGES:,}); the photos "
+                     "are read as many epochs as that takes.", lower_bound=1)
 flags.DEFINE_string("workdir", None,
                     "Where the photo folder and each row's output go. Default: "
                     "<workspace>/bench (see pipeline.workspace; PIPELINE_WORKSPACE moves it).")
@@ -462,7 +743,8 @@ flags.DEFINE_integer("repeats", DEFAULT_REPEATS,
 flags.DEFINE_list("rows", [], f"Comma-separated rows to run (default: all): {', '.join(ROWS)}.")
 flags.DEFINE_string("json", None, "Also write the rows (and the speedup) as JSON to this file.")
 flags.DEFINE_integer("image_size", write.DEFAULT_IMAGE_SIZE,
-                     "Side of the stored images, in pixels, in every writer row.", lower_bound=1)
+                     "Side of the stored images, in pixels, in every row (writer, shards and "
+                     "JPEGs read).", lower_bound=1)
 
 
 EXIT_BENCH_ERROR = 2
@@ -476,13 +758,16 @@ def main(argv: Sequence[str]) -> int:
     except BenchError as err:
         raise app.UsageError(str(err)) from err
     images = FLAGS.images or (QUICK_IMAGES if FLAGS.quick else DEFAULT_IMAGES)
+    read_min_images = FLAGS.read_images or (
+        QUICK_READ_MIN_IMAGES if FLAGS.quick else READ_MIN_IMAGES)
     try:
-        bench = prepare(FLAGS.workdir or default_workdir(), images, FLAGS.image_size)
+        bench = prepare(FLAGS.workdir or default_workdir(), images, FLAGS.image_size, names,
+                        read_min_images)
     except BenchError as err:
         logging.error("%s", err)
         return EXIT_BENCH_ERROR
     rows = run_rows(bench, names, FLAGS.repeats)
-    print(format_report(rows))
+    print(format_report(rows, bench.image_size))
     if FLAGS.json:
         files.atomic_write_text(FLAGS.json, report_json(rows, bench, FLAGS.repeats))
         logging.info("rows written to %s", FLAGS.json)

@@ -314,6 +314,40 @@ def test_ops_work_on_a_batch_of_one_or_none():
     assert out.shape == (0, 3, 8, 8) and soft.shape == (0, K)
 
 
+XLA_SPECS = ["flip_lr", "random_crop(pad=3)", "brightness", "contrast",
+             "random_crop(pad=2)|flip_lr", "flip_lr|random_crop(pad=2)|brightness"]
+
+
+@pytest.mark.parametrize("spec", XLA_SPECS)
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+@pytest.mark.parametrize("batch", [1, 8, 0])
+def test_xla_kernels_give_the_same_bytes_as_tensorflow_kernels(spec, dtype, batch):
+    images, labels = make_images(batch, dtype=dtype), make_labels(batch)
+    plain = augment.build(spec, jit_compile=False)
+    compiled = augment.build(spec)  # jit_compile=True: XLA, random_crop's window gather
+    expected, _ = eager(plain, images, labels)
+    if batch:
+        out, out_labels = both(compiled, images, labels)
+    else:  # an empty batch takes the TensorFlow kernel (no image to slice a window from)
+        out, out_labels = eager(compiled, images, labels)
+        # With the batch size unknown until run time, as in tf.data, the choice is a tf.cond.
+        graph = tf.function(lambda x, y: compiled(x, y, tf.constant(SEED)), input_signature=[
+            tf.TensorSpec([None, 3, 8, 8], dtype), tf.TensorSpec([None], tf.int64)])
+        assert graph(images, labels)[0].shape == images.shape
+    if dtype == np.float32 and ("brightness" in spec or "contrast" in spec):
+        # XLA may fuse float arithmetic differently: equal to the last bit or two.
+        np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-4)
+    else:
+        np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(out_labels, labels)
+
+
+def test_every_op_but_the_listed_ones_compiles_with_xla():
+    assert augment.NO_XLA_OPS == {"random_resized_crop", "mixup", "cutmix"}
+    assert {name for spec in XLA_SPECS for name, _ in augment.parse_spec(spec)} == (
+        set(augment.OPS) - augment.NO_XLA_OPS)
+
+
 # ---------------------------------------------------------------------------------------------
 # parse_spec / build
 # ---------------------------------------------------------------------------------------------

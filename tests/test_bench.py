@@ -8,6 +8,7 @@ import csv
 import json
 import os
 
+import numpy as np
 import pytest
 from absl import flags
 from absl.testing import flagsaver
@@ -81,6 +82,7 @@ def test_writer_rows_write_json(tmp_path, parsed_flags, capsys):
     parsed_flags.image_size = 16
     parsed_flags.repeats = 1
     parsed_flags.json = str(json_path)
+    parsed_flags.rows = WRITER_ROWS
 
     bench.main(["bench"])
 
@@ -116,3 +118,89 @@ def test_rows_select_and_keep_their_fastest_run():
     assert bench.write_speedup([best, parallel]) == 2.0
     assert bench.write_speedup([best]) is None
     assert "target >= 1.8x: met" in bench.format_report([best, parallel])
+
+
+def test_reader_rows_time_every_reader_against_the_jpeg_baseline(tmp_path, parsed_flags, capsys):
+    bench.make_photo_folder(str(tmp_path / bench.PHOTOS_DIR), 24, seed=bench.PHOTO_SEED)
+    json_path = tmp_path / "bench.json"
+    parsed_flags.workdir = str(tmp_path)
+    parsed_flags.images = 24
+    parsed_flags.image_size = 16
+    parsed_flags.read_images = 40
+    parsed_flags.repeats = 1
+    parsed_flags.json = str(json_path)
+    parsed_flags.rows = list(bench.READER_ROWS)
+
+    bench.main(["bench"])
+
+    document = json.loads(json_path.read_text())
+    rows = {row["name"]: row for row in document["rows"]}
+    assert list(rows) == list(bench.READER_ROWS)
+    manifest = json.loads((tmp_path / bench.READER_SHARDS_DIR / "dataset.json").read_text())
+    train_count = manifest["splits"]["train"]["count"]
+    batch = min(bench.READ_BATCH, train_count)
+    for name, row in rows.items():
+        assert row["images_per_s"] > 0 and row["peak_rss_mb"] > 0, name
+        assert row["images"] % batch == 0, name  # whole batches only
+        if name != "jpeg_pillow_loop":  # one epoch at most: it is the slow one
+            assert row["images"] >= 40, name
+    assert rows[bench.BASELINE_ROW]["vs_jpeg"] == 1.0
+    assert document["stream_speedup"] == rows["read_stream_augment"]["vs_jpeg"]
+    table = capsys.readouterr().out
+    assert "streaming with augmentation / tf.data over JPEGs" in table
+    assert "read_cached:" in table and "the target is for 224^2" in table
+
+    # The JPEG folder holds the training photos at the stored size, as a user's would.
+    jpeg_dir = tmp_path / bench.JPEG_DIR.format(size=16)
+    listed = _csv_rows(jpeg_dir / "train.csv")
+    assert len(listed) == 24
+    for row in listed:
+        with Image.open(jpeg_dir / row["image"]) as image:
+            assert image.format == "JPEG" and image.size == (16, 16)
+    # A second run reuses both the shards and the JPEGs.
+    before = tree_digest(tmp_path / bench.READER_SHARDS_DIR)
+    stamp = os.stat(jpeg_dir / listed[0]["image"]).st_mtime_ns
+    parsed_flags.rows = ["memcpy"]
+    bench.main(["bench"])
+    assert tree_digest(tmp_path / bench.READER_SHARDS_DIR) == before
+    assert os.stat(jpeg_dir / listed[0]["image"]).st_mtime_ns == stamp
+
+
+def test_time_batches_skips_the_first_batch_and_counts_images():
+    batches = iter([np.zeros((4, 1))] * 3 + [(np.zeros((4, 1)), np.zeros(4))] * 10)
+    seen, seconds = bench.time_batches(batches, 10)
+    assert seen == 12 and seconds >= 0  # 3 batches after the first reach 10
+    assert len(list(batches)) == 13 - 4
+
+
+def test_pillow_batches_flip_half_and_repeat_deterministically(tmp_path):
+    paths = []
+    for i in range(4):
+        pixels = np.zeros((2, 3, 3), np.uint8)
+        pixels[:, 0] = 50 * (i + 1)  # the left column marks the image and whether it flipped
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(pixels).save(path)
+        paths.append(str(path))
+    first = bench.pillow_batches(paths, 2, seed=3)
+    again = bench.pillow_batches(paths, 2, seed=3)
+    batches = [next(first) for _ in range(6)]  # 3 epochs of 2 batches
+    assert all(np.array_equal(a, next(again)) for a in batches)
+    assert all(batch.shape == (2, 2, 3, 3) and batch.dtype == np.uint8 for batch in batches)
+    epoch = np.concatenate(batches[:2])
+    marks = sorted(int(max(image[0, 0, 0], image[0, -1, 0])) for image in epoch)
+    assert marks == [50, 100, 150, 200]  # every image once per epoch
+    flipped = [image[0, -1, 0] > 0 for batch in batches for image in batch]
+    assert any(flipped) and not all(flipped)
+
+
+def test_targets_are_judged_against_the_jpeg_row():
+    rows = [bench.make_row("read_stream_augment", 100, 1.0),
+            bench.make_row("read_cached", 20_000, 1.0),
+            bench.make_row("jpeg_tfdata", 50, 1.0)]
+    assert bench.baseline_ratio(rows, "read_stream_augment") == 2.0
+    assert bench.baseline_ratio(rows[:2], "read_stream_augment") is None
+    lines = bench.target_lines(rows, 224)
+    assert lines[0].endswith("2.00x (target >= 2.5x: NOT met)")
+    assert lines[1] == "read_cached: 20,000 img/s (target >= 16,000 img/s: met)"
+    report = bench.format_report(rows)
+    assert "2.00x" in report and "1.00x" in report
