@@ -101,7 +101,8 @@ def make_dataset(
         reads only its own shard files.
       num_parallel_reads: shards read at once (default: min(files, MAX_INTERLEAVE_FILES)).
       to_device: e.g. "/gpu:0": prefetch batches into that device's memory (must be the last
-        step; do not use with a tf.distribute strategy, which does its own transfer).
+        step; do not use with a tf.distribute strategy, which does its own transfer). The
+        dataset's length is then unknown to tf.data: use batches_per_epoch for steps.
     """
     manifest = schema.read_manifest(data_dir)
     files, count = pipeline_files(manifest, data_dir, split, input_context)
@@ -113,8 +114,7 @@ def make_dataset(
     if seed is None and training:
         seed = random.SystemRandom().randrange(2**31)  # fresh randomness, still stateless ops
     cache_mode = resolve_cache(cache, manifest, count)
-    drop_remainder = training
-    num_batches = count // batch_size if drop_remainder else -(-count // batch_size)
+    num_batches = batches_per_epoch(count, batch_size, training)
     if num_batches == 0:
         raise DatasetError(
             f"split {split!r} has {count} records for this pipeline, fewer than batch_size="
@@ -138,8 +138,16 @@ def make_dataset(
     options.deterministic = deterministic
     dataset = dataset.with_options(options)
     if to_device:
+        # Must be the last transformation, and tf.data then reports the length as unknown:
+        # take steps_per_epoch from batches_per_epoch (the manifest), not from len().
         return dataset.apply(tf.data.experimental.prefetch_to_device(to_device, buffer_size=2))
     return dataset.prefetch(AUTOTUNE)
+
+
+def batches_per_epoch(records: int, batch_size: int, training: bool) -> int:
+    """Batches make_dataset yields per epoch for `records` records: the last partial batch is
+    dropped in training and kept otherwise."""
+    return records // batch_size if training else -(-records // batch_size)
 
 
 def pipeline_files(manifest: schema.Manifest, data_dir: str, split: str,
