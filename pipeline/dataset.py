@@ -226,6 +226,25 @@ def streaming_batches(files, manifest, batch_size, *, training, cache_path, seed
                        num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
 
+def split_paths(data_dir: str, split: str) -> list[str]:
+    """The source path of every record of `split`, in the order evaluation reads them (shard
+    order, then record order: for a test split, the order of the input CSV)."""
+    manifest = schema.read_manifest(data_dir)
+    files = manifest.shard_paths(data_dir, split)
+    _check_files_exist(files)
+    records = tf.data.TFRecordDataset(
+        files, schema.tf_compression_type(manifest.compression), buffer_size=READ_BUFFER_BYTES)
+    spec = {schema.PATH_KEY: schema.tf_feature_spec()[schema.PATH_KEY]}
+    paths = []
+    for batch in records.batch(TABLE_LOAD_BATCH).map(lambda r: tf.io.parse_example(r, spec)):
+        paths.extend(path.decode("utf-8") for path in batch[schema.PATH_KEY].numpy())
+    expected = manifest.split(split).count
+    if len(paths) != expected:
+        raise DatasetError(f"the {split!r} shards hold {len(paths)} records, the manifest says "
+                           f"{expected}")
+    return paths
+
+
 # ---------------------------------------------------------------------------------------------
 # In-memory uint8 table
 # ---------------------------------------------------------------------------------------------

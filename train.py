@@ -1,0 +1,63 @@
+r"""Train a ResNet on shards written by `python -m pipeline.write`.
+
+    python train.py --config=configs/smoke.gin
+    python train.py --config=configs/resnet50.gin \
+        --gin_bindings="train_and_evaluate.data_dir='workspace/shards/leaves'" \
+        --workdir=workspace/runs/leaves-r50
+
+This file is intentionally short: flags, gin, then one call into
+`pipeline.training.train_and_evaluate`, which knows nothing of gin. Gin configures only that
+function (its keyword arguments); the resolved configuration is logged and saved as
+`config.gin` in the workdir. Running the same command again after a crash resumes training.
+"""
+
+import os
+import sys
+import tokenize
+
+import gin
+from absl import app, flags, logging
+
+from pipeline import files, training, workspace
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("config", None, "Gin config file(s), applied in order.")
+flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings that override the files, e.g. "
+                          "\"train_and_evaluate.epochs=10\".")
+flags.DEFINE_string("workdir", None, "Where checkpoints, logs, the model and metrics go. "
+                    "Default: <workspace>/runs/<config file name>.")
+
+EXIT_BAD_CONFIG = 2
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; every option is a --flag")
+    if not FLAGS.config:
+        raise app.UsageError("--config is required, e.g. --config=configs/smoke.gin")
+    train = gin.configurable("train_and_evaluate")(training.train_and_evaluate)
+    for config in FLAGS.config:  # `include 'resnet50.gin'` finds files beside the config
+        gin.add_config_file_search_path(os.path.dirname(os.path.abspath(config)))
+    try:
+        gin.parse_config_files_and_bindings(FLAGS.config, FLAGS.gin_bindings)
+    # An unknown configurable or parameter (ValueError), a file not found (OSError), a syntax
+    # error (SyntaxError, or TokenError for an unclosed bracket).
+    except (ValueError, OSError, SyntaxError, tokenize.TokenError) as err:
+        logging.error("gin configuration: %s", err)
+        return EXIT_BAD_CONFIG
+    name = os.path.splitext(os.path.basename(FLAGS.config[-1]))[0]
+    workdir = FLAGS.workdir or os.path.join(workspace.root(), "runs", name)
+    os.makedirs(workdir, exist_ok=True)
+    config_text = gin.config_str()
+    logging.info("configuration:\n%s", config_text)
+    files.atomic_write_text(os.path.join(workdir, "config.gin"), config_text)
+    try:
+        train(workdir=workdir)
+    except (training.TrainingError, ValueError) as err:
+        logging.error("%s", err)
+        return EXIT_BAD_CONFIG
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(app.run(main))
