@@ -220,6 +220,13 @@ def choose_strategy() -> tf.distribute.Strategy:
     """MultiWorkerMirrored when TF_CONFIG names a cluster, Mirrored for several GPUs, else the
     default (one device)."""
     if os.environ.get("TF_CONFIG"):
+        if (not tf.config.list_physical_devices("GPU")
+                and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0"):
+            # With several replicas the last validation batch leaves some replicas an empty
+            # batch, and the oneDNN CPU convolution returns [0, H, W, C_in] instead of C_out
+            # for one (TensorFlow 2.21): validation fails with "Incompatible shapes".
+            log.warning("CPU workers: start them with TF_ENABLE_ONEDNN_OPTS=0, or validation "
+                        "can fail on an empty last batch (a oneDNN bug)")
         return tf.distribute.MultiWorkerMirroredStrategy()
     if len(tf.config.list_physical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
