@@ -175,12 +175,13 @@ def train_and_evaluate(
         "batch_size": batch_size,
         "replicas": replicas,
         "mixed_precision": policy,
+        "input_verdict": input_verdict(timer.last_wait_fraction),
     }
     files.atomic_write_text(os.path.join(workdir, METRICS_FILE),
                             json.dumps(metrics, indent=2) + "\n")
-    log.info("done: val_accuracy %.4f, val_loss %.4f, %.0f img/s, input wait %.0f%% -> %s",
+    log.info("done: val_accuracy %.4f, val_loss %.4f, %.0f img/s, input wait %.0f%% (%s) -> %s",
              metrics["val_accuracy"], metrics["val_loss"], metrics["images_per_second"] or 0,
-             100 * (metrics["input_wait_fraction"] or 0), workdir)
+             100 * (metrics["input_wait_fraction"] or 0), metrics["input_verdict"], workdir)
     return metrics
 
 
@@ -286,6 +287,26 @@ def make_callbacks(workdir: str, timer: "InputTimer", profile_batches) -> list:
         keras.callbacks.TensorBoard(os.path.join(workdir, TENSORBOARD_DIR),
                                     profile_batch=profile_batches),
     ]
+
+
+# Shares of step time spent waiting for input that decide the verdict.
+INPUT_BOUND_WAIT = 0.2  # above: the accelerator idles a fifth of the time or more
+INPUT_OK_WAIT = 0.05  # below: the input keeps up
+
+
+def input_verdict(wait_fraction: float | None) -> str:
+    """In plain words: is training input-bound, and which knob to try next."""
+    if wait_fraction is None:
+        return "input wait not measured (too few steps)"
+    if wait_fraction < INPUT_OK_WAIT:
+        return ("not input-bound: the input keeps up; a faster input pipeline will not speed "
+                "training up")
+    knobs = ("try, in this order: augment_on_device=True (the host then only reads and "
+             "parses), cache='memory' if the split fits in RAM (see python -m pipeline.inspect), "
+             "more shards than reader threads, then more CPUs per accelerator (tf.data service)")
+    if wait_fraction < INPUT_BOUND_WAIT:
+        return f"slightly input-bound: {knobs}"
+    return f"input-bound: the accelerator waits for data; {knobs}"
 
 
 class LearningRateLogger(keras.callbacks.Callback):
