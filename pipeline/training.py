@@ -75,6 +75,8 @@ def train_and_evaluate(
     train_split: str = schema.TRAIN,
     val_split: str = schema.VAL,
     profile_batches: Sequence[int] | int = 0,
+    on_corrupt: str = "fail",
+    max_corrupt_fraction: float = dataset_lib.DEFAULT_MAX_CORRUPT_FRACTION,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int | str = 2,
 ) -> dict[str, Any]:
@@ -96,6 +98,9 @@ def train_and_evaluate(
       seed: the file order, shuffling, augmentation and weight initialisation.
       train_split, val_split: manifest split names.
       profile_batches: batches TensorBoard profiles (e.g. (10, 20)); 0 for none.
+      on_corrupt: "fail" (a damaged shard stops training, named) or "skip" (see
+        make_dataset: damaged shards are read up to their first bad record), losing at most
+        `max_corrupt_fraction` of a split.
       extra_callbacks: more Keras callbacks, run after ours.
       verbose: passed to model.fit (2: one line per epoch).
 
@@ -133,10 +138,15 @@ def train_and_evaluate(
 
     train_data = make_input(strategy, data_dir, train_split, batch_size, training=True,
                             num_classes=manifest.num_classes, cache=cache, seed=seed,
-                            augment=None if augment_on_device else augment)
+                            augment=None if augment_on_device else augment,
+                            on_corrupt=on_corrupt, max_corrupt_fraction=max_corrupt_fraction)
     val_data = make_input(strategy, data_dir, val_split, batch_size, training=False,
                           num_classes=manifest.num_classes, cache=cache, seed=seed,
-                          augment=None)
+                          augment=None, on_corrupt=on_corrupt,
+                          max_corrupt_fraction=max_corrupt_fraction)
+    if on_corrupt == "skip":  # damaged shards shorten the epoch: steps from what is read
+        steps_per_epoch = int(train_data.cardinality())
+        val_steps = int(val_data.cardinality())
     with strategy.scope():
         net = model_lib.build_resnet(
             depth=depth, num_classes=manifest.num_classes, image_shape=manifest.image_shape,
@@ -154,12 +164,15 @@ def train_and_evaluate(
     timer = InputTimer(batch_size)
     timer.instrument(net)
     started = time.perf_counter()
-    history = net.fit(
-        train_data, epochs=epochs, steps_per_epoch=steps_per_epoch,
-        validation_data=val_data, validation_steps=val_steps,
-        callbacks=make_callbacks(workdir, timer, profile_batches) + list(extra_callbacks),
-        verbose=verbose, shuffle=False,  # make_dataset shuffles; Keras cannot shuffle a Dataset
-    )
+    try:
+        history = net.fit(
+            train_data, epochs=epochs, steps_per_epoch=steps_per_epoch,
+            validation_data=val_data, validation_steps=val_steps,
+            callbacks=make_callbacks(workdir, timer, profile_batches) + list(extra_callbacks),
+            verbose=verbose, shuffle=False,  # make_dataset shuffles; Keras cannot shuffle one
+        )
+    except tf.errors.DataLossError as err:
+        raise TrainingError(damaged_shards_message(data_dir, (train_split, val_split), err)) from err
     seconds = time.perf_counter() - started
     evaluation = net.evaluate(val_data, steps=val_steps, return_dict=True, verbose=0)
     net.save(os.path.join(workdir, MODEL_FILE))
@@ -242,8 +255,21 @@ def warmup_cosine(peak: float, *, warmup_steps: int, total_steps: int):
         warmup_target=peak, warmup_steps=warmup_steps)
 
 
+def damaged_shards_message(data_dir: str, splits: Sequence[str], err: Exception) -> str:
+    """TensorFlow's DataLossError says "corrupted record at <offset>" but not in which file:
+    name the damaged shards (pipeline.verify) and the ways on."""
+    from pipeline import verify
+
+    report = verify.verify_dataset(data_dir, splits=list(splits))
+    named = "\n  ".join(str(problem) for problem in report.problems) or (
+        f"none found now (TensorFlow said: {err.message if hasattr(err, 'message') else err})")
+    return (f"a shard of {data_dir} is damaged:\n  {named}\nRewrite the dataset with "
+            "`python -m pipeline.write`, or train on without the damaged records with "
+            "train_and_evaluate.on_corrupt='skip'")
+
+
 def make_input(strategy, data_dir, split, batch_size, *, training, num_classes, cache, seed,
-               augment):
+               augment, on_corrupt="fail", max_corrupt_fraction=0.0):
     """The split as (uint8 images, one-hot labels) batches, one pipeline per worker.
 
     Labels become one-hot rows here (mixup and cutmix already give soft rows) so one loss,
@@ -254,7 +280,8 @@ def make_input(strategy, data_dir, split, batch_size, *, training, num_classes, 
                        if input_context else batch_size)
         data = dataset_lib.make_dataset(
             data_dir, split, per_replica, training=training, cache=cache, seed=seed,
-            augment=augment, input_context=input_context)
+            augment=augment, input_context=input_context, on_corrupt=on_corrupt,
+            max_corrupt_fraction=max_corrupt_fraction)
         return data.map(lambda images, labels: (images, _one_hot(labels, num_classes)),
                         num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
