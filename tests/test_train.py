@@ -39,7 +39,7 @@ def trained(data_dir, tmp_path_factory):
     """(workdir, metrics) of a one-epoch run."""
     workdir = str(tmp_path_factory.mktemp("run"))
     metrics = training.train_and_evaluate(data_dir=data_dir, workdir=workdir, epochs=1,
-                                          verbose=0, **TINY)
+                                          verbose=0, profile_batches=(2, 3), **TINY)
     return workdir, metrics
 
 
@@ -60,9 +60,11 @@ def test_one_epoch_leaves_model_metrics_logs_and_checkpoints(trained, data_dir):
     for column in ("loss", "accuracy", "val_accuracy", "learning_rate", "images_per_second",
                    "input_wait_fraction"):
         assert column in log_rows[0], column
-    events = [name for _, _, names in os.walk(os.path.join(workdir, training.TENSORBOARD_DIR))
-              for name in names if name.startswith("events.out.tfevents")]
-    assert events
+    written = [name for _, _, names in os.walk(os.path.join(workdir, training.TENSORBOARD_DIR))
+               for name in names]
+    assert any(name.startswith("events.out.tfevents") for name in written)
+    assert any(name.endswith(".xplane.pb") for name in written)  # profile_batches=(2, 3)
+    assert "input-bound" in metrics["input_verdict"] or "not measured" in metrics["input_verdict"]
     run = json.loads(open(os.path.join(workdir, training.RUN_FILE)).read())
     assert run["classes"] == list(CLASSES) and run["image_shape"] == [3, 8, 8]
 
