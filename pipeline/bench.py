@@ -25,6 +25,8 @@ The rows, each a function `(Bench, name) -> Row` in the ROWS registry:
   jpeg_pillow_loop           5. a Python loop over the JPEG files with Pillow, one image at a
                                 time: the method users start with
   memcpy                     6. one numpy copy of each batch's bytes: the bound for any reader
+  train_resnet10                a small ResNet trained on the reader: img/s, and the share of
+                                step time spent waiting for input with a verdict in words
   write_1_worker, write_2_workers: the writer, with one and with two worker processes (these
   run first, before TensorFlow is imported)
 
@@ -256,6 +258,8 @@ class Row:
     # Cores other processes and the kernel kept busy during the (fastest) run; see Monitor.
     other_cpu: float | None = None
     runs: tuple[float, ...] = ()  # seconds of every run, in order
+    # Training rows: the share of step time spent waiting for the next batch.
+    input_wait: float | None = None
 
     @property
     def spread(self) -> float | None:
@@ -495,6 +499,50 @@ def memcpy_row(bench: Bench, name: str) -> Row:
     return make_row(name, seen, seconds, monitor.peak_mb, monitor.other_cpu)
 
 
+# The training row: a small ResNet fed by make_dataset, timed like train.py times itself.
+TRAIN_BATCH = 64
+TRAIN_STEPS = 12  # measured steps (after an epoch of as many that compiles the model)
+TRAIN_POOLED_SIDE = 32  # the model average-pools images to about this side first (pixels)
+
+
+def train_row(bench: Bench, name: str) -> Row:
+    """Training steps of a ResNet-10 on the shards with the default augmentation in tf.data,
+    the input wait measured as train.py measures it (pipeline.training.InputTimer). On a CPU
+    the model, not the input, is the bound; on an accelerator this row says whether the
+    reader keeps up (see training.input_verdict)."""
+    import keras
+
+    from pipeline import augment as augment_lib
+    from pipeline import dataset, model, training
+
+    manifest = schema.read_manifest(bench.shards_dir)
+    batch_size = min(TRAIN_BATCH, read_batch_size(bench))
+    with Monitor() as monitor:
+        net = model.build_resnet(depth=10, width=16, stem="small", num_classes=manifest.num_classes,
+                                 image_shape=manifest.image_shape, mean=manifest.mean,
+                                 std=manifest.std, input_pool=pool_factor(bench.image_size))
+        net.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                    steps_per_execution=1)
+        timer = training.InputTimer(batch_size)
+        timer.instrument(net)
+        data = dataset.make_dataset(bench.shards_dir, schema.TRAIN, batch_size, seed=READ_SEED,
+                                    augment=augment_lib.DEFAULT_TRAIN_AUGMENT).repeat()
+        net.fit(data, epochs=2, steps_per_epoch=TRAIN_STEPS, callbacks=[timer], verbose=0,
+                shuffle=False)
+    rate = timer.last_images_per_second or 0.0
+    images = (TRAIN_STEPS - 1) * batch_size  # InputTimer leaves out each epoch's first step
+    row = make_row(name, images, images / rate if rate else 0.0, monitor.peak_mb,
+                   monitor.other_cpu)
+    return dataclasses.replace(row, input_wait=timer.last_wait_fraction)
+
+
+def pool_factor(image_size: int) -> int:
+    """The largest divisor of image_size that pools it to about TRAIN_POOLED_SIDE or more."""
+    return max(p for p in range(1, max(image_size // TRAIN_POOLED_SIDE, 1) + 1)
+               if image_size % p == 0)
+
+
 RowFn = Callable[[Bench, str], Row]  # (settings, row name) -> the measured row
 # Every row, in the order they run and are printed.
 ROWS: Mapping[str, RowFn] = {
@@ -509,6 +557,7 @@ ROWS: Mapping[str, RowFn] = {
     BASELINE_ROW: jpeg_tfdata_row,
     "jpeg_pillow_loop": jpeg_pillow_loop_row,
     "memcpy": memcpy_row,
+    "train_resnet10": train_row,
 }
 READER_ROWS = tuple(name for name in ROWS if not name.startswith("write_"))
 
@@ -585,6 +634,12 @@ def target_lines(rows: Sequence[Row], image_size: int) -> list[str]:
                 f"; measured at {image_size}^2, the target is for {write.DEFAULT_IMAGE_SIZE}^2")
             lines.append(f"{name}: {rate:,.0f} img/s (target >= {CACHED_TARGET_IMG_S:,} img/s: "
                          f"{verdict(rate >= CACHED_TARGET_IMG_S)}{scale})")
+    for row in rows:
+        if row.input_wait is not None:
+            from pipeline import training
+
+            lines.append(f"{row.name}: {100 * row.input_wait:.0f}% of step time waiting for "
+                         f"input: {training.input_verdict(row.input_wait)}")
     speedup = write_speedup(rows)
     if speedup is not None:
         lines.append(f"write speedup, 2 workers / 1 worker: {speedup:.2f}x "
@@ -601,7 +656,8 @@ def format_report(rows: Sequence[Row], image_size: int = write.DEFAULT_IMAGE_SIZ
         spread = "-" if row.spread is None else f"{100 * row.spread:.0f}%"
         rss = "-" if row.peak_rss_mb is None else f"{row.peak_rss_mb:.0f}"
         other = "-" if row.other_cpu is None else f"{row.other_cpu:.2f}"
-        ratio = baseline_ratio(rows, row.name) if row.name in READER_ROWS else None
+        ratio = (baseline_ratio(rows, row.name)
+                 if row.name in READER_ROWS and row.input_wait is None else None)
         ratio_text = "-" if ratio is None else f"{ratio:.2f}x"
         lines.append(f"{row.name:<27}{row.images:>8}{row.seconds:>9.2f}"
                      f"{row.images_per_s:>10.1f}{ratio_text:>9}{len(row.runs):>6}{spread:>8}"

@@ -145,10 +145,13 @@ def test_reader_rows_time_every_reader_against_the_jpeg_baseline(tmp_path, parse
         if name != "jpeg_pillow_loop":  # one epoch at most: it is the slow one
             assert row["images"] >= 40, name
     assert rows[bench.BASELINE_ROW]["vs_jpeg"] == 1.0
+    assert 0.0 <= rows["train_resnet10"]["input_wait"] <= 1.0
+    assert all(row["input_wait"] is None for name, row in rows.items() if name != "train_resnet10")
     assert document["stream_speedup"] == rows["read_stream_augment"]["vs_jpeg"]
     table = capsys.readouterr().out
     assert "streaming with augmentation / tf.data over JPEGs" in table
     assert "read_cached:" in table and "the target is for 224^2" in table
+    assert "train_resnet10: " in table and "of step time waiting for input" in table
 
     # The JPEG folder holds the training photos at the stored size, as a user's would.
     jpeg_dir = tmp_path / bench.JPEG_DIR.format(size=16)
