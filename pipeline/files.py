@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+from typing import Collection
 
 # Temporary files are `<final name>.tmp.<pid>`: unique per process, so a writer left running by
 # a killed parent can never write into the file of a new run, and easy to find and remove.
@@ -61,13 +62,18 @@ def atomic_write_text(path: str, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def remove_temp_files(directory: str) -> list[str]:
-    """Delete leftovers of interrupted writes directly under `directory`; return their names."""
+def remove_temp_files(directory: str, finals: Collection[str] | None = None) -> list[str]:
+    """Delete leftovers of interrupted writes directly under `directory`; return their names.
+
+    `finals`: only the temporary files of these final names (a writer sharing the directory
+    with others must not delete their files in progress); None: every temporary file.
+    """
     removed = []
     if not os.path.isdir(directory):
         return removed
     for entry in os.scandir(directory):
-        if entry.is_file() and is_temp_name(entry.name):
+        if (entry.is_file() and is_temp_name(entry.name)
+                and (finals is None or entry.name.rpartition(TEMP_MARKER)[0] in finals)):
             os.remove(entry.path)
             removed.append(entry.name)
     return sorted(removed)

@@ -87,6 +87,12 @@ class WriteConfig:
     max_reject_fraction: float = 0.01
     overwrite: bool = False
     show_progress: bool | None = None  # None: a progress bar when stderr is a terminal
+    # Several hosts writing one plan: task i writes the shards whose plan position p has
+    # p % num_tasks == i and no manifest; one `finalize` run afterwards checks every shard and
+    # writes dataset.json. Neither changes a byte of the output.
+    num_tasks: int = 1
+    task_index: int = 0
+    finalize: bool = False
 
     def output_settings(self) -> dict:
         """The settings that decide output bytes (with the plan: see plan.fingerprint)."""
@@ -101,7 +107,7 @@ class WriteConfig:
 @dataclasses.dataclass(frozen=True)
 class Summary:
     output_dir: str
-    manifest: schema.Manifest
+    manifest: schema.Manifest | None  # None after one task of several (no --finalize yet)
     written: int  # shards written by this run
     reused: int  # shards kept from an interrupted run
     seconds: float
@@ -335,7 +341,10 @@ def write_dataset(config: WriteConfig) -> Summary:
         manifest = schema.read_manifest(output_dir)
         logging.info("%s is already complete for this command; nothing to do", output_dir)
         return Summary(output_dir, manifest, 0, len(shards), time.monotonic() - start)
-    leftovers = files.remove_temp_files(output_dir)
+    # Several tasks share the directory: each clears only its own shards' leftovers.
+    mine = task_shards(shards, config.num_tasks, config.task_index)
+    own = None if config.num_tasks == 1 else {spec.filename(config.compression) for spec in mine}
+    leftovers = files.remove_temp_files(output_dir, own)
     if leftovers:
         logging.info("removed %d temporary file(s) of an interrupted run", len(leftovers))
 
@@ -346,18 +355,43 @@ def write_dataset(config: WriteConfig) -> Summary:
             results[(spec.split, spec.index)] = done
     if results:
         logging.info("resuming: %d of %d shards are complete and kept", len(results), len(shards))
-    todo = [spec for spec in shards if (spec.split, spec.index) not in results]
     total_images = sum(len(spec.images) for spec in shards)
-    try:
-        _run_shards(todo, results, config, total_images)
-    finally:
-        files.remove_temp_files(output_dir)
+    if config.finalize:
+        missing = [spec for position, spec in enumerate(shards)
+                   if (spec.split, spec.index) not in results]
+        if missing:
+            raise IncompleteError(_missing_message(shards, missing, config))
+        todo = []
+    else:
+        todo = [spec for spec in mine if (spec.split, spec.index) not in results]
+        try:
+            _run_shards(todo, results, config, total_images)
+        finally:
+            files.remove_temp_files(output_dir, own)
+        if config.num_tasks > 1:
+            seconds = time.monotonic() - start
+            logging.info("task %d of %d: %d shard(s) written, %d kept, in %.1f s; when every "
+                         "task is done, run the same command once with --finalize",
+                         config.task_index, config.num_tasks, len(todo), len(mine) - len(todo),
+                         seconds)
+            return Summary(output_dir, None, len(todo), len(mine) - len(todo), seconds)
 
     manifest = finish(output_dir, shards, results, main.classes, config, fingerprint)
     seconds = time.monotonic() - start
     summary = Summary(output_dir, manifest, len(todo), len(shards) - len(todo), seconds)
     log_summary(summary, total_images)
     return summary
+
+
+def _missing_message(shards, missing, config: WriteConfig) -> str:
+    position = {(spec.split, spec.index): p for p, spec in enumerate(shards)}
+    named = ", ".join(
+        f"{spec.filename(config.compression)} (task {position[(spec.split, spec.index)] % config.num_tasks})"
+        for spec in missing[:5])
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    return (f"--finalize: {len(missing)} of {len(shards)} shards are not written yet: {named}{more} "
+            f"(task numbers for --num_tasks={config.num_tasks}). Run the missing task(s) with "
+            "the same flags, then --finalize again")
 
 
 def _check_config(config: WriteConfig) -> None:
@@ -373,6 +407,23 @@ def _check_config(config: WriteConfig) -> None:
     if not 0.0 <= config.max_reject_fraction <= 1.0:
         raise plan.PlanError(
             f"--max_reject_fraction={config.max_reject_fraction} must be in [0, 1]")
+    if config.num_tasks < 1 or not 0 <= config.task_index < config.num_tasks:
+        raise plan.PlanError(
+            f"--num_tasks={config.num_tasks} --task_index={config.task_index}: need "
+            f"num_tasks >= 1 and 0 <= task_index < num_tasks")
+    if config.num_tasks > 1 and config.overwrite:
+        raise plan.PlanError("--overwrite with --num_tasks > 1 would let one task delete the "
+                             "others' shards; clear --output_dir once before starting the tasks")
+
+
+class IncompleteError(RuntimeError):
+    """--finalize found shards that no task has written yet."""
+
+
+def task_shards(shards: Sequence[plan.ShardSpec], num_tasks: int, task_index: int):
+    """The shards task `task_index` of `num_tasks` writes: every num_tasks-th of the plan."""
+    return [spec for position, spec in enumerate(shards)
+            if position % num_tasks == task_index]
 
 
 def _run_shards(todo, results, config: WriteConfig, total_images: int) -> None:
@@ -603,6 +654,16 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_bool("overwrite", False,
                       "Replace this tool's files in a non-empty --output_dir written by another "
                       "command.", **define)
+    flags.DEFINE_integer("num_tasks", 1,
+                         "Hosts writing this dataset together into one shared --output_dir, each "
+                         "running the same command with its own --task_index; then one "
+                         "--finalize run. Does not change the output.", **define)
+    flags.DEFINE_integer("task_index", 0, "With --num_tasks: this host's task, 0-based. It "
+                         "writes every num_tasks-th shard of the plan.", **define)
+    flags.DEFINE_bool("finalize", False,
+                      "After every task: check that every shard is written and write "
+                      "dataset.json (the same command without --task_index). Exit 2 naming the "
+                      "missing shards and their tasks otherwise.", **define)
 
 
 def config_from_flags() -> WriteConfig:
@@ -627,6 +688,9 @@ def config_from_flags() -> WriteConfig:
         compression=FLAGS.compression,
         max_reject_fraction=FLAGS.max_reject_fraction,
         overwrite=FLAGS.overwrite,
+        num_tasks=FLAGS.num_tasks,
+        task_index=FLAGS.task_index,
+        finalize=FLAGS.finalize,
     )
     return dataclasses.replace(config, output_dir=FLAGS.output_dir or default_output_dir(config))
 
@@ -641,7 +705,7 @@ def main(argv: Sequence[str]) -> int:
     config = config_from_flags()
     try:
         write_dataset(config)
-    except (InputError, plan.PlanError, OutputDirError) as err:
+    except (InputError, plan.PlanError, OutputDirError, IncompleteError) as err:
         logging.error("%s", err)
         return EXIT_BAD_INPUT
     except TooManyRejects as err:
