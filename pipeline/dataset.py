@@ -61,6 +61,7 @@ TABLE_LOAD_BATCH = 256
 # on_corrupt="skip" tolerates losing this share of a split's records to damaged shards.
 DEFAULT_MAX_CORRUPT_FRACTION = 0.01
 ON_CORRUPT = ("fail", "skip")
+SERVICE_MODES = ("distributed_epoch", "parallel_epochs")
 
 
 class DatasetError(ValueError):
@@ -83,6 +84,9 @@ def make_dataset(
     to_device: str | None = None,
     on_corrupt: str = "fail",
     max_corrupt_fraction: float = DEFAULT_MAX_CORRUPT_FRACTION,
+    service: str | None = None,
+    processing_mode: str = "distributed_epoch",
+    job_name: str | None = None,
 ) -> tf.data.Dataset:
     """A dataset of `(images, labels)`: uint8 `[B, 3, H, W]` and int64 `[B]` (or float `[B, K]`
     when mixup/cutmix is in `augment`).
@@ -119,6 +123,14 @@ def make_dataset(
         warning naming it and the records lost; more than `max_corrupt_fraction` of the split
         lost is an error. The dataset's length counts only the records read.
       max_corrupt_fraction: with on_corrupt="skip", the share of records that may be lost.
+      service: "grpc://HOST:PORT" of a tf.data service dispatcher (python -m
+        pipeline.service): reading, shuffling, parsing and augmentation run on its workers,
+        only the prefetch stays here. Streaming only (cache="memory" holds the table in this
+        process). The length is then unknown to tf.data.
+      processing_mode: "distributed_epoch": the workers share the shard files, every record
+        is read once per epoch (in training each worker drops its own last partial batch);
+        "parallel_epochs": every worker reads the whole split (an epoch per worker).
+      job_name: consumers with the same job name share one job's data (one per training run).
     """
     manifest = schema.read_manifest(data_dir)
     files, count = pipeline_files(manifest, data_dir, split, input_context)
@@ -135,6 +147,11 @@ def make_dataset(
     if seed is None and training:
         seed = random.SystemRandom().randrange(2**31)  # fresh randomness, still stateless ops
     cache_mode = resolve_cache(cache, manifest, count)
+    if service and cache_mode == "memory":
+        raise DatasetError("cache='memory' cannot run on a tf.data service (the table lives in "
+                           "this process); use cache=None with service=")
+    if processing_mode not in SERVICE_MODES:
+        raise DatasetError(f"processing_mode={processing_mode!r}: use one of {SERVICE_MODES}")
     num_batches = batches_per_epoch(count, batch_size, training)
     if num_batches == 0:
         raise DatasetError(
@@ -151,13 +168,20 @@ def make_dataset(
             shuffle_buffer=shuffle_buffer, deterministic=deterministic,
             num_parallel_reads=num_parallel_reads, skip_damaged=skip_damaged,
         )
-    # Known length without a scan: Keras progress bars and epochs just work.
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
+    if not service:
+        # Known length without a scan: Keras progress bars and epochs just work. (With a
+        # service each worker reads part of the split, so the length is only known overall.)
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
     if training and augment:
         dataset = apply_augment(dataset, augment, seed=seed, num_classes=manifest.num_classes)
     options = tf.data.Options()
     options.deterministic = deterministic
     dataset = dataset.with_options(options)
+    if service:
+        # Everything above runs on the service's workers; the prefetch (or device transfer)
+        # below, and DevicePreprocess in the model, stay in this process.
+        dataset = dataset.apply(tf.data.experimental.service.distribute(
+            processing_mode=processing_mode, service=service, job_name=job_name))
     if to_device:
         # Must be the last transformation, and tf.data then reports the length as unknown:
         # take steps_per_epoch from batches_per_epoch (the manifest), not from len().

@@ -1,0 +1,150 @@
+r"""Run tf.data service servers: more CPUs for the input pipeline without rewriting it.
+
+    python -m pipeline.service --mode=dispatcher --port=5050 [--work_dir=/shared/tfdata]
+    python -m pipeline.service --mode=worker --dispatcher=HOST:5050 --port=5051
+    # then, in training: make_dataset(..., service="grpc://HOST:5050")
+
+The dispatcher hands out work; each worker runs `make_dataset`'s pipeline (reading, shuffling,
+parsing, augmentation) on its own CPUs and streams finished batches to the trainer. With
+--work_dir the dispatcher journals its state there and a restarted dispatcher resumes its jobs
+(fault-tolerant mode). Both servers stop cleanly on SIGTERM or Ctrl-C.
+
+Exit codes: 0 stopped by a signal; 2 unusable settings (port in use, dispatcher unreachable).
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+from typing import Sequence
+
+from absl import app, flags, logging
+
+MODES = ("dispatcher", "worker")
+# How long a worker tries to reach its dispatcher before giving up with exit 2 (seconds).
+CONNECT_TIMEOUT_S = 10.0
+# How often the main thread looks for a stop signal while the servers run (seconds).
+POLL_S = 0.2
+# A worker silent for this long is dropped from its jobs, and readers stop waiting for it
+# (TensorFlow's default is minutes). Workers report every WORKER_HEARTBEAT_S.
+DEFAULT_WORKER_TIMEOUT_S = 10.0
+WORKER_HEARTBEAT_S = 1.0
+EXIT_BAD_SETTINGS = 2
+
+
+class ServiceError(RuntimeError):
+    """A server cannot start as asked."""
+
+
+def check_port_free(port: int, host: str = "") -> None:
+    """Raise ServiceError when `port` is taken: TensorFlow's servers would otherwise fail deep
+    inside gRPC (or, for port 0, pick a free port, which is fine)."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise ServiceError(f"port {port} is in use ({err.strerror}); choose another --port "
+                               "or stop the process holding it") from err
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise ServiceError unless a TCP connection to HOST:PORT opens within `timeout_s`."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ServiceError(f"--dispatcher={address!r}: use HOST:PORT, e.g. localhost:5050")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as err:
+        raise ServiceError(
+            f"cannot reach the dispatcher at {address} ({err}); start it first with `python -m "
+            f"pipeline.service --mode=dispatcher --port={port}`") from err
+
+
+def start_dispatcher(port: int, work_dir: str | None = None,
+                     worker_timeout_s: float = DEFAULT_WORKER_TIMEOUT_S):
+    """A started tf.data service dispatcher; fault-tolerant (journaled) when `work_dir`."""
+    import tensorflow as tf
+
+    check_port_free(port)
+    config = tf.data.experimental.service.DispatcherConfig(
+        port=port, work_dir=work_dir, fault_tolerant_mode=bool(work_dir),
+        worker_timeout_ms=int(worker_timeout_s * 1000))
+    return tf.data.experimental.service.DispatchServer(config)
+
+
+def start_worker(dispatcher: str, port: int = 0, worker_address: str | None = None):
+    """A started tf.data service worker registered with `dispatcher` (HOST:PORT)."""
+    import tensorflow as tf
+
+    check_reachable(dispatcher)
+    check_port_free(port)
+    config = tf.data.experimental.service.WorkerConfig(
+        dispatcher_address=dispatcher, port=port,
+        worker_address=worker_address or "localhost:%port%",
+        heartbeat_interval_ms=int(WORKER_HEARTBEAT_S * 1000))
+    return tf.data.experimental.service.WorkerServer(config)
+
+
+def serve_until_signal(server, stop: threading.Event | None = None) -> None:
+    """Block until SIGTERM/SIGINT (or `stop` is set), then stop `server`.
+
+    The servers' own join() blocks inside TensorFlow, where Python cannot run a signal
+    handler; waiting on an Event in short steps keeps the handler responsive.
+    """
+    stop = stop or threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stop.wait(POLL_S):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server._stop()  # the public API has no stop; tf.data's own tests use this
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    flags.DEFINE_enum("mode", None, MODES, "Which server to run.", required=True)
+    flags.DEFINE_integer("port", 0, "Port to serve on (0: any free port, printed at start).",
+                         lower_bound=0)
+    flags.DEFINE_string("work_dir", None, "Dispatcher only: a directory (shared storage for a "
+                        "restartable dispatcher) where it journals its state; enables "
+                        "fault-tolerant mode.")
+    flags.DEFINE_float("worker_timeout_s", DEFAULT_WORKER_TIMEOUT_S, "Dispatcher only: a "
+                       "worker silent this long is dropped and readers stop waiting for it.",
+                       lower_bound=1.0)
+    flags.DEFINE_string("dispatcher", None, "Worker only: the dispatcher's HOST:PORT.")
+    flags.DEFINE_string("worker_address", None, "Worker only: the HOST:PORT the trainer reaches "
+                        "this worker at (default localhost:<port>; set it across machines).")
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; every option is a --flag")
+    try:
+        if FLAGS.mode == "dispatcher":
+            server = start_dispatcher(FLAGS.port, FLAGS.work_dir, FLAGS.worker_timeout_s)
+            print(f"dispatcher serving at {server.target}", flush=True)
+        else:
+            if not FLAGS.dispatcher:
+                raise ServiceError("--mode=worker needs --dispatcher=HOST:PORT")
+            server = start_worker(FLAGS.dispatcher, FLAGS.port, FLAGS.worker_address)
+            print(f"worker registered with {FLAGS.dispatcher}", flush=True)
+    except ServiceError as err:
+        logging.error("%s", err)
+        return EXIT_BAD_SETTINGS
+    serve_until_signal(server)
+    logging.info("%s stopped", FLAGS.mode)
+    return 0
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

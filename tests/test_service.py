@@ -1,0 +1,137 @@
+"""tf.data service on loopback: dispatcher + 2 workers deliver every record once, and the
+command starts, refuses (port in use, no dispatcher) and stops cleanly on SIGTERM."""
+
+import collections
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO_ROOT, write_csv, write_images
+from pipeline import dataset, service, write
+
+STARTUP_S = 60  # a server process imports TensorFlow first
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """60 labeled 8x8 images: 6 train shards, 3 val shards."""
+    root = tmp_path_factory.mktemp("service")
+    rows = write_images(str(root / "src"), 60, size=(8, 8))
+    write_csv(root / "src" / "train.csv", ["image", "label"], rows)
+    write.write_dataset(write.WriteConfig(
+        output_dir=str(root / "shards"), input=str(root / "src" / "train.csv"), image_size=8,
+        shards=6, val_shards=3, val_fraction=0.25, num_workers=1, show_progress=False))
+    return str(root / "shards")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """(dispatcher, workers) in this process, on free loopback ports."""
+    dispatcher = service.start_dispatcher(0)
+    address = dispatcher.target.split("://")[1]
+    workers = [service.start_worker(address) for _ in range(2)]
+    yield dispatcher, workers
+    for server in workers + [dispatcher]:
+        server._stop()
+
+
+def _records(ds):
+    return collections.Counter(x.tobytes() for batch, _ in ds for x in batch.numpy())
+
+
+def test_distributed_epoch_delivers_every_record_once(data_dir, cluster):
+    dispatcher, _ = cluster
+    local = _records(dataset.make_dataset(data_dir, "val", batch_size=4, training=False))
+    remote = _records(dataset.make_dataset(data_dir, "val", batch_size=4, training=False,
+                                           service=dispatcher.target))
+    assert remote == local and set(remote.values()) == {1}
+
+
+def test_parallel_epochs_gives_an_epoch_per_worker(data_dir, cluster):
+    dispatcher, workers = cluster
+    remote = _records(dataset.make_dataset(data_dir, "val", batch_size=4, training=False,
+                                           service=dispatcher.target,
+                                           processing_mode="parallel_epochs"))
+    assert set(remote.values()) == {len(workers)}
+
+
+def test_training_batches_with_augmentation_run_remotely(data_dir, cluster):
+    dispatcher, _ = cluster
+    ds = dataset.make_dataset(data_dir, "train", batch_size=4, seed=0,
+                              service=dispatcher.target)
+    shapes = {tuple(batch.shape) for batch, _ in ds}
+    assert shapes == {(4, 3, 8, 8)}  # static batches: each worker drops its own remainder
+
+
+def test_service_refuses_the_memory_cache_and_unknown_modes(data_dir, cluster):
+    dispatcher, _ = cluster
+    with pytest.raises(dataset.DatasetError, match="cache='memory'"):
+        dataset.make_dataset(data_dir, cache="memory", service=dispatcher.target)
+    with pytest.raises(dataset.DatasetError, match="processing_mode='one_epoch'"):
+        dataset.make_dataset(data_dir, service=dispatcher.target, processing_mode="one_epoch")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _start(args):
+    env = {**os.environ, "PYTHONPATH": REPO_ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.Popen([sys.executable, "-m", "pipeline.service", *args], cwd=REPO_ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_line(process, text):
+    deadline = time.monotonic() + STARTUP_S
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if text in line:
+            return
+        assert process.poll() is None, process.stderr.read()[-2000:]
+    raise AssertionError(f"no {text!r} within {STARTUP_S} s")
+
+
+def test_command_line_servers_serve_refuse_and_stop_cleanly(data_dir, tmp_path):
+    port = _free_port()
+    processes = []
+    try:
+        dispatcher = _start(["--mode=dispatcher", f"--port={port}",
+                             f"--work_dir={tmp_path / 'journal'}"])
+        processes.append(dispatcher)
+        _wait_for_line(dispatcher, "dispatcher serving")
+        taken = subprocess.run([sys.executable, "-m", "pipeline.service", "--mode=dispatcher",
+                                f"--port={port}"], cwd=REPO_ROOT, capture_output=True,
+                               text=True, timeout=STARTUP_S,
+                               env={**os.environ, "PYTHONPATH": REPO_ROOT})
+        assert taken.returncode == service.EXIT_BAD_SETTINGS and "in use" in taken.stderr
+        workers = [_start(["--mode=worker", f"--dispatcher=localhost:{port}"]) for _ in range(2)]
+        processes += workers
+        for worker in workers:
+            _wait_for_line(worker, "worker registered")
+        target = f"grpc://localhost:{port}"
+        local = _records(dataset.make_dataset(data_dir, "train", batch_size=1, training=False))
+        remote = _records(dataset.make_dataset(data_dir, "train", batch_size=1, training=False,
+                                               service=target))
+        assert remote == local
+
+        for process in (*workers, dispatcher):
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    unreachable = subprocess.run(
+        [sys.executable, "-m", "pipeline.service", "--mode=worker",
+         f"--dispatcher=localhost:{_free_port()}"], cwd=REPO_ROOT, capture_output=True,
+        text=True, timeout=STARTUP_S, env={**os.environ, "PYTHONPATH": REPO_ROOT})
+    assert unreachable.returncode == service.EXIT_BAD_SETTINGS
+    assert "cannot reach the dispatcher" in unreachable.stderr
