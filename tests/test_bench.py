@@ -73,18 +73,21 @@ def parsed_flags():
         yield flags.FLAGS
 
 
-def test_writer_rows_write_json(tmp_path, parsed_flags, capsys):
+def _run_bench(flag_values, tmp_path, images, rows, **more_flags):
+    """bench.main on `images` photos at 16 px, one run of `rows`; returns the JSON path."""
     # Made here, so main reuses it instead of building it in a child process.
-    bench.make_photo_folder(str(tmp_path / bench.PHOTOS_DIR), 12, seed=bench.PHOTO_SEED)
+    bench.make_photo_folder(str(tmp_path / bench.PHOTOS_DIR), images, seed=bench.PHOTO_SEED)
     json_path = tmp_path / "bench.json"
-    parsed_flags.workdir = str(tmp_path)
-    parsed_flags.images = 12
-    parsed_flags.image_size = 16
-    parsed_flags.repeats = 1
-    parsed_flags.json = str(json_path)
-    parsed_flags.rows = WRITER_ROWS
-
+    settings = dict(workdir=str(tmp_path), images=images, image_size=16, repeats=1,
+                    json=str(json_path), rows=rows, **more_flags)
+    for name, value in settings.items():
+        setattr(flag_values, name, value)
     bench.main(["bench"])
+    return json_path
+
+
+def test_writer_rows_write_json(tmp_path, parsed_flags, capsys):
+    json_path = _run_bench(parsed_flags, tmp_path, 12, WRITER_ROWS)
 
     document = json.loads(json_path.read_text())
     assert [row["name"] for row in document["rows"]] == WRITER_ROWS
@@ -121,17 +124,7 @@ def test_rows_select_and_keep_their_fastest_run():
 
 
 def test_reader_rows_time_every_reader_against_the_jpeg_baseline(tmp_path, parsed_flags, capsys):
-    bench.make_photo_folder(str(tmp_path / bench.PHOTOS_DIR), 24, seed=bench.PHOTO_SEED)
-    json_path = tmp_path / "bench.json"
-    parsed_flags.workdir = str(tmp_path)
-    parsed_flags.images = 24
-    parsed_flags.image_size = 16
-    parsed_flags.read_images = 40
-    parsed_flags.repeats = 1
-    parsed_flags.json = str(json_path)
-    parsed_flags.rows = list(bench.READER_ROWS)
-
-    bench.main(["bench"])
+    json_path = _run_bench(parsed_flags, tmp_path, 24, list(bench.READER_ROWS), read_images=40)
 
     document = json.loads(json_path.read_text())
     rows = {row["name"]: row for row in document["rows"]}

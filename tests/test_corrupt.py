@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import write_csv, write_images
-from pipeline import dataset, schema, training, write
+from conftest import write_labeled_dataset
+from pipeline import dataset, schema, training
 
 DAMAGED_SHARD = 1
 DAMAGED_RECORD = 3  # 0-based, inside DAMAGED_SHARD
@@ -20,13 +20,8 @@ DAMAGED_RECORD = 3  # 0-based, inside DAMAGED_SHARD
 @pytest.fixture(scope="module")
 def clean_dir(tmp_path_factory):
     """48 labeled 8x8 images: 4 train shards of ~10 records, 1 val shard."""
-    root = tmp_path_factory.mktemp("corrupt")
-    rows = write_images(str(root / "src"), 48, size=(8, 8))
-    write_csv(root / "src" / "train.csv", ["image", "label"], rows)
-    write.write_dataset(write.WriteConfig(
-        output_dir=str(root / "clean"), input=str(root / "src" / "train.csv"), image_size=8,
-        shards=4, val_shards=1, val_fraction=0.2, num_workers=1, show_progress=False))
-    return str(root / "clean")
+    return write_labeled_dataset(tmp_path_factory.mktemp("corrupt"), 48, "clean", shards=4,
+                                 val_shards=1, val_fraction=0.2)
 
 
 def record_offsets(path):

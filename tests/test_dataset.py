@@ -7,20 +7,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import write_csv, write_images
+from conftest import write_csv, write_images, write_labeled_dataset
 from pipeline import dataset, schema, write
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     """60 labeled 8x8 images in 6 train shards (+ val), written by the real writer."""
-    root = tmp_path_factory.mktemp("ds")
-    rows = write_images(str(root / "src"), 60, size=(8, 8))
-    write_csv(root / "src" / "train.csv", ["image", "label"], rows)
-    write.write_dataset(write.WriteConfig(
-        output_dir=str(root / "out"), input=str(root / "src" / "train.csv"), image_size=8,
-        shards=6, val_shards=2, val_fraction=0.2, num_workers=1, show_progress=False))
-    return str(root / "out")
+    return write_labeled_dataset(tmp_path_factory.mktemp("ds"), 60, "out", shards=6,
+                                 val_shards=2, val_fraction=0.2)
 
 
 def _collect(ds):

@@ -6,19 +6,14 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT, write_csv, write_images
-from pipeline import profile, training, write
+from conftest import REPO_ROOT, write_labeled_dataset
+from pipeline import profile, training
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("profile")
-    rows = write_images(str(root / "src"), 24, size=(8, 8))
-    write_csv(root / "src" / "train.csv", ["image", "label"], rows)
-    write.write_dataset(write.WriteConfig(
-        output_dir=str(root / "shards"), input=str(root / "src" / "train.csv"), image_size=8,
-        shards=2, val_fraction=0.0, num_workers=1, show_progress=False))
-    return str(root / "shards")
+    return write_labeled_dataset(tmp_path_factory.mktemp("profile"), 24, "shards", shards=2,
+                                 val_fraction=0.0)
 
 
 def test_reader_trace_is_written_for_tensorboard(data_dir, tmp_path):

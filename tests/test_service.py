@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from conftest import REPO_ROOT, write_csv, write_images
-from pipeline import dataset, service, write
+from conftest import REPO_ROOT, write_labeled_dataset
+from pipeline import dataset, service
 
 STARTUP_S = 60  # a server process imports TensorFlow first
 
@@ -20,13 +20,8 @@ STARTUP_S = 60  # a server process imports TensorFlow first
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     """60 labeled 8x8 images: 6 train shards, 3 val shards."""
-    root = tmp_path_factory.mktemp("service")
-    rows = write_images(str(root / "src"), 60, size=(8, 8))
-    write_csv(root / "src" / "train.csv", ["image", "label"], rows)
-    write.write_dataset(write.WriteConfig(
-        output_dir=str(root / "shards"), input=str(root / "src" / "train.csv"), image_size=8,
-        shards=6, val_shards=3, val_fraction=0.25, num_workers=1, show_progress=False))
-    return str(root / "shards")
+    return write_labeled_dataset(tmp_path_factory.mktemp("service"), 60, "shards", shards=6,
+                                 val_shards=3, val_fraction=0.25)
 
 
 @pytest.fixture(scope="module")
