@@ -139,7 +139,7 @@ def make_dataset(
         raise DatasetError(f"on_corrupt={on_corrupt!r}: use one of {ON_CORRUPT}")
     skip_damaged = on_corrupt == "skip"
     if skip_damaged:
-        count = readable_records(data_dir, split, files, count, max_corrupt_fraction)
+        count = readable_records(data_dir, manifest, split, files, count, max_corrupt_fraction)
     if batch_size < 1:
         raise DatasetError(f"batch_size={batch_size} must be at least 1")
     if deterministic is None:
@@ -247,7 +247,6 @@ def streaming_batches(files, manifest, batch_size, *, training, cache_path, seed
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if training:
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    if training:
         cycle = num_parallel_reads or min(len(files), MAX_INTERLEAVE_FILES)
         dataset = dataset.interleave(
             lambda f: read_shards(f, compression, skip_damaged),
@@ -283,8 +282,8 @@ def read_shards(files, compression: str, skip_damaged: bool = False) -> tf.data.
     return records.ignore_errors() if skip_damaged else records
 
 
-def readable_records(data_dir: str, split: str, files: Sequence[str], count: int,
-                     max_fraction: float) -> int:
+def readable_records(data_dir: str, manifest: schema.Manifest, split: str,
+                     files: Sequence[str], count: int, max_fraction: float) -> int:
     """How many of `files`' records on_corrupt="skip" will read: the split is checked with
     pipeline.verify, each damaged shard is logged (name, records lost, the problem), and more
     than `max_fraction` of `count` lost is an error."""
@@ -292,7 +291,6 @@ def readable_records(data_dir: str, split: str, files: Sequence[str], count: int
 
     from pipeline import verify
 
-    manifest = schema.read_manifest(data_dir)
     mine = {os.path.basename(f) for f in files}
     report = verify.verify_dataset(data_dir, splits=[split])
     expected = {shard.file: shard.count for shard in manifest.split(split).shards}
@@ -302,17 +300,17 @@ def readable_records(data_dir: str, split: str, files: Sequence[str], count: int
             problems.setdefault(problem.file, []).append(problem)
     lost = 0
     for name, found in sorted(problems.items()):
-        first_bad = min((p.record for p in found if p.record is not None), default=None)
-        if first_bad is None or first_bad >= expected[name]:
+        first = min((p for p in found if p.record is not None), key=lambda p: p.record,
+                    default=None)
+        if first is None or first.record >= expected[name]:
             raise DatasetError(
                 f"shard {name} differs from the manifest ({found[0].message}) in a way "
                 "on_corrupt='skip' cannot skip past; rewrite it with `python -m pipeline.write`")
-        shard_lost = expected[name] - first_bad
+        shard_lost = expected[name] - first.record
         lost += shard_lost
         logging.warning("on_corrupt='skip': shard %s is damaged at record %d (%s): reading "
-                        "its first %d of %d records, %d lost", name, first_bad,
-                        found[0].message if found[0].record is not None else found[-1].message,
-                        first_bad, expected[name], shard_lost)
+                        "its first %d of %d records, %d lost", name, first.record,
+                        first.message, first.record, expected[name], shard_lost)
     allowed = int(max_fraction * count)
     if lost > allowed:
         raise DatasetError(
@@ -328,8 +326,7 @@ def split_paths(data_dir: str, split: str) -> list[str]:
     manifest = schema.read_manifest(data_dir)
     files = manifest.shard_paths(data_dir, split)
     _check_files_exist(files)
-    records = tf.data.TFRecordDataset(
-        files, schema.tf_compression_type(manifest.compression), buffer_size=READ_BUFFER_BYTES)
+    records = read_shards(files, schema.tf_compression_type(manifest.compression))
     spec = {schema.PATH_KEY: schema.tf_feature_spec()[schema.PATH_KEY]}
     paths = []
     for batch in records.batch(TABLE_LOAD_BATCH).map(lambda r: tf.io.parse_example(r, spec)):

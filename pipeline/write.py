@@ -357,10 +357,10 @@ def write_dataset(config: WriteConfig) -> Summary:
         logging.info("resuming: %d of %d shards are complete and kept", len(results), len(shards))
     total_images = sum(len(spec.images) for spec in shards)
     if config.finalize:
-        missing = [spec for position, spec in enumerate(shards)
+        missing = [(position, spec) for position, spec in enumerate(shards)
                    if (spec.split, spec.index) not in results]
         if missing:
-            raise IncompleteError(_missing_message(shards, missing, config))
+            raise IncompleteError(_missing_message(len(shards), missing, config))
         todo = []
     else:
         todo = [spec for spec in mine if (spec.split, spec.index) not in results]
@@ -383,13 +383,12 @@ def write_dataset(config: WriteConfig) -> Summary:
     return summary
 
 
-def _missing_message(shards, missing, config: WriteConfig) -> str:
-    position = {(spec.split, spec.index): p for p, spec in enumerate(shards)}
-    named = ", ".join(
-        f"{spec.filename(config.compression)} (task {position[(spec.split, spec.index)] % config.num_tasks})"
-        for spec in missing[:5])
+def _missing_message(planned: int, missing, config: WriteConfig) -> str:
+    """`missing`: (plan position, spec) pairs; the position decides the task (task_shards)."""
+    named = ", ".join(f"{spec.filename(config.compression)} (task {position % config.num_tasks})"
+                      for position, spec in missing[:5])
     more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-    return (f"--finalize: {len(missing)} of {len(shards)} shards are not written yet: {named}{more} "
+    return (f"--finalize: {len(missing)} of {planned} shards are not written yet: {named}{more} "
             f"(task numbers for --num_tasks={config.num_tasks}). Run the missing task(s) with "
             "the same flags, then --finalize again")
 
