@@ -510,26 +510,15 @@ def train_row(bench: Bench, name: str) -> Row:
     the input wait measured as train.py measures it (pipeline.training.InputTimer). On a CPU
     the model, not the input, is the bound; on an accelerator this row says whether the
     reader keeps up (see training.input_verdict)."""
-    import keras
-
     from pipeline import augment as augment_lib
-    from pipeline import dataset, model, training
+    from pipeline import training
 
-    manifest = schema.read_manifest(bench.shards_dir)
     batch_size = min(TRAIN_BATCH, read_batch_size(bench))
     with Monitor() as monitor:
-        net = model.build_resnet(depth=10, width=16, stem="small", num_classes=manifest.num_classes,
-                                 image_shape=manifest.image_shape, mean=manifest.mean,
-                                 std=manifest.std, input_pool=pool_factor(bench.image_size))
-        net.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                    steps_per_execution=1)
-        timer = training.InputTimer(batch_size)
-        timer.instrument(net)
-        data = dataset.make_dataset(bench.shards_dir, schema.TRAIN, batch_size, seed=READ_SEED,
-                                    augment=augment_lib.DEFAULT_TRAIN_AUGMENT).repeat()
-        net.fit(data, epochs=2, steps_per_epoch=TRAIN_STEPS, callbacks=[timer], verbose=0,
-                shuffle=False)
+        timer = training.time_training_steps(
+            bench.shards_dir, schema.TRAIN, batch_size=batch_size, steps_per_epoch=TRAIN_STEPS,
+            seed=READ_SEED, augment=augment_lib.DEFAULT_TRAIN_AUGMENT, depth=10, width=16,
+            stem="small", input_pool=pool_factor(bench.image_size))
     rate = timer.last_images_per_second or 0.0
     images = (TRAIN_STEPS - 1) * batch_size  # InputTimer leaves out each epoch's first step
     row = make_row(name, images, images / rate if rate else 0.0, monitor.peak_mb,

@@ -64,37 +64,17 @@ def profile_input(data_dir: str, logdir: str, *, split: str = schema.TRAIN, step
         reader_rate = steps * batch_size / (time.perf_counter() - start)
         wait = verdict = None
         if train_steps:
-            wait = _train_steps(data_dir, split, batch_size, manifest, spec, cache, seed,
-                                train_steps, depth)
             from pipeline import training
 
+            # Two epochs of half the steps: the first compiles the model, the second is timed.
+            wait = training.time_training_steps(
+                data_dir, split, batch_size=batch_size, steps_per_epoch=max(train_steps // 2, 2),
+                seed=seed, augment=spec, cache=cache, depth=depth).last_wait_fraction
             verdict = training.input_verdict(wait)
     finally:
         tf.profiler.experimental.stop()
     written = tuple(sorted(set(_trace_files(logdir)) - before))
     return ProfileResult(written, reader_rate, wait, verdict)
-
-
-def _train_steps(data_dir, split, batch_size, manifest, spec, cache, seed, steps, depth):
-    """`steps` training steps of a ResNet-`depth` on the same reader; the input-wait share."""
-    import keras
-
-    from pipeline import dataset, model, training
-
-    net = model.build_resnet(depth=depth, num_classes=manifest.num_classes,
-                             image_shape=manifest.image_shape, mean=manifest.mean,
-                             std=manifest.std)
-    net.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                steps_per_execution=1)
-    timer = training.InputTimer(batch_size)
-    timer.instrument(net)
-    data = dataset.make_dataset(data_dir, split, batch_size, training=True, cache=cache,
-                                seed=seed, augment=spec).repeat()
-    # Two epochs of `steps`: the first compiles the model, the second is measured.
-    net.fit(data, epochs=2, steps_per_epoch=max(steps // 2, 2), callbacks=[timer], verbose=0,
-            shuffle=False)
-    return timer.last_wait_fraction
 
 
 def _trace_files(logdir: str) -> list[str]:

@@ -336,6 +336,29 @@ def input_verdict(wait_fraction: float | None) -> str:
     return f"input-bound: the accelerator waits for data; {knobs}"
 
 
+def time_training_steps(data_dir: str, split: str, *, batch_size: int, steps_per_epoch: int,
+                        seed: int, augment: str | Sequence[str] | None, cache: str | None = None,
+                        **model_options) -> "InputTimer":
+    """Two epochs of `steps_per_epoch` steps of a ResNet (`model_options`: build_resnet's) on
+    make_dataset, timed as train_and_evaluate times itself: the first epoch compiles, the
+    returned InputTimer holds the second's images/s and input-wait share. For the bench and
+    the profiler, which ask whether a model would wait for this reader."""
+    manifest = schema.read_manifest(data_dir)
+    net = model_lib.build_resnet(num_classes=manifest.num_classes,
+                                 image_shape=manifest.image_shape, mean=manifest.mean,
+                                 std=manifest.std, **model_options)
+    net.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                steps_per_execution=1)
+    timer = InputTimer(batch_size)
+    timer.instrument(net)
+    data = dataset_lib.make_dataset(data_dir, split, batch_size, training=True, cache=cache,
+                                    seed=seed, augment=augment).repeat()
+    net.fit(data, epochs=2, steps_per_epoch=steps_per_epoch, callbacks=[timer], verbose=0,
+            shuffle=False)
+    return timer
+
+
 class LearningRateLogger(keras.callbacks.Callback):
     """Adds the optimizer's current learning rate to the epoch's logs (CSV, TensorBoard)."""
 
