@@ -66,10 +66,6 @@ CACHE_LOAD_PEAK_FACTOR = 2
 SAMPLE_INPUT_PREFIX = "sample:"
 SAMPLE_CSVS = ("train.csv", "test.csv")
 MISSING_NAMED = 3  # missing files named in a message
-# TFRecordDataset's read buffer per shard (bytes): TensorFlow's default, given explicitly
-# because left unspecified it logs a notice on every read.
-READ_BUFFER_BYTES = 256 << 10
-
 EXIT_BAD_INPUT = 2
 
 
@@ -340,6 +336,8 @@ def read_records(data_dir: str, split: str, start: int, count: int,
     """
     import tensorflow as tf
 
+    from pipeline import dataset as reader  # imports TensorFlow: only when records are read
+
     manifest = manifest or schema.read_manifest(data_dir)
     info = check_split(manifest, split)
     if count < 1:
@@ -356,8 +354,7 @@ def read_records(data_dir: str, split: str, start: int, count: int,
     while len(records) < count:
         shard = info.shards[position]
         wanted = min(count - len(records), shard.count - offset)
-        dataset = tf.data.TFRecordDataset(paths[position], compression,
-                                          buffer_size=READ_BUFFER_BYTES).skip(offset).take(wanted)
+        dataset = reader.read_shards(paths[position], compression).skip(offset).take(wanted)
         try:
             batches = list(dataset.batch(wanted))
         except tf.errors.OpError as err:
