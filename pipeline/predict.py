@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from typing import Sequence
 
@@ -54,12 +53,11 @@ def predict_split(workdir: str, split: str = schema.TEST, *, data_dir: str | Non
 def read_run(workdir: str) -> dict:
     from pipeline import training
 
-    path = os.path.join(workdir, training.RUN_FILE)
-    if not os.path.exists(path):
+    run = training.read_run_file(workdir)
+    if run is None:
         raise PredictError(f"{workdir} is not a training run (no {training.RUN_FILE}); train "
                            "first: python train.py --config=configs/smoke.gin")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return run
 
 
 def load_model(workdir: str, weights: str = "final"):

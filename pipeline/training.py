@@ -203,14 +203,21 @@ def train_and_evaluate(
 # ---------------------------------------------------------------------------------------------
 
 
+def read_run_file(workdir: str) -> dict | None:
+    """The run.json of `workdir` (dataset, classes, image shape), or None before any run."""
+    try:
+        with open(os.path.join(workdir, RUN_FILE), encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
 def check_run_file(workdir: str, data_dir: str, manifest: schema.Manifest) -> None:
     """Write run.json on the first run; on later runs (resume) insist on the same classes."""
-    path = os.path.join(workdir, RUN_FILE)
     current = {"data_dir": os.path.abspath(data_dir), "classes": list(manifest.classes),
                "image_shape": list(manifest.image_shape)}
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            previous = json.load(f)
+    previous = read_run_file(workdir)
+    if previous is not None:
         if (previous["classes"], previous["image_shape"]) != (current["classes"],
                                                              current["image_shape"]):
             raise TrainingError(
@@ -219,7 +226,7 @@ def check_run_file(workdir: str, data_dir: str, manifest: schema.Manifest) -> No
                 f"{manifest.num_classes} classes, images {list(manifest.image_shape)}: its "
                 f"checkpoints cannot continue here. Use another --workdir, or remove {workdir}")
         return
-    files.atomic_write_text(path, json.dumps(current, indent=2) + "\n")
+    files.atomic_write_text(os.path.join(workdir, RUN_FILE), json.dumps(current, indent=2) + "\n")
 
 
 def resolve_mixed_precision(mixed_precision: str | bool) -> str:
