@@ -591,23 +591,21 @@ def _compiled(kernel: Op, plain: Op) -> Op:
         images = tf.convert_to_tensor(images)
         if images.shape[0] == 0:
             return plain(images, labels, seed)
-        if labels is None:  # DevicePreprocess has no labels; XLA functions take tensors only
-            def xla():
-                return compiled(images, tf.zeros([0]), seed)[0]
+        # DevicePreprocess has no labels, and XLA functions take tensors only: an empty
+        # stand-in goes through (ops XLA compiles never change labels) and None comes back.
+        given = tf.zeros([0]) if labels is None else labels
 
-            def fallback():
-                return plain(images, None, seed)[0]
-        else:
-            def xla():
-                return compiled(images, labels, seed)
+        def xla():
+            return compiled(images, given, seed)
 
-            def fallback():
-                return plain(images, labels, seed)
+        def fallback():
+            return plain(images, given, seed)
+
         if images.shape[0] is None:  # unknown until run time (inside tf.data): decide then
-            out = tf.cond(tf.shape(images)[0] > 0, xla, fallback)
+            out_images, out_labels = tf.cond(tf.shape(images)[0] > 0, xla, fallback)
         else:
-            out = xla()
-        return (out, None) if labels is None else out
+            out_images, out_labels = xla()
+        return out_images, (None if labels is None else out_labels)
 
     return _run
 
