@@ -125,11 +125,15 @@ def make_dataset(
       max_corrupt_fraction: with on_corrupt="skip", the share of records that may be lost.
       service: "grpc://HOST:PORT" of a tf.data service dispatcher (python -m
         pipeline.service): reading, shuffling, parsing and augmentation run on its workers,
-        only the prefetch stays here. Streaming only (cache="memory" holds the table in this
-        process). The length is then unknown to tf.data.
+        only the prefetch stays here. Streaming only: cache="memory" holds the table in this
+        process ("auto" streams). The length is then unknown to tf.data. In training it repeats
+        without end (take steps per epoch from batches_per_epoch, as Keras's
+        steps_per_epoch does): one service job serves the whole run, so the workers reshuffle
+        on every pass, and a lost worker never leaves the reader waiting for its share.
       processing_mode: "distributed_epoch": the workers share the shard files, every record
-        is read once per epoch (in training each worker drops its own last partial batch);
-        "parallel_epochs": every worker reads the whole split (an epoch per worker).
+        is read once per pass (in training each worker drops its own last partial batch); if
+        a worker dies, the files it was reading are lost for that pass (at most once).
+        "parallel_epochs": every worker reads the whole split, each in its own file order.
       job_name: consumers with the same job name share one job's data (one per training run).
     """
     manifest = schema.read_manifest(data_dir)
@@ -146,7 +150,8 @@ def make_dataset(
         deterministic = not training
     if seed is None and training:
         seed = random.SystemRandom().randrange(2**31)  # fresh randomness, still stateless ops
-    cache_mode = resolve_cache(cache, manifest, count)
+    # "auto" with a service streams: the in-memory table cannot leave this process.
+    cache_mode = None if service and cache == "auto" else resolve_cache(cache, manifest, count)
     if service and cache_mode == "memory":
         raise DatasetError("cache='memory' cannot run on a tf.data service (the table lives in "
                            "this process); use cache=None with service=")
@@ -167,6 +172,7 @@ def make_dataset(
             files, manifest, batch_size, training=training, cache_path=cache_mode, seed=seed,
             shuffle_buffer=shuffle_buffer, deterministic=deterministic,
             num_parallel_reads=num_parallel_reads, skip_damaged=skip_damaged,
+            order_per_process=bool(service) and processing_mode == "parallel_epochs",
         )
     if not service:
         # Known length without a scan: Keras progress bars and epochs just work. (With a
@@ -178,6 +184,11 @@ def make_dataset(
     options.deterministic = deterministic
     dataset = dataset.with_options(options)
     if service:
+        if training:
+            # One job for the whole run. A new job per epoch would rebuild the pipeline on
+            # each worker from the same seeds (the same order every epoch), and a finite
+            # pass would wait for a dead worker's share, which TensorFlow never reassigns.
+            dataset = dataset.repeat()
         # Everything above runs on the service's workers; the prefetch (or device transfer)
         # below, and DevicePreprocess in the model, stay in this process.
         dataset = dataset.apply(tf.data.experimental.service.distribute(
@@ -242,11 +253,17 @@ def available_memory() -> int:
 
 
 def streaming_batches(files, manifest, batch_size, *, training, cache_path, seed, shuffle_buffer,
-                      deterministic, num_parallel_reads, skip_damaged=False):
+                      deterministic, num_parallel_reads, skip_damaged=False,
+                      order_per_process=False):
     compression = schema.tf_compression_type(manifest.compression)
-    dataset = tf.data.Dataset.from_tensor_slices(files)
-    if training:
+    if training and order_per_process:
+        dataset = file_order_per_process(files, seed)
+    elif training:
+        dataset = tf.data.Dataset.from_tensor_slices(files)
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices(files)
+    if training:
         cycle = num_parallel_reads or min(len(files), MAX_INTERLEAVE_FILES)
         dataset = dataset.interleave(
             lambda f: read_shards(f, compression, skip_damaged),
@@ -268,6 +285,21 @@ def streaming_batches(files, manifest, batch_size, *, training, cache_path, seed
     image_shape = manifest.image_shape
     return dataset.map(lambda records: schema.parse_batch(records, image_shape),
                        num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+
+
+def file_order_per_process(files: Sequence[str], seed: int) -> tf.data.Dataset:
+    """The shard paths in a new order on every pass and in every process that runs it.
+
+    For tf.data service parallel_epochs: every worker runs the same serialized pipeline, so
+    seeded shuffles alone would give every worker the same order, and the trainer each batch
+    once per worker. The running process's clock (read when a pass starts) salts the seed.
+    """
+    def permute(paths):
+        clock = tf.bitcast(tf.timestamp(), tf.int64)
+        return tf.random.experimental.stateless_shuffle(
+            paths, seed=tf.stack([tf.constant(seed, tf.int64), clock]))
+
+    return tf.data.Dataset.from_tensors(list(files)).map(permute).unbatch()
 
 
 def read_shards(files, compression: str, skip_damaged: bool = False) -> tf.data.Dataset:

@@ -9,6 +9,11 @@ parsing, augmentation) on its own CPUs and streams finished batches to the train
 --work_dir the dispatcher journals its state there and a restarted dispatcher resumes its jobs
 (fault-tolerant mode). Both servers stop cleanly on SIGTERM or Ctrl-C.
 
+When a worker dies, readers skip it and go on with the others (a training dataset on a service
+repeats, so it never waits for the lost worker's share). TensorFlow never drops a lost worker's
+tasks, though: a finite (evaluation) pass ends only once a worker is back at the same
+--port, and that worker starts its tasks again. Restart lost workers with the same flags.
+
 Exit codes: 0 stopped by a signal; 2 unusable settings (port in use, dispatcher unreachable).
 """
 
@@ -26,9 +31,8 @@ MODES = ("dispatcher", "worker")
 CONNECT_TIMEOUT_S = 10.0
 # How often the main thread looks for a stop signal while the servers run (seconds).
 POLL_S = 0.2
-# A worker silent for this long is dropped from its jobs, and readers stop waiting for it
-# (TensorFlow's default is minutes). Workers report every WORKER_HEARTBEAT_S.
-DEFAULT_WORKER_TIMEOUT_S = 10.0
+# How often a worker reports to the dispatcher: a new or restarted worker gets its share of
+# running jobs within this time.
 WORKER_HEARTBEAT_S = 1.0
 EXIT_BAD_SETTINGS = 2
 
@@ -43,6 +47,9 @@ def check_port_free(port: int, host: str = "") -> None:
     if port == 0:
         return
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # Like gRPC's own listener: connections a killed server left in TIME_WAIT do not make
+        # the port busy (a worker restarted at its old port must start), a listener does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as err:
@@ -64,15 +71,15 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
             f"pipeline.service --mode=dispatcher --port={port}`") from err
 
 
-def start_dispatcher(port: int, work_dir: str | None = None,
-                     worker_timeout_s: float = DEFAULT_WORKER_TIMEOUT_S):
+def start_dispatcher(port: int, work_dir: str | None = None):
     """A started tf.data service dispatcher; fault-tolerant (journaled) when `work_dir`."""
     import tensorflow as tf
 
     check_port_free(port)
+    # worker_timeout_ms is left at TensorFlow's default: in TF 2.21 a timed-out worker is only
+    # logged (and dropped from snapshots); its tasks stay, so a shorter timeout changes nothing.
     config = tf.data.experimental.service.DispatcherConfig(
-        port=port, work_dir=work_dir, fault_tolerant_mode=bool(work_dir),
-        worker_timeout_ms=int(worker_timeout_s * 1000))
+        port=port, work_dir=work_dir, fault_tolerant_mode=bool(work_dir))
     return tf.data.experimental.service.DispatchServer(config)
 
 
@@ -117,9 +124,6 @@ def define_flags() -> None:
     flags.DEFINE_string("work_dir", None, "Dispatcher only: a directory (shared storage for a "
                         "restartable dispatcher) where it journals its state; enables "
                         "fault-tolerant mode.")
-    flags.DEFINE_float("worker_timeout_s", DEFAULT_WORKER_TIMEOUT_S, "Dispatcher only: a "
-                       "worker silent this long is dropped and readers stop waiting for it.",
-                       lower_bound=1.0)
     flags.DEFINE_string("dispatcher", None, "Worker only: the dispatcher's HOST:PORT.")
     flags.DEFINE_string("worker_address", None, "Worker only: the HOST:PORT the trainer reaches "
                         "this worker at (default localhost:<port>; set it across machines).")
@@ -130,7 +134,7 @@ def main(argv: Sequence[str]) -> int:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; every option is a --flag")
     try:
         if FLAGS.mode == "dispatcher":
-            server = start_dispatcher(FLAGS.port, FLAGS.work_dir, FLAGS.worker_timeout_s)
+            server = start_dispatcher(FLAGS.port, FLAGS.work_dir)
             print(f"dispatcher serving at {server.target}", flush=True)
         else:
             if not FLAGS.dispatcher:

@@ -77,6 +77,8 @@ def train_and_evaluate(
     profile_batches: Sequence[int] | int = 0,
     on_corrupt: str = "fail",
     max_corrupt_fraction: float = dataset_lib.DEFAULT_MAX_CORRUPT_FRACTION,
+    service: str | None = None,
+    processing_mode: str = "distributed_epoch",
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int | str = 2,
 ) -> dict[str, Any]:
@@ -101,6 +103,11 @@ def train_and_evaluate(
       on_corrupt: "fail" (a damaged shard stops training, named) or "skip" (see
         make_dataset: damaged shards are read up to their first bad record), losing at most
         `max_corrupt_fraction` of a split.
+      service: "grpc://HOST:PORT" of a tf.data service dispatcher (python -m
+        pipeline.service): the training input runs on its workers (see make_dataset; needs
+        cache=None). Validation still reads here: every record exactly once, even if a
+        service worker dies.
+      processing_mode: the service's "distributed_epoch" or "parallel_epochs".
       extra_callbacks: more Keras callbacks, run after ours.
       verbose: passed to model.fit (2: one line per epoch).
 
@@ -139,7 +146,8 @@ def train_and_evaluate(
     train_data = make_input(strategy, data_dir, train_split, batch_size, training=True,
                             num_classes=manifest.num_classes, cache=cache, seed=seed,
                             augment=None if augment_on_device else augment,
-                            on_corrupt=on_corrupt, max_corrupt_fraction=max_corrupt_fraction)
+                            on_corrupt=on_corrupt, max_corrupt_fraction=max_corrupt_fraction,
+                            service=service, processing_mode=processing_mode)
     val_data = make_input(strategy, data_dir, val_split, batch_size, training=False,
                           num_classes=manifest.num_classes, cache=cache, seed=seed,
                           augment=None, on_corrupt=on_corrupt,
@@ -161,6 +169,8 @@ def train_and_evaluate(
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
             steps_per_execution=1,
         )
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            work_around_keras_multi_worker(net, batch_size // replicas, manifest)
     timer = InputTimer(batch_size)
     timer.instrument(net)
     started = time.perf_counter()
@@ -168,7 +178,8 @@ def train_and_evaluate(
         history = net.fit(
             train_data, epochs=epochs, steps_per_epoch=steps_per_epoch,
             validation_data=val_data, validation_steps=val_steps,
-            callbacks=make_callbacks(workdir, timer, profile_batches) + list(extra_callbacks),
+            callbacks=(make_callbacks(workdir, timer, profile_batches, strategy)
+                       + list(extra_callbacks)),
             verbose=verbose, shuffle=False,  # make_dataset shuffles; Keras cannot shuffle one
         )
     except tf.errors.DataLossError as err:
@@ -254,6 +265,40 @@ def choose_strategy() -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+def work_around_keras_multi_worker(net: keras.Model, replica_batch: int,
+                                   manifest: schema.Manifest) -> None:
+    """Make Keras 3.15's fit and evaluate run under MultiWorkerMirroredStrategy.
+
+    Two upstream bugs stop them (keras-team/keras issue 20585):
+    - fit and evaluate first build the model from a real batch reduced across workers with
+      strategy.reduce, which cannot reduce an (images, labels) tuple ("Attempt to convert a
+      value (PerReplica...)"). Building from the per-replica shapes first leaves that step
+      nothing to do.
+    - each step's logs (scalars: loss, accuracy) are reduced across workers with
+      strategy.reduce("MEAN", v, axis=0), which fails for a scalar ("Invalid reduction
+      dimension 0"). The mean over replicas (axis=None) is what is meant.
+    """
+    from keras.src.backend.tensorflow import trainer as keras_tf_trainer
+
+    specs = (tf.TensorSpec((replica_batch, *manifest.image_shape), tf.uint8),
+             tf.TensorSpec((replica_batch, manifest.num_classes), tf.float32))
+    net._symbolic_build(data_batch=specs)
+    net._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+    keras_reduce = keras_tf_trainer.reduce_per_replica
+    if getattr(keras_reduce, "_scalar_mean", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction not in ("auto", "mean") or not isinstance(
+                strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return keras_reduce(values, strategy, reduction)
+        return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+
+    reduce_per_replica._scalar_mean = True
+    keras_tf_trainer.reduce_per_replica = reduce_per_replica
+
+
 def warmup_cosine(peak: float, *, warmup_steps: int, total_steps: int):
     """Linear warmup from 0 to `peak`, then cosine decay to 0 at `total_steps`."""
     warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
@@ -276,22 +321,39 @@ def damaged_shards_message(data_dir: str, splits: Sequence[str], err: Exception)
 
 
 def make_input(strategy, data_dir, split, batch_size, *, training, num_classes, cache, seed,
-               augment, on_corrupt="fail", max_corrupt_fraction=0.0):
+               augment, on_corrupt="fail", max_corrupt_fraction=0.0, service=None,
+               processing_mode="distributed_epoch"):
     """The split as (uint8 images, one-hot labels) batches, one pipeline per worker.
 
     Labels become one-hot rows here (mixup and cutmix already give soft rows) so one loss,
     CategoricalCrossentropy with label smoothing, serves every recipe.
+
+    With several workers (MultiWorkerMirroredStrategy) every worker must run the same number
+    of steps, or their collectives stop matching and the job fails. Shard files split unevenly
+    between workers, so training data repeats on each worker (epochs are steps_per_epoch
+    steps), and evaluation reads the whole split on every worker, each keeping its own share
+    of every global batch (every record evaluated once, in as many steps on every worker).
     """
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
     def build(input_context=None):
         per_replica = (input_context.get_per_replica_batch_size(batch_size)
                        if input_context else batch_size)
         data = dataset_lib.make_dataset(
             data_dir, split, per_replica, training=training, cache=cache, seed=seed,
             augment=augment, input_context=input_context, on_corrupt=on_corrupt,
-            max_corrupt_fraction=max_corrupt_fraction)
+            max_corrupt_fraction=max_corrupt_fraction, service=service,
+            processing_mode=processing_mode)
+        if multi_worker and training:
+            data = data.repeat()
         return data.map(lambda images, labels: (images, _one_hot(labels, num_classes)),
                         num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
+    if multi_worker and not training:
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA)
+        return strategy.experimental_distribute_dataset(build().with_options(options))
     if strategy.num_replicas_in_sync == 1 and not os.environ.get("TF_CONFIG"):
         return build()
     return strategy.distribute_datasets_from_function(build)
@@ -303,10 +365,13 @@ def _one_hot(labels, num_classes):
     return tf.one_hot(labels, num_classes, dtype=tf.float32)
 
 
-def make_callbacks(workdir: str, timer: "InputTimer", profile_batches) -> list:
+def make_callbacks(workdir: str, timer: "InputTimer", profile_batches,
+                   strategy: tf.distribute.Strategy | None = None) -> list:
     """In order: the callbacks that add to the epoch's logs run before those that write them."""
     checkpoints = os.path.join(workdir, CHECKPOINT_DIR)
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     return [
+        *([AverageMovingStatistics(strategy)] if multi_worker else []),
         LearningRateLogger(),
         timer,
         keras.callbacks.TerminateOnNaN(),
@@ -321,6 +386,42 @@ def make_callbacks(workdir: str, timer: "InputTimer", profile_batches) -> list:
         keras.callbacks.TensorBoard(os.path.join(workdir, TENSORBOARD_DIR),
                                     profile_batch=profile_batches),
     ]
+
+
+class AverageMovingStatistics(keras.callbacks.Callback):
+    """Under MultiWorkerMirroredStrategy, set every worker's BatchNorm moving statistics to
+    their mean across workers before each evaluation and when training ends.
+
+    Keras 3 keeps these per worker (aggregation "none"): each worker's copy follows only its
+    own batches, so workers would validate with, checkpoint and save different models.
+    """
+
+    def __init__(self, strategy: tf.distribute.Strategy):
+        super().__init__()
+        self.strategy = strategy
+        self._average = None
+
+    def average(self) -> None:
+        if self._average is None:
+            variables = [weight.value for layer in self.model.layers
+                         if isinstance(layer, keras.layers.BatchNormalization)
+                         for weight in (layer.moving_mean, layer.moving_variance)]
+
+            def replica_step():
+                context = tf.distribute.get_replica_context()
+                means = context.all_reduce(tf.distribute.ReduceOp.MEAN,
+                                           [v.read_value() for v in variables])
+                for variable, mean in zip(variables, means):
+                    variable.assign(mean)
+
+            self._average = tf.function(lambda: self.strategy.run(replica_step))
+        self._average()
+
+    def on_test_begin(self, logs=None):
+        self.average()
+
+    def on_train_end(self, logs=None):
+        self.average()
 
 
 # Shares of step time spent waiting for input that decide the verdict.

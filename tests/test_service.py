@@ -1,5 +1,6 @@
-"""tf.data service on loopback: dispatcher + 2 workers deliver every record once, and the
-command starts, refuses (port in use, no dispatcher) and stops cleanly on SIGTERM."""
+"""tf.data service on loopback: dispatcher + 2 workers deliver every record once, training goes
+on when a worker is killed, and the command starts, refuses (port in use, no dispatcher) and
+stops cleanly on SIGTERM."""
 
 import collections
 import os
@@ -7,12 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
 from conftest import REPO_ROOT, write_labeled_dataset
-from pipeline import dataset, service
+from pipeline import dataset, service, training
 
 STARTUP_S = 60  # a server process imports TensorFlow first
 
@@ -55,12 +57,38 @@ def test_parallel_epochs_gives_an_epoch_per_worker(data_dir, cluster):
     assert set(remote.values()) == {len(workers)}
 
 
-def test_training_batches_with_augmentation_run_remotely(data_dir, cluster):
+def test_training_batches_with_augmentation_run_remotely_and_repeat(data_dir, cluster):
     dispatcher, _ = cluster
     ds = dataset.make_dataset(data_dir, "train", batch_size=4, seed=0,
                               service=dispatcher.target)
-    shapes = {tuple(batch.shape) for batch, _ in ds}
-    assert shapes == {(4, 3, 8, 8)}  # static batches: each worker drops its own remainder
+    per_epoch = dataset.batches_per_epoch(45, 4, training=True)
+    batches = [images for images, _ in ds.take(3 * per_epoch)]
+    # One job for the whole run: the stream goes on past the first pass over the split.
+    assert len(batches) == 3 * per_epoch
+    # Static batches: each worker drops its own remainder.
+    assert {tuple(b.shape) for b in batches} == {(4, 3, 8, 8)}
+
+
+def test_parallel_epochs_workers_read_in_their_own_order(data_dir, cluster):
+    dispatcher, _ = cluster
+    ds = dataset.make_dataset(data_dir, "train", batch_size=4, seed=0, augment=None,
+                              service=dispatcher.target, processing_mode="parallel_epochs")
+    batches = [images.numpy().tobytes() for images, _ in ds.take(20)]
+    # The same seed on both workers would give each batch twice, side by side.
+    assert len(set(batches)) == len(batches)
+
+
+def test_the_trainer_reads_its_training_batches_through_the_service(data_dir, cluster,
+                                                                    tmp_path):
+    dispatcher, workers = cluster
+    tasks_before = sum(worker._num_tasks() for worker in workers)
+    metrics = training.train_and_evaluate(
+        data_dir=data_dir, workdir=str(tmp_path / "run"), depth=10, width=4, stem="small",
+        epochs=2, batch_size=4, warmup_epochs=0, augment="flip_lr", cache="auto", verbose=0,
+        service=dispatcher.target)
+    assert 0.0 <= metrics["val_accuracy"] <= 1.0 and metrics["images_per_second"] > 0
+    # One job for both epochs (a task per worker); validation read locally.
+    assert sum(worker._num_tasks() for worker in workers) == tasks_before + len(workers)
 
 
 def test_service_refuses_the_memory_cache_and_unknown_modes(data_dir, cluster):
@@ -69,6 +97,69 @@ def test_service_refuses_the_memory_cache_and_unknown_modes(data_dir, cluster):
         dataset.make_dataset(data_dir, cache="memory", service=dispatcher.target)
     with pytest.raises(dataset.DatasetError, match="processing_mode='one_epoch'"):
         dataset.make_dataset(data_dir, service=dispatcher.target, processing_mode="one_epoch")
+
+
+def _records_until(iterator, limit, deadline_s):
+    """Up to `limit` batches' records from `iterator` (None: to the end), read in a thread:
+    a reader stuck on a lost worker fails the test at `deadline_s` instead of hanging it."""
+    got = collections.Counter()
+    finished = threading.Event()
+
+    def read():
+        for n, (images, _) in enumerate(iterator, 1):
+            got.update(x.tobytes() for x in images.numpy())
+            if n == limit:
+                break
+        finished.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    assert finished.wait(deadline_s), f"reader waited more than {deadline_s} s"
+    return got
+
+
+@pytest.mark.parametrize("mode", ["distributed_epoch", "parallel_epochs"])
+def test_a_killed_worker_neither_stops_training_nor_loses_the_job(data_dir, mode):
+    dispatcher = service.start_dispatcher(0)
+    address = dispatcher.target.split("://")[1]
+    ports = [_free_port(), _free_port()]
+    workers = {}
+
+    def start_worker(port):
+        workers[port] = _start(["--mode=worker", f"--dispatcher={address}", f"--port={port}"])
+        _wait_for_line(workers[port], "worker registered")
+
+    try:
+        for port in ports:
+            start_worker(port)
+        train = iter(dataset.make_dataset(data_dir, "train", batch_size=4, seed=0,
+                                          service=dispatcher.target, processing_mode=mode))
+        val = iter(dataset.make_dataset(data_dir, "val", batch_size=1, training=False,
+                                        service=dispatcher.target, processing_mode=mode))
+        _records_until(train, 3, STARTUP_S)
+        seen = _records_until(val, 3, STARTUP_S)
+        workers[ports[0]].kill()
+        workers[ports[0]].wait()
+
+        # Training reads on from the surviving worker: three more epochs' worth of batches.
+        more = _records_until(train, 3 * dataset.batches_per_epoch(45, 4, training=True), 30)
+        assert sum(more.values()) == 3 * 11 * 4
+
+        # A finite pass ends once a worker is back at the lost one's address.
+        start_worker(ports[0])
+        seen += _records_until(val, None, STARTUP_S)
+        local = _records(dataset.make_dataset(data_dir, "val", batch_size=4, training=False))
+        assert set(seen) <= set(local)
+        if mode == "distributed_epoch":
+            # At most once: the files the killed worker was reading are lost for this pass.
+            assert set(seen.values()) == {1}
+        else:
+            assert set(seen) == set(local)  # the surviving worker read the whole split
+    finally:
+        for process in workers.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        dispatcher._stop()
 
 
 def _free_port():
