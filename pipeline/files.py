@@ -80,12 +80,14 @@ def remove_temp_files(directory: str, finals: Collection[str] | None = None) -> 
 
 
 @contextlib.contextmanager
-def staged_directory(target: str):
+def staged_directory(target: str, *, replace: bool = True):
     """Build a directory beside `target` and swap it in whole, so `target` is never half-built.
 
     Yields an empty staging directory in `target`'s parent; when the block ends normally it
-    replaces `target` (an existing one is removed first) with one rename; on any error it is
-    removed and `target` is left as it was.
+    becomes `target` with one rename; on any error it is removed and `target` is left as it
+    was. An existing `target` is replaced (removed first), or with replace=False kept: for a
+    directory whose name says what it holds, another process that renamed its own build into
+    place first holds the same thing, and someone may be reading it; ours is dropped.
     """
     parent = os.path.dirname(os.path.abspath(target))
     os.makedirs(parent, exist_ok=True)
@@ -93,9 +95,14 @@ def staged_directory(target: str):
     try:
         os.chmod(staging, 0o755)  # mkdtemp makes it private; what is staged here is not secret
         yield staging
-        if os.path.exists(target):
+        if replace and os.path.exists(target):
             shutil.rmtree(target)
-        os.rename(staging, target)
+        try:
+            os.rename(staging, target)  # fails when target exists and is not empty
+        except OSError:
+            if replace or not os.path.isdir(target):
+                raise
+            shutil.rmtree(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -39,7 +39,7 @@ import numpy as np
 from absl import app, flags, logging
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline import files, schema, sources, workspace
+from pipeline import files, schema, sources, tfds_source, workspace
 
 DEFAULT_GRID_IMAGES = 64
 # Tiles smaller than this (pixels, on their short side) are enlarged by the smallest whole
@@ -183,6 +183,10 @@ def source_listings(writer_flags: Mapping) -> list[str]:
     given = writer_flags.get("input")
     if not given:
         raise SourceUnavailable("dataset.json does not record the writer's --input")
+    if tfds_source.is_tfds_input(given):
+        # Its images are the prepared TFDS split's records: no folder of source files to count.
+        raise SourceUnavailable(f"the source is a TensorFlow Datasets split ({given}), not "
+                                "image files")
     if given.startswith(SAMPLE_INPUT_PREFIX):
         folder = os.path.join(workspace.raw_dir(), given[len(SAMPLE_INPUT_PREFIX):])
         return [os.path.join(folder, name) for name in SAMPLE_CSVS]

@@ -4,8 +4,10 @@ A dataset directory holds sharded TFRecord files and one `dataset.json`:
 
     train-00000-of-00036.tfrecord ... train-00035-of-00036.tfrecord
     val-00000-of-00004.tfrecord ...
+    train-00000-of-00036.tfrecord.idx ...  # DALI index of each uncompressed shard
     dataset.json      # written last: its presence means the dataset is complete
     rejects.csv       # source images that could not be decoded, with the reason
+    dataset_info.json, features.json, label.labels.txt   # TFDS's view (pipeline.tfds_export)
 
 Each record is a serialised `tf.train.Example` with three features:
 
@@ -51,6 +53,11 @@ TRAIN, VAL, TEST = "train", "val", "test"
 COMPRESSION_SUFFIXES = {"NONE": "", "GZIP": ".gz", "ZLIB": ".zlib"}
 # Fixed compression level so output bytes never depend on a library default.
 COMPRESSION_LEVEL = 6
+# NVIDIA DALI's fn.readers.tfrecord needs, per shard, the index its `tfrecord2idx` tool makes.
+# It is named `<shard>.idx`, beside its shard: the pair sorts together in a listing, and the
+# index paths are the shard paths plus a suffix. DALI reads only uncompressed TFRecords, so
+# compressed shards get none.
+DALI_INDEX_SUFFIX = ".idx"
 
 
 class FormatError(ValueError):
@@ -67,6 +74,13 @@ def shard_filename(split: str, index: int, count: int, compression: str = "NONE"
     if not 0 <= index < count:
         raise ValueError(f"shard index {index} out of range for {count} shards")
     return f"{split}-{index:05d}-of-{count:05d}.tfrecord{compression_suffix(compression)}"
+
+
+def dali_index_filename(shard_file: str, compression: str) -> str | None:
+    """`train-00003-of-00036.tfrecord.idx` for an uncompressed shard; None for a compressed one
+    (DALI cannot read it, so it has no index)."""
+    compression_suffix(compression)  # validates
+    return None if compression != "NONE" else shard_file + DALI_INDEX_SUFFIX
 
 
 def compression_suffix(compression: str) -> str:
@@ -138,6 +152,13 @@ def frame_record(data: bytes) -> bytes:
     return length + _masked_crc(length) + data + _masked_crc(data)
 
 
+def dali_index_text(spans: Sequence[tuple[int, int]]) -> str:
+    """A DALI index, byte for byte what DALI's `tfrecord2idx` writes for the same shard: one
+    line `<offset> <size>` per record, where offset is where the record's 8-byte length starts
+    in the file and size covers the whole framed record (8 + 4 + data + 4)."""
+    return "".join(f"{offset} {size}\n" for offset, size in spans)
+
+
 def iter_framed_records(stream: BinaryIO):
     """Yield the payloads of an uncompressed TFRecord stream, checking both CRCs.
 
@@ -202,8 +223,11 @@ class RecordWriter:
         elif compression == "ZLIB":
             self._zlib = zlib.compressobj(COMPRESSION_LEVEL)
         self.records = 0
+        self.stream_bytes = 0  # framed bytes written so far, before compression
 
-    def write(self, payload: bytes) -> None:
+    def write(self, payload: bytes) -> tuple[int, int]:
+        """Append one record; returns its (offset, size) in the uncompressed record stream,
+        which for an uncompressed file are the record's place in the file (a DALI index line)."""
         framed = frame_record(payload)
         if self._gzip is not None:
             self._gzip.write(framed)
@@ -211,7 +235,10 @@ class RecordWriter:
             self._sink.write(self._zlib.compress(framed))
         else:
             self._sink.write(framed)
+        span = (self.stream_bytes, len(framed))
+        self.stream_bytes += len(framed)
         self.records += 1
+        return span
 
     def close(self) -> tuple[int, str]:
         """Finish the stream; returns (bytes written, sha256 hex) of the file's contents."""

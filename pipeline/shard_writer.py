@@ -78,11 +78,15 @@ def write_shard(
 ) -> ShardResult:
     """Decode and serialise one shard under a temporary name, rename it, record it.
 
-    The rename happens only after the data is on disk (fsync), and the `.progress/` record
-    only after the rename, so a record always describes a complete shard.
+    The rename happens only after the data is on disk (fsync); an uncompressed shard's DALI
+    index follows it (built from the offsets seen while writing, not by reading the file
+    again), and the `.progress/` record comes last, so a record always describes a complete
+    shard with its index.
     """
     filename = spec.filename(compression)
     final = os.path.join(output_dir, filename)
+    index_file = schema.dali_index_filename(filename, compression)
+    spans: list[tuple[int, int]] = []  # (offset, size) of each record: the DALI index
     rejects: list[tuple[str, str]] = []
     label_counts: dict[int, int] = {}
     pixel_sum = np.zeros(schema.CHANNELS, np.int64)
@@ -96,7 +100,8 @@ def write_shard(
             except RejectedImage as rejected:
                 rejects.append((image.path, rejected.reason))
             else:
-                writer.write(schema.encode_example(chw.tobytes(), image.label, image.path))
+                spans.append(
+                    writer.write(schema.encode_example(chw.tobytes(), image.label, image.path)))
                 label_counts[image.label] = label_counts.get(image.label, 0) + 1
                 flat = chw.reshape(schema.CHANNELS, -1).astype(np.int64)
                 pixel_sum += flat.sum(axis=1)
@@ -106,6 +111,9 @@ def write_shard(
                 on_progress(pending)
                 pending = 0
         size, sha256 = writer.close()
+    if index_file is not None:
+        files.atomic_write_text(os.path.join(output_dir, index_file),
+                                schema.dali_index_text(spans))
     on_progress(pending)
     count = len(spec.images) - len(rejects)
     result = ShardResult(

@@ -35,7 +35,7 @@ class SourceImage:
 @dataclasses.dataclass(frozen=True)
 class Listing:
     images: tuple[SourceImage, ...]
-    classes: tuple[str, ...]  # empty for an unlabeled listing
+    classes: tuple[str, ...]  # empty for an unlabeled CSV (a TFDS split keeps its ClassLabel's)
     labeled: bool
     description: str  # for logs: "CSV data/train.csv (18,353 images, 176 classes)"
 

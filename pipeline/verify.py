@@ -23,6 +23,10 @@ Shards are checked in parallel worker processes, one per CPU by default. Workers
 TensorFlow (seconds per process); records are parsed with the pure-protobuf copy of the
 `tf.train.Example` message that tensorflow_datasets ships.
 
+The DALI index files and the TFDS metadata beside the shards are not checked: they are derived
+from the shards and dataset.json, and a problem in them must not make on_corrupt="skip" (which
+reads these reports) drop good records.
+
 `verify_dataset(data_dir)` is the library entry point; it returns a Report.
 """
 

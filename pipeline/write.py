@@ -3,11 +3,19 @@ r"""Convert an image dataset into sharded raw uint8 CHW TFRecords plus `dataset.
     python -m pipeline.write                      # the bundled sample (digits), offline
     python -m pipeline.write --input=data/train.csv --test_input=data/test.csv --shards=36
     python -m pipeline.write --input=data/flowers/ --image_size=160 --resize=center_crop
+    python -m pipeline.write --input=tfds:cifar10 --test_input=tfds:cifar10:test \
+        --tfds_data_dir=/data/tensorflow_datasets   # a TFDS dataset prepared there, offline
 
 Plan, then write, then verify (as tensorflow_datasets' writer does): the plan (splits, shard
 contents, record order) is computed up front from the listing and the flags alone; writing only
 decodes and serialises it, one whole shard per worker process; verification checks every shard
-against the plan before `dataset.json` is written, last and atomically.
+against the plan before `dataset.json` is written, last and atomically. Uncompressed shards
+also get the index NVIDIA DALI's TFRecord reader needs (`<shard>.idx`, see pipeline.schema),
+and uncompressed datasets the metadata `tfds.builder_from_directory` reads (pipeline.tfds_export).
+
+An input is a CSV, a class-folder tree, or a TensorFlow Datasets split that is already prepared
+locally (`tfds:NAME[/CONFIG][:SPLIT]`, see pipeline.tfds_source: its images are staged once as
+files, its ClassLabel names are the class names; nothing is downloaded).
 
 Interrupting the writer at any moment (even SIGKILL) is safe: each shard is written under a
 temporary name and renamed when complete, and a small record of it goes to `.progress/`; the
@@ -31,7 +39,7 @@ from typing import Mapping, Sequence
 
 from absl import app, flags, logging
 
-from pipeline import files, plan, schema, workspace
+from pipeline import files, plan, schema, tfds_export, tfds_source, workspace
 from pipeline.images import RESIZE_MODES
 from pipeline.sample import SAMPLE_NAME, ensure_sample_dataset
 from pipeline.shard_writer import (PROGRESS_DIR, ShardResult, init_worker, progress_record_path,
@@ -48,7 +56,9 @@ PROGRESS_LOG_EVERY_S = 10.0
 # Rejected images named in the error when there are too many.
 REJECTS_TO_NAME = 5
 
-_SHARD_FILE = re.compile(r"^[\w.]+-\d{5}-of-\d{5}\.tfrecord(\.gz|\.zlib)?$")
+# A shard, or the DALI index of an uncompressed one.
+_SHARD_FILE = re.compile(r"^[\w.]+-\d{5}-of-\d{5}\.tfrecord(\.gz|\.zlib|%s)?$"
+                         % re.escape(schema.DALI_INDEX_SUFFIX))
 
 
 class OutputDirError(RuntimeError):
@@ -68,11 +78,15 @@ class WriteConfig:
     """Everything a write needs; `write_dataset(WriteConfig(...))` is the library entry point."""
 
     output_dir: str
-    input: str | None = None  # None: the bundled sample dataset
-    test_input: str | None = None  # an unlabeled CSV written as the `test` split
+    input: str | None = None  # None: the bundled sample dataset; "tfds:NAME[/CONFIG][:SPLIT]"
+    test_input: str | None = None  # an unlabeled CSV, or a tfds: split, as the `test` split
     image_column: str = "image"
     label_column: str = "label"
     label_column_required: bool = False
+    # tfds: inputs only. None: TFDS's default data dir / the dataset's Image and ClassLabel.
+    tfds_data_dir: str | None = None
+    tfds_image_key: str | None = None
+    tfds_label_key: str | None = None
     shards: int = DEFAULT_TRAIN_SHARDS
     val_shards: int = 0  # 0: proportional to the train split
     test_shards: int = 0
@@ -119,16 +133,15 @@ class Summary:
 
 
 def resolve_inputs(config: WriteConfig) -> tuple[Listing, Listing | None]:
-    """(labeled or only listing, unlabeled test listing or None) for the config."""
+    """(labeled or only listing, test listing or None) for the config. A test listing is
+    unlabeled, or a tfds: split labeled with --input's classes."""
     input_path, test_input = config.input, config.test_input
     if input_path is None:
         sample = ensure_sample_dataset(workspace.raw_dir())
         input_path = os.path.join(sample, "train.csv")
         test_input = test_input or os.path.join(sample, "test.csv")
-    main = load_listing(
-        input_path, image_column=config.image_column, label_column=config.label_column,
-        label_column_required=config.label_column_required,
-    )
+    check_input_flags(config, [input_path, test_input])
+    main = load_input(input_path, config, label_column_required=config.label_column_required)
     test = None
     if test_input is not None:
         if not main.labeled:
@@ -136,14 +149,52 @@ def resolve_inputs(config: WriteConfig) -> tuple[Listing, Listing | None]:
                 f"--input={input_path} is already unlabeled; --test_input adds an unlabeled split "
                 "beside a labeled --input"
             )
-        test = load_listing(test_input, image_column=config.image_column,
-                            label_column=config.label_column)
-        if test.labeled:
+        test = load_input(test_input, config)
+        if test.labeled and not tfds_source.is_tfds_input(test_input):
             raise InputError(
                 f"--test_input={test_input} has a {config.label_column!r} column; the test split "
                 "is unlabeled (give labeled data through --input)"
             )
+        if test.labeled and test.classes != main.classes:
+            raise InputError(
+                f"--test_input={test_input} is labeled with the classes "
+                f"{list(test.classes)[:REJECTS_TO_NAME]}, --input with "
+                f"{list(main.classes)[:REJECTS_TO_NAME]}: a labeled test split needs the same "
+                "classes in the same order (another split of the same TFDS dataset)"
+            )
     return main, test
+
+
+def load_input(given: str, config: WriteConfig, *, label_column_required: bool = False):
+    """One --input or --test_input -> Listing: a tfds: split, a CSV or a class-folder tree."""
+    if tfds_source.is_tfds_input(given):
+        # `--tfds_data_dir=~/...`: the shell leaves a tilde after `=` alone.
+        data_dir = os.path.expanduser(config.tfds_data_dir or tfds_source.default_data_dir())
+        return tfds_source.load_tfds_listing(
+            given, data_dir=data_dir,
+            staging_root=os.path.join(workspace.raw_dir(), tfds_source.STAGING_DIR),
+            image_key=config.tfds_image_key, label_key=config.tfds_label_key)
+    return load_listing(given, image_column=config.image_column,
+                        label_column=config.label_column,
+                        label_column_required=label_column_required)
+
+
+def check_input_flags(config: WriteConfig, inputs: Sequence[str | None]) -> None:
+    """A flag for a kind of input that none of `inputs` is would be silently ignored."""
+    tfds_inputs = [given for given in inputs if tfds_source.is_tfds_input(given)]
+    tfds_flags = [f"--{name}={value}" for name, value in (
+        ("tfds_data_dir", config.tfds_data_dir), ("tfds_image_key", config.tfds_image_key),
+        ("tfds_label_key", config.tfds_label_key)) if value is not None]
+    if tfds_flags and not tfds_inputs:
+        raise InputError(f"{' '.join(tfds_flags)} apply to a tfds:NAME input, and neither "
+                         "--input nor --test_input is one")
+    if tfds_inputs and len(tfds_inputs) == len([given for given in inputs if given]):
+        csv_flags = [flag for flag, given in (
+            (f"--image_column={config.image_column}", config.image_column != "image"),
+            (f"--label_column={config.label_column}", config.label_column_required)) if given]
+        if csv_flags:
+            raise InputError(f"{' '.join(csv_flags)} name CSV columns; a tfds: input takes its "
+                             "features from --tfds_image_key / --tfds_label_key")
 
 
 def split_listings(main: Listing, test: Listing | None, config: WriteConfig):
@@ -173,6 +224,8 @@ def split_listings(main: Listing, test: Listing | None, config: WriteConfig):
 def default_output_dir(config: WriteConfig) -> str:
     if config.input is None:
         return workspace.shards_dir(SAMPLE_NAME)
+    if tfds_source.is_tfds_input(config.input):
+        return workspace.shards_dir(tfds_source.default_output_name(config.input))
     source = os.path.abspath(config.input)
     name = os.path.basename(source if os.path.isdir(source) else os.path.dirname(source))
     return workspace.shards_dir(name or "dataset")
@@ -185,7 +238,8 @@ def default_output_dir(config: WriteConfig) -> str:
 
 def is_our_file(name: str) -> bool:
     return (
-        name in (schema.MANIFEST_NAME, schema.REJECTS_NAME, PROGRESS_DIR)
+        name in (schema.MANIFEST_NAME, schema.REJECTS_NAME, PROGRESS_DIR,
+                 *tfds_export.METADATA_NAMES)
         or bool(_SHARD_FILE.match(name))
         or (files.is_temp_name(name) and _is_our_file_base(name))
     )
@@ -258,6 +312,13 @@ def clear_output_dir(output_dir: str) -> int:
     return removed
 
 
+def shard_files(spec: plan.ShardSpec, compression: str) -> list[str]:
+    """The files writing `spec` makes: the shard, and the DALI index of an uncompressed one."""
+    filename = spec.filename(compression)
+    index_file = schema.dali_index_filename(filename, compression)
+    return [filename] if index_file is None else [filename, index_file]
+
+
 def load_completed_shard(output_dir: str, spec: plan.ShardSpec, compression: str):
     """The ShardResult of a shard an earlier run completed, or None if it must be (re)written."""
     filename = spec.filename(compression)
@@ -266,6 +327,10 @@ def load_completed_shard(output_dir: str, spec: plan.ShardSpec, compression: str
             result = ShardResult.from_json(f.read())
         size = os.path.getsize(os.path.join(output_dir, filename))
     except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+    # The index is written before the progress record, so it is there unless someone removed it.
+    if not all(os.path.exists(os.path.join(output_dir, name))
+               for name in shard_files(spec, compression)):
         return None
     if result.file != filename or size != result.bytes:
         return None
@@ -343,7 +408,8 @@ def write_dataset(config: WriteConfig) -> Summary:
         return Summary(output_dir, manifest, 0, len(shards), time.monotonic() - start)
     # Several tasks share the directory: each clears only its own shards' leftovers.
     mine = task_shards(shards, config.num_tasks, config.task_index)
-    own = None if config.num_tasks == 1 else {spec.filename(config.compression) for spec in mine}
+    own = None if config.num_tasks == 1 else {
+        name for spec in mine for name in shard_files(spec, config.compression)}
     leftovers = files.remove_temp_files(output_dir, own)
     if leftovers:
         logging.info("removed %d temporary file(s) of an interrupted run", len(leftovers))
@@ -493,7 +559,8 @@ def write_rejects_csv(output_dir: str, rejects: Sequence[tuple[str, str]]) -> No
 
 def verify(output_dir: str, shards: Sequence[plan.ShardSpec],
            results: Mapping[tuple[str, int], ShardResult], compression: str) -> None:
-    """Every planned shard exists, holds planned minus rejected records, and has its size."""
+    """Every planned shard exists, holds planned minus rejected records, has its size, and
+    (uncompressed) has its DALI index."""
     for spec in shards:
         result = results.get((spec.split, spec.index))
         name = spec.filename(compression)
@@ -507,10 +574,16 @@ def verify(output_dir: str, shards: Sequence[plan.ShardSpec],
         size = os.path.getsize(os.path.join(output_dir, name))
         if size != result.bytes:
             raise VerificationError(f"{name}: {size} bytes on disk, {result.bytes} written")
+        missing = [f for f in shard_files(spec, compression)
+                   if not os.path.exists(os.path.join(output_dir, f))]
+        if missing:
+            raise VerificationError(f"{name}: {missing[0]} is missing; run the same command "
+                                    "again to rewrite the shard with it")
 
 
 def finish(output_dir, shards, results, classes, config: WriteConfig, fingerprint: str):
-    """Verify, then write rejects.csv and (last) dataset.json, then drop `.progress/`."""
+    """Verify, then write rejects.csv, the TFDS metadata and (last) dataset.json, then drop
+    `.progress/`."""
     verify(output_dir, shards, results, config.compression)
     all_rejects = [r for result in results.values() for r in result.rejects]
     total = sum(len(spec.images) for spec in shards)
@@ -519,6 +592,11 @@ def finish(output_dir, shards, results, classes, config: WriteConfig, fingerprin
                                output_dir)
     write_rejects_csv(output_dir, all_rejects)
     manifest = build_manifest(shards, results, classes, config, fingerprint)
+    no_tfds = tfds_export.write_metadata(output_dir, manifest)
+    if no_tfds is not None:
+        logging.info("no TFDS metadata (tfds.builder_from_directory): %s", no_tfds)
+    if config.compression != "NONE":
+        logging.info("no DALI index files: DALI reads only uncompressed TFRecords")
     files.atomic_write_text(schema.manifest_path(output_dir), manifest.to_json())
     shutil.rmtree(os.path.join(output_dir, PROGRESS_DIR), ignore_errors=True)
     return manifest
@@ -561,7 +639,15 @@ def build_manifest(shards, results, classes, config: WriteConfig, fingerprint: s
 
 
 def manifest_flags(config: WriteConfig) -> dict:
-    """The command's flags as recorded in dataset.json (run-time knobs like workers left out)."""
+    """The command's flags as recorded in dataset.json (run-time knobs like workers left out);
+    the tfds_* flags only for a tfds: input, so other manifests stay as they were."""
+    reads_tfds = any(tfds_source.is_tfds_input(given)
+                     for given in (config.input, config.test_input))
+    tfds_flags = {
+        "tfds_data_dir": config.tfds_data_dir,
+        "tfds_image_key": config.tfds_image_key,
+        "tfds_label_key": config.tfds_label_key,
+    } if reads_tfds else {}
     return {
         "input": config.input if config.input is not None else f"sample:{SAMPLE_NAME}",
         "test_input": config.test_input,
@@ -578,6 +664,7 @@ def manifest_flags(config: WriteConfig) -> dict:
         "seed": config.seed,
         "compression": config.compression,
         "max_reject_fraction": config.max_reject_fraction,
+        **tfds_flags,
     }
 
 
@@ -608,15 +695,32 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
         "input", None,
         "A CSV with `image` (path relative to the CSV's folder) and `label` columns, a directory "
         "with one sub-folder per class, or a CSV without a label column (written as an unlabeled "
-        "`test` split in file order). Default: the bundled sample dataset (handwritten digits).",
-        **define)
+        "`test` split in file order); or tfds:NAME[/CONFIG][:SPLIT] (SPLIT default train), a "
+        "TensorFlow Datasets split already prepared under --tfds_data_dir (never downloaded), "
+        "with its ClassLabel's class names. Default: the bundled sample dataset (handwritten "
+        "digits).", **define)
     flags.DEFINE_string(
         "test_input", None,
         "An unlabeled CSV (image column only) written as the `test` split beside a labeled "
-        "--input, kept in file order for predictions.", **define)
+        "--input, kept in file order for predictions; or a tfds: split (e.g. "
+        "tfds:cifar10:test), kept in TFDS's order with its labels (same classes as --input) or "
+        "unlabeled when all its labels are -1.", **define)
     flags.DEFINE_string("image_column", "image", "CSV column holding image paths.", **define)
     flags.DEFINE_string("label_column", "label",
                         "CSV column holding class names; a CSV without it is unlabeled.", **define)
+    flags.DEFINE_string(
+        "tfds_data_dir", None,
+        "With a tfds: input: the TFDS data dir holding <name>/[<config>/]<version>/ (the highest "
+        "version is read). Default: TFDS's, $TFDS_DATA_DIR else ~/tensorflow_datasets.",
+        **define)
+    flags.DEFINE_string(
+        "tfds_image_key", None,
+        "With a tfds: input: the tfds.features.Image feature to store. Default: the dataset's "
+        "only Image feature, or `image` among several.", **define)
+    flags.DEFINE_string(
+        "tfds_label_key", None,
+        "With a tfds: input: the tfds.features.ClassLabel feature giving labels and class "
+        "names. Default: the dataset's only ClassLabel, or `label` among several.", **define)
     flags.DEFINE_string("output_dir", None,
                         "Where shards and dataset.json go. Default: workspace/shards/<input name>.",
                         **define)
@@ -674,6 +778,9 @@ def config_from_flags() -> WriteConfig:
         label_column=FLAGS.label_column,
         # An explicit --label_column that the CSV lacks is a typo, not an unlabeled CSV.
         label_column_required=FLAGS["label_column"].present,
+        tfds_data_dir=FLAGS.tfds_data_dir,
+        tfds_image_key=FLAGS.tfds_image_key,
+        tfds_label_key=FLAGS.tfds_label_key,
         shards=FLAGS.shards,
         val_shards=FLAGS.val_shards,
         test_shards=FLAGS.test_shards,

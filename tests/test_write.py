@@ -71,10 +71,13 @@ def test_records_hold_the_decoded_images_and_labels(kaggle_folder, tmp_path):
             data = (out / shard.file).read_bytes()
             assert len(data) == shard.bytes
             assert __import__("hashlib").sha256(data).hexdigest() == shard.sha256
-    # No leftovers: only shards, the manifest and rejects.csv.
+    # No leftovers: only shards with their DALI indexes, the manifest, rejects.csv and the
+    # TFDS metadata.
+    shard_files = [s.file for info in manifest.splits.values() for s in info.shards]
     assert sorted(os.listdir(out)) == sorted(
-        [s.file for info in manifest.splits.values() for s in info.shards]
-        + ["dataset.json", "rejects.csv"])
+        shard_files + [name + ".idx" for name in shard_files]
+        + ["dataset.json", "rejects.csv", "dataset_info.json", "features.json",
+           "label.labels.txt"])
 
 
 def test_mean_and_std_are_those_of_the_train_split(kaggle_folder, tmp_path):

@@ -40,6 +40,9 @@ def test_tasks_then_finalize_equal_one_host_byte_for_byte(source, tmp_path, comp
     summary = write.write_dataset(_config(source, shared, compression=compression,
                                           num_tasks=2, finalize=True))
     assert summary.written == 0 and summary.manifest == one.manifest
+    if compression == "NONE":  # then the DALI indexes and the TFDS metadata are compared too
+        index = schema.shard_filename(schema.TRAIN, 0, 5) + schema.DALI_INDEX_SUFFIX
+        assert {index, "dataset_info.json"} <= set(os.listdir(shared))
     assert tree_digest(shared) == tree_digest(tmp_path / "one")
 
 
