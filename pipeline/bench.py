@@ -24,6 +24,10 @@ The rows, each a function `(Bench, name) -> Row` in the ROWS registry:
                                 AUTOTUNE; what a user would pick instead of our shards
   jpeg_pillow_loop           5. a Python loop over the JPEG files with Pillow, one image at a
                                 time: the method users start with
+  tfds_benchmark_ours            tfds.benchmark (TensorFlow Datasets' own timer) over row 1's
+                                pipeline: the same reader, measured by a tool users trust
+  tfds_benchmark_tfds_reader     tfds.benchmark over TFDS's own reader of the same shards
+                                (tfds.builder_from_directory, as_dataset, batched)
   memcpy                     6. one numpy copy of each batch's bytes: the bound for any reader
   train_resnet10                a small ResNet trained on the reader: img/s, and the share of
                                 step time spent waiting for input with a verdict in words
@@ -45,9 +49,11 @@ readers'); each row reports its fastest run. Performance targets are printed her
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import csv
 import dataclasses
 import functools
+import io
 import json
 import multiprocessing
 import os
@@ -532,6 +538,47 @@ def pool_factor(image_size: int) -> int:
                if image_size % p == 0)
 
 
+def tfds_benchmark_row(bench: Bench, name: str, *, reader: str) -> Row:
+    """tfds.benchmark's steady-state figure (its "lasts": every batch after the first) over
+    make_dataset (`reader="ours"`) or over TFDS's reader of the same shards (`"tfds"`)."""
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    from pipeline import augment as augment_lib
+    from pipeline import dataset
+
+    batch = read_batch_size(bench)
+    with Monitor() as monitor:
+        if reader == "ours":
+            data = dataset.make_dataset(bench.shards_dir, schema.TRAIN, batch, training=True,
+                                        seed=READ_SEED,
+                                        augment=augment_lib.DEFAULT_TRAIN_AUGMENT).repeat()
+        else:
+            ensure_tfds_metadata(bench.shards_dir)
+            builder = tfds.builder_from_directory(bench.shards_dir)
+            data = (builder.as_dataset(split=schema.TRAIN, shuffle_files=True).repeat()
+                    .batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+        batches = 1 + -(-bench.read_min_images // batch)  # the first, then the timed ones
+        tfds.display_progress_bar(False)  # our table is the report
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints its own summary
+            result = tfds.benchmark(data, num_iter=batches, batch_size=batch)
+        del data
+    steady = result.stats.loc["lasts"]
+    return make_row(name, int(steady["num_examples"]), float(steady["duration"]),
+                    monitor.peak_mb, monitor.other_cpu)
+
+
+def ensure_tfds_metadata(shards_dir: str) -> None:
+    """The TFDS metadata the writer puts beside its shards, added to a dataset written before
+    the writer made it (the bench reuses its shards across runs)."""
+    from pipeline import tfds_export
+
+    if not os.path.exists(os.path.join(shards_dir, tfds_export.INFO_NAME)):
+        reason = tfds_export.write_metadata(shards_dir, schema.read_manifest(shards_dir))
+        if reason is not None:
+            raise BenchError(f"TFDS cannot read {shards_dir}: {reason}")
+
+
 RowFn = Callable[[Bench, str], Row]  # (settings, row name) -> the measured row
 # Every row, in the order they run and are printed.
 ROWS: Mapping[str, RowFn] = {
@@ -545,6 +592,8 @@ ROWS: Mapping[str, RowFn] = {
     "read_cached_augment": functools.partial(reader_row, cache="memory", augment=True),
     BASELINE_ROW: jpeg_tfdata_row,
     "jpeg_pillow_loop": jpeg_pillow_loop_row,
+    "tfds_benchmark_ours": functools.partial(tfds_benchmark_row, reader="ours"),
+    "tfds_benchmark_tfds_reader": functools.partial(tfds_benchmark_row, reader="tfds"),
     "memcpy": memcpy_row,
     "train_resnet10": train_row,
 }
