@@ -12,7 +12,8 @@ parsing, augmentation) on its own CPUs and streams finished batches to the train
 When a worker dies, readers skip it and go on with the others (a training dataset on a service
 repeats, so it never waits for the lost worker's share). TensorFlow never drops a lost worker's
 tasks, though: a finite (evaluation) pass ends only once a worker is back at the same
---port, and that worker starts its tasks again. Restart lost workers with the same flags.
+--port, and that worker starts its tasks again. Restart lost workers with the same flags; a
+reader finds a restarted worker at its next gRPC reconnect (backoff of up to two minutes).
 
 Exit codes: 0 stopped by a signal; 2 unusable settings (port in use, dispatcher unreachable).
 """

@@ -17,6 +17,9 @@ from conftest import REPO_ROOT, write_labeled_dataset
 from pipeline import dataset, service, training
 
 STARTUP_S = 60  # a server process imports TensorFlow first
+# gRPC retries a lost connection with exponential backoff of up to 120 s (plus jitter): a
+# reader finds a restarted worker at the next retry, later the longer the worker was gone.
+RECONNECT_S = 180
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +149,7 @@ def test_a_killed_worker_neither_stops_training_nor_loses_the_job(data_dir, mode
 
         # A finite pass ends once a worker is back at the lost one's address.
         start_worker(ports[0])
-        seen += _records_until(val, None, STARTUP_S)
+        seen += _records_until(val, None, RECONNECT_S)
         local = _records(dataset.make_dataset(data_dir, "val", batch_size=4, training=False))
         assert set(seen) <= set(local)
         if mode == "distributed_epoch":
