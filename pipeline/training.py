@@ -152,9 +152,18 @@ def train_and_evaluate(
                           num_classes=manifest.num_classes, cache=cache, seed=seed,
                           augment=None, on_corrupt=on_corrupt,
                           max_corrupt_fraction=max_corrupt_fraction)
-    if on_corrupt == "skip":  # damaged shards shorten the epoch: steps from what is read
-        steps_per_epoch = int(train_data.cardinality())
-        val_steps = int(val_data.cardinality())
+    if on_corrupt == "skip":
+        # Damaged shards shorten the epoch: steps from what can be read. (Not from the
+        # datasets' cardinality: a distributed dataset has none, and training data repeats
+        # on several workers.)
+        def readable_batches(split: str, training: bool) -> int:
+            count = dataset_lib.readable_records(
+                data_dir, manifest, split, manifest.shard_paths(data_dir, split),
+                manifest.split(split).count, max_corrupt_fraction)
+            return dataset_lib.batches_per_epoch(count, batch_size, training)
+
+        steps_per_epoch = readable_batches(train_split, training=True)
+        val_steps = readable_batches(val_split, training=False)
     with strategy.scope():
         net = model_lib.build_resnet(
             depth=depth, num_classes=manifest.num_classes, image_shape=manifest.image_shape,
@@ -369,9 +378,9 @@ def make_callbacks(workdir: str, timer: "InputTimer", profile_batches,
                    strategy: tf.distribute.Strategy | None = None) -> list:
     """In order: the callbacks that add to the epoch's logs run before those that write them."""
     checkpoints = os.path.join(workdir, CHECKPOINT_DIR)
-    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    replicas = strategy.num_replicas_in_sync if strategy else 1
     return [
-        *([AverageMovingStatistics(strategy)] if multi_worker else []),
+        *([AverageMovingStatistics(strategy)] if replicas > 1 else []),
         LearningRateLogger(),
         timer,
         keras.callbacks.TerminateOnNaN(),
@@ -389,11 +398,13 @@ def make_callbacks(workdir: str, timer: "InputTimer", profile_batches,
 
 
 class AverageMovingStatistics(keras.callbacks.Callback):
-    """Under MultiWorkerMirroredStrategy, set every worker's BatchNorm moving statistics to
-    their mean across workers before each evaluation and when training ends.
+    """With several replicas, set every replica's BatchNorm moving statistics to their mean
+    across replicas before each evaluation and when training ends.
 
-    Keras 3 keeps these per worker (aggregation "none"): each worker's copy follows only its
-    own batches, so workers would validate with, checkpoint and save different models.
+    Keras 3 keeps these per replica (aggregation "none"): each copy follows only its replica's
+    batches, so replicas would validate with different statistics, and the model saved (the
+    first replica's copy) would have seen a fraction of the data; across machines, every
+    worker would save a different model.
     """
 
     def __init__(self, strategy: tf.distribute.Strategy):
