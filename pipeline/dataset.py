@@ -104,7 +104,8 @@ def make_dataset(
         worth of images).
       seed: makes file order, shuffling and augmentation reproducible. As for any tf.data op
         seed, the order also depends on TensorFlow's global seed (tf.random.set_seed, which
-        train.py sets): the same program gives the same batches.
+        train.py sets): the same program gives the same batches. (Except the file order of
+        processing_mode="parallel_epochs" on a service: each worker salts it with its clock.)
       deterministic: element order independent of thread timing (default: only when evaluating).
         With a seed and deterministic=True, two runs give identical batches.
       augment: an augmentation spec run in the pipeline on uint8 batches (see pipeline.augment),

@@ -38,6 +38,9 @@ class Listing:
     classes: tuple[str, ...]  # empty for an unlabeled CSV (a TFDS split keeps its ClassLabel's)
     labeled: bool
     description: str  # for logs: "CSV data/train.csv (18,353 images, 176 classes)"
+    # What decides the images' bytes when their paths do not (a TFDS split: its prepared
+    # version, split and features); part of the write's fingerprint. Empty for files.
+    source_id: str = ""
 
 
 def load_listing(

@@ -41,6 +41,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import time
 from typing import Mapping
 
@@ -336,18 +337,36 @@ def load_tfds_listing(given: str, *, data_dir: str, staging_root: str,
     prepared = find_prepared(data_dir, spec)
     digest = staging_digest(prepared, spec.split, image_key, label_key)
     folder = staged_folder(staging_root, prepared, spec.split, digest)
-    if not os.path.exists(os.path.join(folder, STAGED_INFO)):
+    if not os.path.exists(folder):
+        remove_abandoned_staging(folder)
         stage_split(prepared, spec, folder, image_key=image_key, label_key=label_key)
-    return read_staged_listing(folder, prepared, spec)
+    listing = read_staged_listing(folder, prepared, spec)
+    return dataclasses.replace(listing, source_id=f"{spec} {prepared.full_name} {digest}")
+
+
+def remove_abandoned_staging(folder: str) -> None:
+    """Remove what a killed staging of `folder` left beside it (`.<name>-XXXX`, as large as
+    the split): only a complete staging is ever renamed to `folder`, so these are never read."""
+    parent, name = os.path.split(folder)
+    if not os.path.isdir(parent):
+        return
+    for entry in os.scandir(parent):
+        if entry.is_dir() and entry.name.startswith(f".{name}-"):
+            logging.info("removing %s, left by an interrupted staging", entry.path)
+            shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def stage_split(prepared: PreparedDataset, spec: TfdsSpec, folder: str, *,
                 image_key: str | None, label_key: str | None) -> None:
     """Read the split through TFDS and stage it as `folder`: every record's encoded image as a
     file, then listing.csv and staged.json. The folder appears only when complete."""
-    import tensorflow_datasets as tfds  # here: only staging needs TensorFlow
+    import tensorflow as tf  # here: only staging needs TensorFlow
+    import tensorflow_datasets as tfds
 
-    builder = tfds.builder_from_directory(prepared.directory)
+    try:
+        builder = tfds.builder_from_directory(prepared.directory)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise damaged_message(spec, prepared, err) from err
     splits = sorted(builder.info.splits.keys())
     if spec.split not in splits:
         raise InputError(f"{spec}: no split {spec.split!r} in {prepared.full_name}; it has "
@@ -372,20 +391,17 @@ def stage_split(prepared: PreparedDataset, spec: TfdsSpec, folder: str, *,
     dataset = builder.as_dataset(split=spec.split, shuffle_files=False, decoders=skip,
                                  read_config=tfds.ReadConfig(interleave_cycle_length=1))
     start = last_log = time.monotonic()
-    staged_bytes = 0
     with files.staged_directory(folder, replace=False) as staging:
         rows: list[tuple[str, int]] = []
-        for index, example in enumerate(tfds.as_numpy(dataset)):
-            data = example[image_key]
-            extension = image_extension(data, image_feature.encoding_format)
-            name = f"{index:0{INDEX_DIGITS}d}.{extension}"
-            with open(os.path.join(staging, name), "wb") as f:
-                f.write(data)
-            rows.append((name, int(example[label_key])))
-            staged_bytes += len(data)
-            if time.monotonic() - last_log >= STAGE_LOG_EVERY_S:
-                last_log = time.monotonic()
-                logging.info("staged %d/%d images of %s", len(rows), total, spec)
+        try:
+            for index, example in enumerate(tfds.as_numpy(dataset)):
+                rows.append(stage_image(example, index, staging, image_key, label_key,
+                                        image_feature.encoding_format))
+                if time.monotonic() - last_log >= STAGE_LOG_EVERY_S:
+                    last_log = time.monotonic()
+                    logging.info("staged %d/%d images of %s", len(rows), total, spec)
+        except tf.errors.OpError as err:  # a corrupt record or shard of the prepared dataset
+            raise damaged_message(spec, prepared, err) from err
         labeled = check_labels([label for _, label in rows], class_label.num_classes, spec)
         with open(os.path.join(staging, STAGED_LISTING), "w", newline="",
                   encoding="utf-8") as f:
@@ -398,9 +414,25 @@ def stage_split(prepared: PreparedDataset, spec: TfdsSpec, folder: str, *,
                 "classes": list(class_label.names), "labeled": labeled, "images": len(rows)}
         with open(os.path.join(staging, STAGED_INFO), "w", encoding="utf-8") as f:
             f.write(json.dumps(info, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    staged_mb = sum(os.path.getsize(os.path.join(folder, name)) for name, _ in rows) / 1e6
     logging.info("staged %d images of %s (%.1f MB) in %.1f s; delete %s to reclaim the disk "
-                 "(a later write stages again)", len(rows), spec, staged_bytes / 1e6,
+                 "(a later write stages again)", len(rows), spec, staged_mb,
                  time.monotonic() - start, folder)
+
+
+def stage_image(example, index: int, staging: str, image_key: str, label_key: str,
+                encoding_format: str | None) -> tuple[str, int]:
+    """Write one record's encoded image into `staging`; returns its (file name, label)."""
+    data = example[image_key]
+    name = f"{index:0{INDEX_DIGITS}d}.{image_extension(data, encoding_format)}"
+    with open(os.path.join(staging, name), "wb") as f:
+        f.write(data)
+    return name, int(example[label_key])
+
+
+def damaged_message(spec: TfdsSpec, prepared: PreparedDataset, err: Exception) -> InputError:
+    return InputError(f"{spec}: reading the prepared dataset {prepared.directory} failed "
+                      f"({type(err).__name__}: {err}); prepare it again")
 
 
 def read_staged_listing(folder: str, prepared: PreparedDataset, spec: TfdsSpec) -> Listing:

@@ -104,9 +104,9 @@ def train_and_evaluate(
         make_dataset: damaged shards are read up to their first bad record), losing at most
         `max_corrupt_fraction` of a split.
       service: "grpc://HOST:PORT" of a tf.data service dispatcher (python -m
-        pipeline.service): the training input runs on its workers (see make_dataset; needs
-        cache=None). Validation still reads here: every record exactly once, even if a
-        service worker dies.
+        pipeline.service): the training input runs on its workers (see make_dataset; cache
+        "auto" then streams, "memory" is refused). Validation still reads here: every record
+        exactly once, even if a service worker dies.
       processing_mode: the service's "distributed_epoch" or "parallel_epochs".
       extra_callbacks: more Keras callbacks, run after ours.
       verbose: passed to model.fit (2: one line per epoch).

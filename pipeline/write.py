@@ -394,7 +394,8 @@ def write_dataset(config: WriteConfig) -> Summary:
         {schema.VAL: config.val_shards, schema.TEST: config.test_shards},
     )
     shards = plan.plan_shards(splits, counts, seed=config.seed)
-    fingerprint = plan.fingerprint(shards, config.output_settings())
+    sources = source_ids(main, test)
+    fingerprint = plan.fingerprint(shards, {**config.output_settings(), **sources})
     output_dir = config.output_dir
     logging.info("input: %s%s", main.description, f"; test: {test.description}" if test else "")
     logging.info("plan: %s -> %s", ", ".join(
@@ -410,6 +411,9 @@ def write_dataset(config: WriteConfig) -> Summary:
     mine = task_shards(shards, config.num_tasks, config.task_index)
     own = None if config.num_tasks == 1 else {
         name for spec in mine for name in shard_files(spec, config.compression)}
+    if own is not None and config.finalize:
+        # --finalize writes the dataset-wide files: a killed --finalize leaves their temps.
+        own |= {schema.MANIFEST_NAME, schema.REJECTS_NAME, *tfds_export.METADATA_NAMES}
     leftovers = files.remove_temp_files(output_dir, own)
     if leftovers:
         logging.info("removed %d temporary file(s) of an interrupted run", len(leftovers))
@@ -442,7 +446,7 @@ def write_dataset(config: WriteConfig) -> Summary:
                          seconds)
             return Summary(output_dir, None, len(todo), len(mine) - len(todo), seconds)
 
-    manifest = finish(output_dir, shards, results, main.classes, config, fingerprint)
+    manifest = finish(output_dir, shards, results, main.classes, config, fingerprint, sources)
     seconds = time.monotonic() - start
     summary = Summary(output_dir, manifest, len(todo), len(shards) - len(todo), seconds)
     log_summary(summary, total_images)
@@ -581,7 +585,16 @@ def verify(output_dir: str, shards: Sequence[plan.ShardSpec],
                                     "again to rewrite the shard with it")
 
 
-def finish(output_dir, shards, results, classes, config: WriteConfig, fingerprint: str):
+def source_ids(main: Listing, test: Listing | None) -> dict:
+    """{"sources": [...]} for inputs whose paths do not decide their images' bytes (a TFDS
+    split's version and features), so that a changed source is a different command; {} for
+    files, leaving their fingerprints and manifests as they were."""
+    ids = [listing.source_id for listing in (main, test) if listing and listing.source_id]
+    return {"sources": ids} if ids else {}
+
+
+def finish(output_dir, shards, results, classes, config: WriteConfig, fingerprint: str,
+           sources: Mapping | None = None):
     """Verify, then write rejects.csv, the TFDS metadata and (last) dataset.json, then drop
     `.progress/`."""
     verify(output_dir, shards, results, config.compression)
@@ -591,7 +604,7 @@ def finish(output_dir, shards, results, classes, config: WriteConfig, fingerprin
         raise too_many_rejects(results, len(all_rejects), total, config.max_reject_fraction,
                                output_dir)
     write_rejects_csv(output_dir, all_rejects)
-    manifest = build_manifest(shards, results, classes, config, fingerprint)
+    manifest = build_manifest(shards, results, classes, config, fingerprint, sources)
     no_tfds = tfds_export.write_metadata(output_dir, manifest)
     if no_tfds is not None:
         logging.info("no TFDS metadata (tfds.builder_from_directory): %s", no_tfds)
@@ -602,7 +615,8 @@ def finish(output_dir, shards, results, classes, config: WriteConfig, fingerprin
     return manifest
 
 
-def build_manifest(shards, results, classes, config: WriteConfig, fingerprint: str):
+def build_manifest(shards, results, classes, config: WriteConfig, fingerprint: str,
+                   sources: Mapping | None = None):
     splits = {}
     stats = {}
     for split in sorted({spec.split for spec in shards}):
@@ -633,7 +647,7 @@ def build_manifest(shards, results, classes, config: WriteConfig, fingerprint: s
         std=std,
         compression=config.compression,
         rejects=sum(len(r.rejects) for r in results.values()),
-        flags=manifest_flags(config),
+        flags={**manifest_flags(config), **(sources or {})},
         fingerprint=fingerprint,
     )
 
@@ -808,9 +822,8 @@ EXIT_BAD_INPUT = 2
 def main(argv: Sequence[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; every option is a --flag")
-    config = config_from_flags()
     try:
-        write_dataset(config)
+        write_dataset(config_from_flags())  # the default output dir already parses --input
     except (InputError, plan.PlanError, OutputDirError, IncompleteError) as err:
         logging.error("%s", err)
         return EXIT_BAD_INPUT

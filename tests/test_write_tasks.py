@@ -37,6 +37,9 @@ def test_tasks_then_finalize_equal_one_host_byte_for_byte(source, tmp_path, comp
                                               num_tasks=2, task_index=task))
         assert summary.manifest is None and summary.written > 0
         assert not os.path.exists(schema.manifest_path(str(shared)))
+    # What a --finalize killed while writing the dataset-wide files leaves:
+    for name in (schema.MANIFEST_NAME, "features.json"):
+        (shared / f"{name}{files.TEMP_MARKER}99999").write_text("partial")
     summary = write.write_dataset(_config(source, shared, compression=compression,
                                           num_tasks=2, finalize=True))
     assert summary.written == 0 and summary.manifest == one.manifest

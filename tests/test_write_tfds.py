@@ -5,6 +5,7 @@ multi-task writing, clear errors."""
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -15,7 +16,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from conftest import REPO_ROOT, tree_digest, write_csv, write_images
-from pipeline import schema, tfds_source, write
+from pipeline import schema, tfds_source, workspace, write
 from pipeline.sources import InputError
 
 CLASSES = ("zebra", "ant", "moth")  # not sorted: TFDS's order is the label order
@@ -193,6 +194,35 @@ def test_same_flags_give_identical_bytes_even_when_staged_anew(data_dir, tmp_pat
     assert tree_digest(tmp_path / "one") == tree_digest(tmp_path / "two")
 
 
+def test_a_source_prepared_again_is_a_different_command(data_dir, tmp_path):
+    """Record paths name only the split and position: the prepared version and features are
+    part of the fingerprint, so a rerun never keeps shards of another preparation."""
+    summary = write.write_dataset(_config(data_dir, tmp_path / "out"))
+    (source,) = summary.manifest.flags["sources"]
+    assert source.startswith("tfds:tiny_shapes:train tiny_shapes/1.0.0 ")
+    again = tmp_path / "again"
+    shutil.copytree(data_dir, again)
+    info = again / "tiny_shapes" / "1.0.0" / "dataset_info.json"
+    info.write_text(json.dumps(dict(json.loads(info.read_text()), description="again")))
+    with pytest.raises(write.OutputDirError):
+        write.write_dataset(_config(again, tmp_path / "out"))
+    rewritten = write.write_dataset(_config(again, tmp_path / "out", overwrite=True))
+    assert rewritten.written == sum(len(info.shards) for info in summary.manifest.splits.values())
+    assert rewritten.manifest.fingerprint != summary.manifest.fingerprint
+
+
+def test_a_killed_staging_leaves_nothing_behind(data_dir, tmp_path):
+    spec = tfds_source.parse_tfds_input("tfds:tiny_shapes:train")
+    prepared = tfds_source.find_prepared(str(data_dir), spec)
+    folder = tfds_source.staged_folder(
+        os.path.join(workspace.raw_dir(), tfds_source.STAGING_DIR), prepared, "train",
+        tfds_source.staging_digest(prepared, "train", None, None))
+    abandoned = os.path.join(os.path.dirname(folder), f".{os.path.basename(folder)}-x1y2")
+    os.makedirs(abandoned)
+    write.write_dataset(_config(data_dir, tmp_path / "out"))
+    assert os.listdir(os.path.dirname(folder)) == [os.path.basename(folder)]
+
+
 def test_tasks_then_finalize_equal_one_host(data_dir, tmp_path):
     write.write_dataset(_config(data_dir, tmp_path / "one", shards=3))
     shared = tmp_path / "shared"
@@ -252,6 +282,13 @@ def test_cli_writes_train_val_and_the_labeled_test_split(data_dir, tmp_path):
     assert [label for _, label, _ in records] == [label for _, label in reference]
     for (image, _, _), (pixels, _) in zip(records, reference):
         np.testing.assert_array_equal(image, pixels)
+
+
+def test_a_malformed_tfds_input_exits_2(tmp_path):
+    # No --output_dir: naming the default output dir parses the input first.
+    result = _cli(["--input=tfds:tiny_shapes:train[:10%]"], tmp_path / "ws")
+    assert result.returncode == write.EXIT_BAD_INPUT, result.stderr
+    assert "slicing" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_not_prepared_exits_2_naming_where_it_looked_and_how_to_prepare(data_dir, tmp_path):
