@@ -81,6 +81,24 @@ def test_training_batches_with_augmentation_run_remotely_and_repeat(data_dir, cl
     assert {tuple(b.shape) for b in batches} == {(4, 3, 8, 8)}
 
 
+def test_each_pass_through_the_service_has_a_new_order(data_dir):
+    # One worker and deterministic=True: any difference between passes is the reshuffle.
+    dispatcher = service.start_dispatcher(0)
+    worker = service.start_worker(dispatcher.target.split("://")[1])
+    try:
+        per_pass = dataset.batches_per_epoch(45, 4, training=True)
+        ds = dataset.make_dataset(data_dir, "train", batch_size=4, seed=0, augment=None,
+                                  deterministic=True, service=dispatcher.target)
+        batches = [images.numpy().tobytes() for images, _ in ds.take(2 * per_pass)]
+        assert len(batches) == 2 * per_pass
+        assert batches[:per_pass] != batches[per_pass:]
+        ds = batches = None
+        _release_readers()
+    finally:
+        worker._stop()
+        dispatcher._stop()
+
+
 def test_parallel_epochs_workers_read_in_their_own_order(data_dir, cluster):
     dispatcher, _ = cluster
     ds = dataset.make_dataset(data_dir, "train", batch_size=4, seed=0, augment=None,
