@@ -47,7 +47,7 @@ from typing import Mapping
 
 from absl import logging
 
-from pipeline import files, schema
+from pipeline import files, schema, tfds_export
 from pipeline.sources import MAX_EXAMPLES, InputError, Listing, SourceImage
 
 PREFIX = "tfds:"
@@ -56,9 +56,9 @@ DEFAULT_SPLIT = "train"
 # finding a dataset, or finding it missing, needs no TensorFlow.
 DATA_DIR_ENV = "TFDS_DATA_DIR"
 DEFAULT_DATA_DIR = os.path.join("~", "tensorflow_datasets")
-# Files a prepared version folder holds (TFDS's DATASET_INFO_FILENAME, FEATURES_FILENAME).
-INFO_NAME = "dataset_info.json"
-FEATURES_NAME = "features.json"
+# Files a prepared version folder holds: the ones tfds_export writes beside our shards.
+INFO_NAME = tfds_export.INFO_NAME
+FEATURES_NAME = tfds_export.FEATURES_NAME
 # Where TFDS records the default config of a dataset with configs: <name>/.config/metadata.json.
 DEFAULT_CONFIG_FILE = os.path.join(".config", "metadata.json")
 # Features picked when the dataset has several of a kind and no flag names one.
