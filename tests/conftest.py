@@ -1,14 +1,25 @@
 """Shared fixtures: small real image folders in the layouts users bring."""
 
+import contextlib
 import csv
 import hashlib
 import os
+import socket
 
 import numpy as np
 import pytest
 from PIL import Image
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_ports(n=1):
+    """`n` distinct free loopback ports (held together while chosen, so never the same one)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in sockets:
+            s.bind(("localhost", 0))
+        return [s.getsockname()[1] for s in sockets]
 
 
 def write_images(folder, count, *, classes=("cat", "dog", "owl"), size=(20, 14), fmt="png",

@@ -3,7 +3,6 @@ one model together for a few steps, on shards that split unevenly between them."
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -11,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, write_labeled_dataset
+from conftest import REPO_ROOT, free_ports, write_labeled_dataset
 from pipeline import dataset, schema, training
 
 DEADLINE_S = 300  # both processes import TensorFlow, build a ResNet-10 and meet in a ring
@@ -21,22 +20,12 @@ BINDINGS = ["width = 4", "input_pool = 1", "epochs = 1", "batch_size = 4", "warm
             "cache = None", "augment = 'flip_lr'", "seed = 3"]
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def test_two_worker_processes_train_one_model(tmp_path):
     # 3 train and 3 val shards: one worker reads twice as many as the other, yet both must
     # run the same steps (see training.make_input).
     data_dir = write_labeled_dataset(tmp_path, 40, "shards", shards=3, val_shards=3,
                                      val_fraction=0.25)
-    cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
+    cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
     processes = []
     for index in range(2):
         env = {**os.environ, "PYTHONPATH": REPO_ROOT, "TF_CPP_MIN_LOG_LEVEL": "2",

@@ -6,7 +6,6 @@ import collections
 import gc
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -14,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import REPO_ROOT, write_labeled_dataset
+from conftest import REPO_ROOT, free_ports, write_labeled_dataset
 from pipeline import dataset, service, training
 
 STARTUP_S = 60  # a server process imports TensorFlow first
@@ -151,7 +150,7 @@ def _records_until(iterator, limit, deadline_s):
 def test_a_killed_worker_neither_stops_training_nor_loses_the_job(data_dir, mode):
     dispatcher = service.start_dispatcher(0)
     address = dispatcher.target.split("://")[1]
-    ports = [_free_port(), _free_port()]
+    ports = free_ports(2)
     workers = {}
 
     def start_worker(port):
@@ -194,12 +193,6 @@ def test_a_killed_worker_neither_stops_training_nor_loses_the_job(data_dir, mode
         dispatcher._stop()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 def _start(args):
     env = {**os.environ, "PYTHONPATH": REPO_ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.Popen([sys.executable, "-m", "pipeline.service", *args], cwd=REPO_ROOT,
@@ -217,7 +210,7 @@ def _wait_for_line(process, text):
 
 
 def test_command_line_servers_serve_refuse_and_stop_cleanly(data_dir, tmp_path):
-    port = _free_port()
+    (port,) = free_ports()
     processes = []
     try:
         dispatcher = _start(["--mode=dispatcher", f"--port={port}",
@@ -249,7 +242,7 @@ def test_command_line_servers_serve_refuse_and_stop_cleanly(data_dir, tmp_path):
                 process.wait()
     unreachable = subprocess.run(
         [sys.executable, "-m", "pipeline.service", "--mode=worker",
-         f"--dispatcher=localhost:{_free_port()}"], cwd=REPO_ROOT, capture_output=True,
+         f"--dispatcher=localhost:{free_ports()[0]}"], cwd=REPO_ROOT, capture_output=True,
         text=True, timeout=STARTUP_S, env={**os.environ, "PYTHONPATH": REPO_ROOT})
     assert unreachable.returncode == service.EXIT_BAD_SETTINGS
     assert "cannot reach the dispatcher" in unreachable.stderr
