@@ -27,6 +27,7 @@ Order of the streaming pipeline, and why:
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 from typing import Any, Sequence
@@ -322,13 +323,10 @@ def readable_records(data_dir: str, manifest: schema.Manifest, split: str,
     than `max_fraction` of `count` lost is an error."""
     from absl import logging
 
-    from pipeline import verify
-
     mine = {os.path.basename(f) for f in files}
-    report = verify.verify_dataset(data_dir, splits=[split])
     expected = {shard.file: shard.count for shard in manifest.split(split).shards}
     problems: dict[str, list] = {}
-    for problem in report.problems:
+    for problem in split_problems(data_dir, manifest, split):
         if problem.file in mine:
             problems.setdefault(problem.file, []).append(problem)
     lost = 0
@@ -351,6 +349,28 @@ def readable_records(data_dir: str, manifest: schema.Manifest, split: str,
             f"max_corrupt_fraction={max_fraction} allows ({allowed}); see `python -m "
             f"pipeline.verify {data_dir}` and rewrite the dataset with `python -m pipeline.write`")
     return count - lost
+
+
+def split_problems(data_dir: str, manifest: schema.Manifest, split: str) -> tuple:
+    """pipeline.verify's problems in `split`, checked once per process while its shards stay as
+    they are: a trainer asks for its step counts and again for every input pipeline."""
+    state = tuple((path, _file_state(path)) for path in manifest.shard_paths(data_dir, split))
+    return _verified_problems(os.path.abspath(data_dir), split, state)
+
+
+def _file_state(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None  # verify reports it
+    return stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=8)
+def _verified_problems(data_dir: str, split: str, shards_state: tuple) -> tuple:
+    from pipeline import verify
+
+    return tuple(verify.verify_dataset(data_dir, splits=[split]).problems)
 
 
 def split_paths(data_dir: str, split: str) -> list[str]:
