@@ -114,6 +114,9 @@ READ_MIN_IMAGES = 20_000
 QUICK_READ_MIN_IMAGES = 5_000
 READ_SEED = 0
 READER_SHARDS_DIR = "shards"
+# Bump whenever the writer adds or changes files, so cached reader shards are rewritten (2: DALI
+# indexes and the TFDS metadata the tfds_benchmark_tfds_reader row reads).
+READER_SHARDS_VERSION = 2
 JPEG_DIR = "jpeg_{size}"  # the photos resized to the stored size, as a user's folder would be
 # The row every reader row is compared with (tf.data over JPEGs), and the project's goals for
 # the reader on a 2-core machine.
@@ -554,7 +557,6 @@ def tfds_benchmark_row(bench: Bench, name: str, *, reader: str) -> Row:
                                         seed=READ_SEED,
                                         augment=augment_lib.DEFAULT_TRAIN_AUGMENT).repeat()
         else:
-            ensure_tfds_metadata(bench.shards_dir)
             builder = tfds.builder_from_directory(bench.shards_dir)
             data = (builder.as_dataset(split=schema.TRAIN, shuffle_files=True).repeat()
                     .batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
@@ -566,17 +568,6 @@ def tfds_benchmark_row(bench: Bench, name: str, *, reader: str) -> Row:
     steady = result.stats.loc["lasts"]
     return make_row(name, int(steady["num_examples"]), float(steady["duration"]),
                     monitor.peak_mb, monitor.other_cpu)
-
-
-def ensure_tfds_metadata(shards_dir: str) -> None:
-    """The TFDS metadata the writer puts beside its shards, added to a dataset written before
-    the writer made it (the bench reuses its shards across runs)."""
-    from pipeline import tfds_export
-
-    if not os.path.exists(os.path.join(shards_dir, tfds_export.INFO_NAME)):
-        reason = tfds_export.write_metadata(shards_dir, schema.read_manifest(shards_dir))
-        if reason is not None:
-            raise BenchError(f"TFDS cannot read {shards_dir}: {reason}")
 
 
 RowFn = Callable[[Bench, str], Row]  # (settings, row name) -> the measured row
@@ -766,7 +757,8 @@ def write_reader_shards(bench: Bench, output_dir: str) -> str:
     )
     # The marker sits beside the dataset: the writer owns every file inside it.
     marker = output_dir + ".json"
-    wanted = {"photos": read_photo_marker(os.path.dirname(bench.photos_csv)),
+    wanted = {"version": READER_SHARDS_VERSION,
+              "photos": read_photo_marker(os.path.dirname(bench.photos_csv)),
               "image_size": bench.image_size, "shards": config.shards,
               "val_fraction": config.val_fraction}
     if not os.path.exists(schema.manifest_path(output_dir)) or _read_json(marker) != wanted:
