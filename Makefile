@@ -1,5 +1,6 @@
 # `make demo` and `make test` work on a fresh machine: they create .venv from requirements.txt
-# first (once; again whenever requirements.txt changes).
+# and install this project into it in editable mode (once; again whenever requirements.txt or
+# pyproject.toml changes), so the commands work from any folder with the venv active.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,9 +10,11 @@ INSTALLED := $(VENV)/.installed
 
 venv: $(INSTALLED)
 
-$(INSTALLED): requirements.txt
+$(INSTALLED): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	# No build isolation: the venv's own setuptools builds it, with no download.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation --no-deps -e .
 	touch $@
 
 # The main job on the embedded sample dataset (offline): write sharded TFRecords + manifest,

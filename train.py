@@ -9,55 +9,58 @@ This file is intentionally short: flags, gin, then one call into
 `pipeline.training.train_and_evaluate`, which knows nothing of gin. Gin configures only that
 function (its keyword arguments); the resolved configuration is logged and saved as
 `config.gin` in the workdir. Running the same command again after a crash resumes training.
+
+Exit codes: 0 trained; 2 unusable configuration (a gin error, a value that cannot work, a
+dataset or workdir that does not fit the run).
 """
 
 import os
-import sys
 import tokenize
 
 import gin
-from absl import app, flags, logging
+from absl import flags, logging
 
-from pipeline import files, training, workspace
+from pipeline import cli, errors
+from pipeline.core import files, workspace
+from pipeline.training import train_and_evaluate
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("config", None, "Gin config file(s), applied in order.")
-flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings that override the files, e.g. "
-                          "\"train_and_evaluate.epochs=10\".")
-flags.DEFINE_string("workdir", None, "Where checkpoints, logs, the model and metrics go. "
-                    "Default: <workspace>/runs/<config file name>.")
-
-EXIT_BAD_CONFIG = 2
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; every option is a --flag")
-    if not FLAGS.config:
-        raise app.UsageError("--config is required, e.g. --config=configs/smoke.gin")
-    train = gin.configurable("train_and_evaluate")(training.train_and_evaluate)
-    for config in FLAGS.config:  # `include 'resnet50.gin'` finds files beside the config
+def define_flags() -> None:
+    flags.DEFINE_multi_string("config", None, "Gin config file(s), applied in order.")
+    flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings that override the files, e.g. "
+                              "\"train_and_evaluate.epochs=10\".")
+    flags.DEFINE_string("workdir", None, "Where checkpoints, logs, the model and metrics go. "
+                        "Default: <workspace>/runs/<config file name>.")
+
+
+def parse_gin(configs, bindings) -> None:
+    """Parse the gin files and bindings, or ConfigError with gin's message."""
+    for config in configs:  # `include 'resnet50.gin'` finds files beside the config
         gin.add_config_file_search_path(os.path.dirname(os.path.abspath(config)))
     try:
-        gin.parse_config_files_and_bindings(FLAGS.config, FLAGS.gin_bindings)
+        gin.parse_config_files_and_bindings(configs, bindings)
     # An unknown configurable or parameter (ValueError), a file not found (OSError), a syntax
     # error (SyntaxError, or TokenError for an unclosed bracket).
     except (ValueError, OSError, SyntaxError, tokenize.TokenError) as err:
-        logging.error("gin configuration: %s", err)
-        return EXIT_BAD_CONFIG
+        raise errors.ConfigError(f"gin configuration: {err}") from err
+
+
+def main(argv) -> None:
+    cli.no_arguments(argv)
+    if not FLAGS.config:
+        raise errors.UsageError("--config is required, e.g. --config=configs/smoke.gin")
+    train = gin.configurable("train_and_evaluate")(train_and_evaluate)
+    parse_gin(FLAGS.config, FLAGS.gin_bindings)
     name = os.path.splitext(os.path.basename(FLAGS.config[-1]))[0]
     workdir = FLAGS.workdir or os.path.join(workspace.root(), "runs", name)
     os.makedirs(workdir, exist_ok=True)
     config_text = gin.config_str()
     logging.info("configuration:\n%s", config_text)
     files.atomic_write_text(os.path.join(workdir, "config.gin"), config_text)
-    try:
-        train(workdir=workdir)
-    except (training.TrainingError, ValueError) as err:
-        logging.error("%s", err)
-        return EXIT_BAD_CONFIG
-    return 0
+    train(workdir=workdir)
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    cli.run(main, define_flags)

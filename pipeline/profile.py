@@ -4,82 +4,26 @@ r"""Profile the input pipeline with the TensorFlow profiler, for TensorBoard's P
     python -m pipeline.profile --data_dir=... --logdir=... --train_steps=20 --depth=18
     tensorboard --logdir=workspace/profiles/digits      # then the Profile tab
 
-Runs `make_dataset` alone for --steps batches (after a warm-up batch, so start-up is not in the
-trace), and with --train_steps also that many training steps of a ResNet fed by it, under
-`tf.profiler.experimental`. The trace lands in `<logdir>/plugins/profile/<run>/*.xplane.pb`:
-the trace viewer shows every tf.data stage on its thread, and the tf.data bottleneck analysis
-names the slowest one. The command also prints what it measured: the reader's img/s alone and,
-with --train_steps, the share of step time spent waiting for input with a plain-words verdict.
+Traces `make_dataset` alone and, with --train_steps, training steps of a ResNet fed by it
+(pipeline.tools.profiling), then prints the reader's img/s and, with --train_steps, the share
+of step time spent waiting for input with a plain-words verdict.
+
+Exit codes: 0 done; 2 unusable input (no dataset, unknown split, bad augmentation spec or
+flags).
+
+This module's name is the standard library's `profile`, which is harmless as
+`python -m pipeline.profile` (the form every document uses); nothing imports it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import glob
-import os
-import time
 from typing import Sequence
 
-from absl import app, flags, logging
+from absl import flags
 
-from pipeline import schema
-
-DEFAULT_STEPS = 20
-DEFAULT_BATCH = 256
-EXIT_BAD_INPUT = 2
-
-
-@dataclasses.dataclass(frozen=True)
-class ProfileResult:
-    trace_files: tuple[str, ...]  # the .xplane.pb files written
-    reader_images_per_second: float
-    input_wait_fraction: float | None  # with train steps
-    verdict: str | None
-
-
-def profile_input(data_dir: str, logdir: str, *, split: str = schema.TRAIN, steps: int = DEFAULT_STEPS,
-                  batch_size: int = DEFAULT_BATCH, cache: str | None = None,
-                  augment: str | None = "default", train_steps: int = 0, depth: int = 10,
-                  seed: int = 0) -> ProfileResult:
-    """Trace the reader (and optionally training steps) into `logdir`; see the module doc."""
-    import tensorflow as tf
-
-    from pipeline import augment as augment_lib
-    from pipeline import dataset
-
-    spec = augment_lib.DEFAULT_TRAIN_AUGMENT if augment == "default" else augment
-    manifest = schema.read_manifest(data_dir)
-    batch_size = min(batch_size, manifest.split(split).count)
-    batches = dataset.make_dataset(data_dir, split, batch_size, training=True, cache=cache,
-                                   seed=seed, augment=spec)
-    iterator = iter(batches.repeat())
-    next(iterator)  # warm-up: threads, autotuning, XLA compilation, the cache's load
-    before = set(_trace_files(logdir))
-    tf.profiler.experimental.start(logdir)
-    try:
-        start = time.perf_counter()
-        for step in range(steps):
-            with tf.profiler.experimental.Trace("input", step_num=step, _r=1):
-                next(iterator)
-        reader_rate = steps * batch_size / (time.perf_counter() - start)
-        wait = verdict = None
-        if train_steps:
-            from pipeline import training
-
-            # Two epochs of half the steps: the first compiles the model, the second is timed.
-            wait = training.time_training_steps(
-                data_dir, split, batch_size=batch_size, steps_per_epoch=max(train_steps // 2, 2),
-                seed=seed, augment=spec, cache=cache, depth=depth).last_wait_fraction
-            verdict = training.input_verdict(wait)
-    finally:
-        tf.profiler.experimental.stop()
-    written = tuple(sorted(set(_trace_files(logdir)) - before))
-    return ProfileResult(written, reader_rate, wait, verdict)
-
-
-def _trace_files(logdir: str) -> list[str]:
-    return glob.glob(os.path.join(logdir, "plugins", "profile", "*", "*.xplane.pb"))
-
+from pipeline import cli
+from pipeline.core import schema
+from pipeline.tools import profiling
 
 FLAGS = flags.FLAGS
 
@@ -90,8 +34,10 @@ def define_flags() -> None:
     flags.DEFINE_string("logdir", None, "Where the trace goes (open it with tensorboard "
                         "--logdir=...).", required=True)
     flags.DEFINE_string("split", schema.TRAIN, "The split to read.")
-    flags.DEFINE_integer("steps", DEFAULT_STEPS, "Reader batches traced.", lower_bound=1)
-    flags.DEFINE_integer("batch_size", DEFAULT_BATCH, "Images per batch.", lower_bound=1)
+    flags.DEFINE_integer("steps", profiling.DEFAULT_STEPS, "Reader batches traced.",
+                         lower_bound=1)
+    flags.DEFINE_integer("batch_size", profiling.DEFAULT_BATCH, "Images per batch.",
+                         lower_bound=1)
     flags.DEFINE_string("cache", None, "make_dataset's cache: memory, auto or a file path.")
     flags.DEFINE_string("augment", "default", "The augmentation spec run in the pipeline "
                         "('default' for the trainer's default; '' for none).")
@@ -101,17 +47,12 @@ def define_flags() -> None:
     flags.DEFINE_integer("depth", 10, "ResNet depth for --train_steps (10, 18, 34, 50).")
 
 
-def main(argv: Sequence[str]) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; every option is a --flag")
-    try:
-        result = profile_input(FLAGS.data_dir, FLAGS.logdir, split=FLAGS.split,
-                               steps=FLAGS.steps, batch_size=FLAGS.batch_size,
-                               cache=FLAGS.cache, augment=FLAGS.augment or None,
-                               train_steps=FLAGS.train_steps, depth=FLAGS.depth)
-    except (schema.FormatError, ValueError) as err:
-        logging.error("%s", err)
-        return EXIT_BAD_INPUT
+def main(argv: Sequence[str]) -> None:
+    cli.no_arguments(argv)
+    result = profiling.profile_input(
+        FLAGS.data_dir, FLAGS.logdir, split=FLAGS.split, steps=FLAGS.steps,
+        batch_size=FLAGS.batch_size, cache=FLAGS.cache, augment=FLAGS.augment or None,
+        train_steps=FLAGS.train_steps, depth=FLAGS.depth)
     print(f"reader alone: {result.reader_images_per_second:,.0f} img/s")
     if result.input_wait_fraction is not None:
         print(f"training: {100 * result.input_wait_fraction:.0f}% of step time waiting for "
@@ -119,9 +60,7 @@ def main(argv: Sequence[str]) -> int:
     for path in result.trace_files:
         print(f"trace: {path}")
     print(f"open it: tensorboard --logdir={FLAGS.logdir}  (Profile tab)")
-    return 0
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

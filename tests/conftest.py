@@ -47,11 +47,12 @@ def write_csv(path, header, rows):
 def write_labeled_dataset(root, count, output, *, side=8, **config):
     """`count` random side x side images in `root/src` (a labeled train.csv), written by the real
     writer (one worker, no progress bar) into `root/<output>` with `config`; returns that dir."""
-    from pipeline import write
+    from pipeline.writing.settings import WriteConfig
+    from pipeline.writing.writer import write_dataset
 
     rows = write_images(str(root / "src"), count, size=(side, side))
     write_csv(root / "src" / "train.csv", ["image", "label"], rows)
-    write.write_dataset(write.WriteConfig(
+    write_dataset(WriteConfig(
         output_dir=str(root / output), input=str(root / "src" / "train.csv"), image_size=side,
         num_workers=1, show_progress=False, **config))
     return str(root / output)

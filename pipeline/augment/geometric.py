@@ -1,0 +1,167 @@
+"""Geometric ops: uint8 stays uint8, the pixels only move (flip_lr, random_crop,
+random_resized_crop)."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import tensorflow as tf
+
+from pipeline import errors
+from pipeline.augment.common import (RNG_ALG, as_seed, batch_height_width, check_pair,
+                                     restore_pixels, uniform)
+from pipeline.augment.registry import Op, register
+
+
+@register("flip_lr")
+def get_flip_lr() -> Op:
+    """Mirrors each image left-right (along W) with probability 1/2."""
+
+    def _flip_lr(images, labels, seed):
+        images = tf.convert_to_tensor(images)
+        batch = tf.shape(images)[0]
+        flip = uniform([batch], seed) < 0.5
+        # One reverse of the whole batch and one select on a [B, 1, 1, 1] mask: two passes over
+        # uint8 memory, instead of a cond (or a Python loop) per image.
+        images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[3]), images)
+        return images, labels
+
+    return _flip_lr
+
+
+@register("random_crop")
+def get_random_crop(pad: int = 16) -> Op:
+    """Zero-pads H and W by `pad` pixels on each side, then crops each image back to H x W at
+    its own random offset in [0, 2 * pad] (a random translation by up to `pad` pixels)."""
+    if not isinstance(pad, int) or isinstance(pad, bool) or pad < 0:
+        raise errors.ConfigError(f"random_crop: pad={pad!r} must be an integer >= 0 (pixels)")
+
+    def _random_crop(images, labels, seed):
+        images = tf.convert_to_tensor(images)
+        if pad == 0:
+            return images, labels
+        batch, height, width = batch_height_width(images)
+        padded = tf.pad(images, [[0, 0], [0, 0], [pad, pad], [pad, pad]])
+        offset_y, offset_x = tf.unstack(
+            tf.random.stateless_uniform(
+                [2, batch], as_seed(seed), minval=0, maxval=2 * pad + 1, dtype=tf.int32, alg=RNG_ALG
+            )
+        )
+        # Every image has its own offset, so a single tf.slice cannot crop them all. Rows: one
+        # gather with a per-image [B, H] index grid (batch_dims=1) moves whole rows at once.
+        rows = offset_y[:, None] + tf.range(height)[None, :]
+        out = tf.gather(padded, rows, axis=2, batch_dims=1)  # [B, C, H, W + 2 pad]
+        if images.dtype.is_integer:
+            out = _crop_columns_by_offset(out, offset_x, width, pad)
+        else:
+            cols = offset_x[:, None] + tf.range(width)[None, :]
+            out = tf.gather(out, cols, axis=3, batch_dims=1)  # [B, C, H, W]
+        out.set_shape(images.shape)  # the index grids hide H and W from shape inference
+        return out, labels
+
+    def _random_crop_xla(images, labels, seed):
+        images = tf.convert_to_tensor(images)
+        if pad == 0:
+            return images, labels
+        batch, channels, height, width = images.shape
+        offsets = tf.random.stateless_uniform(
+            [2, tf.shape(images)[0]], as_seed(seed), minval=0, maxval=2 * pad + 1, dtype=tf.int32,
+            alg=RNG_ALG
+        )
+        padded = tf.pad(images, [[0, 0], [0, 0], [pad, pad], [pad, pad]])
+        out = _batched_window(padded, offsets[0], offsets[1], [channels, height, width])
+        return out, labels
+
+    _random_crop.xla_kernel = _random_crop_xla
+    return _random_crop
+
+
+def _batched_window(images, top, left, window) -> tf.Tensor:
+    """images[b, :, top[b] : top[b] + h, left[b] : left[b] + w] for every b, inside XLA.
+
+    One XLA gather whose slices are whole [C, h, w] windows: it copies whole rows, where
+    tf.gather with per-image index grids (batch_dims=1) gathers single bytes and then has XLA
+    transpose the result back to row-major (a quarter of the time in the crop). Measured on 2
+    cores, uint8 256 x 3 x 224 x 224, in tf.data from the in-memory table with a flip after:
+    ~24,000 img/s, against ~7,300 with the index grids.
+    """
+    from tensorflow.compiler.tf2xla.python import xla as tf_xla  # XLA-only ops
+    from tensorflow.compiler.xla import xla_data_pb2
+
+    batch = tf.range(tf.shape(images)[0])
+    starts = tf.stack([batch, tf.zeros_like(batch), top, left], axis=1)  # [B, 4]
+    dims = xla_data_pb2.GatherDimensionNumbers(
+        offset_dims=[1, 2, 3], collapsed_slice_dims=[0], start_index_map=[0, 1, 2, 3],
+        index_vector_dim=1,
+    )
+    return tf_xla.gather(images, starts, dims, [1, *window], indices_are_sorted=True)
+
+
+def _crop_columns_by_offset(images, offsets, width, pad: int) -> tf.Tensor:
+    """images[b, :, :, offsets[b] : offsets[b] + width] for the whole batch, offsets in
+    [0, 2 * pad]: the uint8 (tf.data, CPU) path of random_crop.
+
+    A column gather with a [B, W] index grid copies one byte at a time: 240 ms for a batch of
+    256 x 3 x 224 x 224 on one core, 13x the row gather. Grouping the images by offset (one
+    dynamic_partition), cropping each group with a plain slice (whole runs of W bytes) and
+    stitching them back in batch order takes 25 ms and gives the same bytes. The Python loop
+    runs over the 2 * pad + 1 possible offsets when the graph is built, not over images.
+    Float (device) images keep the column gather: XLA has no kernel for dynamic_partition,
+    and accelerators gather fast.
+    """
+    num_offsets = 2 * pad + 1
+    groups = tf.dynamic_partition(images, offsets, num_offsets)
+    positions = tf.dynamic_partition(tf.range(tf.shape(images)[0]), offsets, num_offsets)
+    cropped = [group[..., offset : offset + width] for offset, group in enumerate(groups)]
+    return tf.dynamic_stitch(positions, cropped)
+
+
+@register("random_resized_crop", xla=False)
+def get_random_resized_crop(
+    scale: Sequence[float] = (0.08, 1.0), ratio: Sequence[float] = (3 / 4, 4 / 3)
+) -> Op:
+    """Inception-style crop: per image a box covering `scale` of the image's area (uniform)
+    with width/height aspect `ratio` (log-uniform), clipped into the image, resized back to
+    H x W with bilinear sampling.
+
+    A box that would not fit is clipped (torchvision retries up to 10 times instead), so very
+    elongated boxes cover somewhat less area than drawn. scale=(1, 1), ratio=(1, 1) on a square
+    image is the identity.
+    """
+    area_lo, area_hi = check_pair("random_resized_crop", "scale", scale, 0.0, 1.0)
+    ratio_lo, ratio_hi = check_pair("random_resized_crop", "ratio", ratio, 0.0, math.inf)
+    if area_hi <= 0 or ratio_lo <= 0:
+        raise errors.ConfigError(
+            f"random_resized_crop: scale={scale!r} and ratio={ratio!r} must be positive"
+        )
+    log_ratio_lo, log_ratio_hi = math.log(ratio_lo), math.log(ratio_hi)
+
+    def _random_resized_crop(images, labels, seed):
+        images = tf.convert_to_tensor(images)
+        batch, height, width = batch_height_width(images)
+        h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+        u_area, u_ratio, u_y, u_x = tf.unstack(uniform([4, batch], seed))
+        area = (area_lo + (area_hi - area_lo) * u_area) * h * w  # pixels^2
+        aspect = tf.exp(log_ratio_lo + (log_ratio_hi - log_ratio_lo) * u_ratio)  # width/height
+        # Box size as a fraction of the image side, clipped into the image.
+        box_h = tf.minimum(tf.sqrt(area / aspect) / h, 1.0)
+        box_w = tf.minimum(tf.sqrt(area * aspect) / w, 1.0)
+        top = u_y * (1.0 - box_h)
+        left = u_x * (1.0 - box_w)
+        boxes = tf.stack([top, left, top + box_h, left + box_w], axis=1)
+        # crop_and_resize wants NHWC and reads uint8 directly (transposing uint8 moves a quarter
+        # of the bytes float32 would); other float dtypes (bfloat16) go through float32.
+        source = images if images.dtype in (tf.uint8, tf.float32) else tf.cast(images, tf.float32)
+        out = tf.image.crop_and_resize(
+            tf.transpose(source, [0, 2, 3, 1]),
+            boxes,
+            tf.range(batch),
+            tf.stack([height, width]),
+            method="bilinear",
+        )
+        out = restore_pixels(tf.transpose(out, [0, 3, 1, 2]), images.dtype)
+        out.set_shape(images.shape)
+        return out, labels
+
+    return _random_resized_crop

@@ -1,0 +1,89 @@
+"""What every command shares: running `main` under absl, argument checks, worker processes.
+
+    if __name__ == "__main__":
+        cli.run(main, define_flags)
+
+`run` gives every command the same contract: a `PipelineError` (a user mistake, see
+pipeline.errors) becomes one logged line and its exit code, a flag that does not parse exits
+with EXIT_USAGE like any other unusable input (absl's own parser would exit 1, which the
+writer and verify use for "the result is bad"), and any other exception is a bug and keeps its
+traceback.
+
+Flags are defined by `define_flags`, called only when a module runs as a command, so that
+importing a command module (tests, other tools) adds no flags to the importer's.
+
+This module imports only absl and pipeline.errors: every stage may import it.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import sys
+from typing import Callable, Sequence
+
+from absl import app, flags, logging
+
+from pipeline import errors
+
+FLAGS = flags.FLAGS
+
+
+def run(main: Callable[[list[str]], int | None],
+        define_flags: Callable[[], None] | None = None) -> None:
+    """Define the flags, parse them, run `main(argv)` and exit with its code (see above)."""
+    if define_flags is not None:
+        define_flags()
+    app.run(functools.partial(exit_code_of, main), flags_parser=parse_flags)
+
+
+def exit_code_of(function: Callable[..., int | None], *args, **kwargs) -> int:
+    """`function(*args, **kwargs)` as a command: its return value (None: EXIT_OK), or the
+    exit code of the PipelineError it raised, logged as one line."""
+    try:
+        result = function(*args, **kwargs)
+    except errors.PipelineError as err:
+        logging.error("%s", err)
+        return err.exit_code
+    return errors.EXIT_OK if result is None else result
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's parsing, but a bad flag exits with EXIT_USAGE."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as err:
+        sys.stderr.write(f"FATAL Flags parsing error: {err}\n"
+                         "Pass --helpfull to see the command's flags.\n")
+        sys.exit(errors.EXIT_USAGE)
+
+
+def no_arguments(argv: Sequence[str]) -> None:
+    """Commands configured by flags alone: a stray word is a typo, not an input."""
+    if len(argv) > 1:
+        raise errors.UsageError(f"unexpected arguments {list(argv[1:])}; every option is a "
+                                "--flag")
+
+
+def one_argument(argv: Sequence[str], what: str, example: str) -> str:
+    """The single positional argument of a command like `inspect DATA_DIR`."""
+    if len(argv) != 2:
+        raise errors.UsageError(f"give exactly one {what}, got {list(argv[1:])}: {example}")
+    return argv[1]
+
+
+def worker_context(preload: Sequence[str]):
+    """A multiprocessing context whose workers start fast and safely.
+
+    Workers are forked from a `forkserver` that has imported only `preload` (the modules the
+    workers run), so each starts in milliseconds and never inherits a parent's threads: a
+    process that imported TensorFlow must not be forked. Without a forkserver (not Linux or
+    macOS), workers are spawned.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    # The default preload would re-import the caller's __main__ (a whole command, pandas
+    # included) into the server.
+    context.set_forkserver_preload(list(preload))
+    return context

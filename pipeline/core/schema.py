@@ -1,0 +1,304 @@
+"""What a dataset is: feature keys, dtypes and shape, shard names, and the manifest.
+
+A dataset directory holds sharded TFRecord files and one `dataset.json`:
+
+    train-00000-of-00036.tfrecord ... train-00035-of-00036.tfrecord
+    val-00000-of-00004.tfrecord ...
+    train-00000-of-00036.tfrecord.idx ...  # DALI index of each uncompressed shard
+    dataset.json      # written last: its presence means the dataset is complete
+    rejects.csv       # source images that could not be decoded, with the reason
+    dataset_info.json, features.json, label.labels.txt   # TFDS's view (writing.tfds_export)
+
+Each record is a serialised `tf.train.Example` with three features:
+
+    image: bytes  the raw uint8 tensor, shape `image_shape` = [3, H, W] (CHW), C-contiguous
+    label: int64  class index into `classes`, or -1 for an unlabeled (test) image
+    path:  bytes  the source image's path relative to the input (UTF-8)
+
+This module and pipeline.core.records (the same records as bytes: encoding, framing, CRCs)
+are the only places that know the format; the writer, the reader and the tools import them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from typing import Any, Mapping, Sequence
+
+from pipeline import errors
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "dataset.json"
+REJECTS_NAME = "rejects.csv"
+
+IMAGE_KEY = "image"
+LABEL_KEY = "label"
+PATH_KEY = "path"
+
+DTYPE = "uint8"
+LAYOUT = "CHW"
+CHANNELS = 3
+UNLABELED = -1  # label of every image in an unlabeled split (e.g. a Kaggle test.csv)
+
+# Split names the writer produces; readers accept any split named in the manifest.
+TRAIN, VAL, TEST = "train", "val", "test"
+
+# TFRecord compression as TensorFlow names it -> file-name suffix.
+COMPRESSION_SUFFIXES = {"NONE": "", "GZIP": ".gz", "ZLIB": ".zlib"}
+# Fixed compression level so output bytes never depend on a library default.
+COMPRESSION_LEVEL = 6
+# NVIDIA DALI's fn.readers.tfrecord needs, per shard, the index its `tfrecord2idx` tool makes.
+# It is named `<shard>.idx`, beside its shard: the pair sorts together in a listing, and the
+# index paths are the shard paths plus a suffix. DALI reads only uncompressed TFRecords, so
+# compressed shards get none.
+DALI_INDEX_SUFFIX = ".idx"
+
+
+class FormatError(errors.PipelineError, ValueError):
+    """A dataset directory, manifest or record does not match this format."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Shard names
+# ---------------------------------------------------------------------------------------------
+
+
+def shard_filename(split: str, index: int, count: int, compression: str = "NONE") -> str:
+    """`train-00003-of-00036.tfrecord` (+ `.gz` / `.zlib` when compressed)."""
+    if not 0 <= index < count:
+        raise ValueError(f"shard index {index} out of range for {count} shards")
+    return f"{split}-{index:05d}-of-{count:05d}.tfrecord{compression_suffix(compression)}"
+
+
+def is_shard_file(name: str) -> bool:
+    """Whether `name` is one that shard_filename or dali_index_filename makes."""
+    return bool(_SHARD_FILE.match(name))
+
+
+# A shard of any split and compression, or the DALI index of an uncompressed one.
+_SHARD_FILE = re.compile(r"^[\w.]+-\d{5}-of-\d{5}\.tfrecord(\.gz|\.zlib|%s)?$"
+                         % re.escape(DALI_INDEX_SUFFIX))
+
+
+def dali_index_filename(shard_file: str, compression: str) -> str | None:
+    """`train-00003-of-00036.tfrecord.idx` for an uncompressed shard; None for a compressed one
+    (DALI cannot read it, so it has no index)."""
+    compression_suffix(compression)  # validates
+    return None if compression != "NONE" else shard_file + DALI_INDEX_SUFFIX
+
+
+def compression_suffix(compression: str) -> str:
+    try:
+        return COMPRESSION_SUFFIXES[compression]
+    except KeyError:
+        raise FormatError(
+            f"unknown compression {compression!r}; use one of {sorted(COMPRESSION_SUFFIXES)}"
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Manifest
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardInfo:
+    file: str
+    count: int
+    bytes: int
+    sha256: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitInfo:
+    count: int
+    shards: tuple[ShardInfo, ...]
+    class_counts: Mapping[str, int]  # class name -> records; empty for unlabeled splits
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """`dataset.json`: everything a reader or trainer needs to know about a dataset."""
+
+    image_shape: tuple[int, int, int]  # (3, H, W)
+    classes: tuple[str, ...]  # index -> class name
+    splits: Mapping[str, SplitInfo]
+    mean: tuple[float, ...] | None  # per channel, 0-255 scale, of the train split
+    std: tuple[float, ...] | None
+    compression: str = "NONE"
+    rejects: int = 0
+    flags: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # Digest of the write plan and settings (see plan.fingerprint): equal means same output.
+    fingerprint: str = ""
+    format_version: int = FORMAT_VERSION
+    dtype: str = DTYPE
+    layout: str = LAYOUT
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_bytes(self) -> int:
+        channels, height, width = self.image_shape
+        return channels * height * width
+
+    def split(self, name: str) -> SplitInfo:
+        try:
+            return self.splits[name]
+        except KeyError:
+            raise FormatError(
+                f"split {name!r} is not in this dataset; it has {sorted(self.splits)}"
+            ) from None
+
+    def shard_paths(self, data_dir: str, split: str) -> list[str]:
+        return [os.path.join(data_dir, shard.file) for shard in self.split(split).shards]
+
+    def to_json(self) -> str:
+        document = {
+            "format_version": self.format_version,
+            "image_shape": list(self.image_shape),
+            "dtype": self.dtype,
+            "layout": self.layout,
+            "compression": self.compression,
+            "classes": list(self.classes),
+            "mean": None if self.mean is None else list(self.mean),
+            "std": None if self.std is None else list(self.std),
+            "rejects": self.rejects,
+            "splits": {
+                name: {
+                    "count": info.count,
+                    "class_counts": dict(info.class_counts),
+                    "shards": [dataclasses.asdict(shard) for shard in info.shards],
+                }
+                for name, info in self.splits.items()
+            },
+            "flags": dict(self.flags),
+            "fingerprint": self.fingerprint,
+        }
+        return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = MANIFEST_NAME) -> "Manifest":
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise FormatError(f"{source} is not valid JSON: {err}") from err
+        if not isinstance(doc, dict):
+            raise FormatError(f"{source} must hold a JSON object, got {type(doc).__name__}")
+        version = doc.get("format_version")
+        if version != FORMAT_VERSION:
+            raise FormatError(
+                f"{source} has format_version {version!r}; this code reads {FORMAT_VERSION}. "
+                "Rewrite the dataset with `python -m pipeline.write --overwrite`."
+            )
+        try:
+            splits = {
+                name: SplitInfo(
+                    count=int(info["count"]),
+                    shards=tuple(ShardInfo(**shard) for shard in info["shards"]),
+                    class_counts=dict(info.get("class_counts", {})),
+                )
+                for name, info in doc["splits"].items()
+            }
+            manifest = cls(
+                image_shape=tuple(int(d) for d in doc["image_shape"]),
+                classes=tuple(doc["classes"]),
+                splits=splits,
+                mean=None if doc.get("mean") is None else tuple(doc["mean"]),
+                std=None if doc.get("std") is None else tuple(doc["std"]),
+                compression=doc.get("compression", "NONE"),
+                rejects=int(doc.get("rejects", 0)),
+                flags=doc.get("flags", {}),
+                fingerprint=doc.get("fingerprint", ""),
+                dtype=doc["dtype"],
+                layout=doc["layout"],
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise FormatError(f"{source} is missing or has a malformed field: {err!r}") from err
+        validate_manifest(manifest, source)
+        return manifest
+
+
+def validate_manifest(manifest: Manifest, source: str = MANIFEST_NAME) -> None:
+    if manifest.dtype != DTYPE or manifest.layout != LAYOUT:
+        raise FormatError(
+            f"{source}: dtype/layout {manifest.dtype}/{manifest.layout}; expected {DTYPE}/{LAYOUT}"
+        )
+    if len(manifest.image_shape) != 3 or manifest.image_shape[0] != CHANNELS:
+        raise FormatError(f"{source}: image_shape {list(manifest.image_shape)} is not [3, H, W]")
+    compression_suffix(manifest.compression)
+    for name, info in manifest.splits.items():
+        total = sum(shard.count for shard in info.shards)
+        if total != info.count:
+            raise FormatError(
+                f"{source}: split {name!r} says count={info.count} but its shards hold {total}"
+            )
+
+
+def manifest_path(data_dir: str) -> str:
+    return os.path.join(data_dir, MANIFEST_NAME)
+
+
+def read_manifest(data_dir: str) -> Manifest:
+    """Load `dataset.json` from a dataset directory, with a fix in the error if it is absent."""
+    path = manifest_path(data_dir)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise FormatError(
+            f"no {MANIFEST_NAME} in {data_dir!r}: it is not a complete dataset. "
+            "Write one with `python -m pipeline.write --output_dir=...`."
+        ) from None
+    return Manifest.from_json(text, source=path)
+
+
+def channel_stats(pixel_sum: Sequence[int], pixel_sq_sum: Sequence[int], pixels: int):
+    """Per-channel mean and std (population) from exact integer sums over `pixels` per channel."""
+    if pixels == 0:
+        return None, None
+    mean = tuple(round(s / pixels, 4) for s in pixel_sum)
+    # Integer arithmetic until the last step: var = (n*sum(x^2) - sum(x)^2) / n^2, exactly.
+    var = [(pixels * sq - s * s) / (pixels * pixels) for s, sq in zip(pixel_sum, pixel_sq_sum)]
+    std = tuple(round(max(v, 0.0) ** 0.5, 4) for v in var)
+    return mean, std
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorFlow side (imported lazily: the writer never needs it)
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_batch(serialized, image_shape):
+    """A batch of serialised records -> (uint8 images [B, *image_shape], int64 labels [B]).
+
+    One parse_example and one decode_raw for the whole batch: the per-record cost is a memcpy
+    of the image bytes. The path feature is not parsed (most readers never need it).
+    """
+    import tensorflow as tf
+
+    spec = tf_feature_spec()
+    features = tf.io.parse_example(serialized, {IMAGE_KEY: spec[IMAGE_KEY],
+                                                LABEL_KEY: spec[LABEL_KEY]})
+    images = tf.io.decode_raw(features[IMAGE_KEY], tf.uint8)
+    return tf.reshape(images, [-1, *image_shape]), features[LABEL_KEY]
+
+
+def tf_compression_type(compression: str) -> str:
+    """The `compression_type` argument of tf.data.TFRecordDataset ("" means none)."""
+    compression_suffix(compression)  # validates
+    return "" if compression == "NONE" else compression
+
+
+def tf_feature_spec():
+    """The `tf.io.parse_example` spec of a record."""
+    import tensorflow as tf
+
+    return {
+        IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
+        LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+        PATH_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+    }

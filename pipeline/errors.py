@@ -1,0 +1,39 @@
+"""The one base type of every error a user can cause, and the exit codes the commands use.
+
+A `PipelineError` is a mistake in the input, the flags or the environment, never a bug: its
+message says what is wrong, with the values involved, and how to fix it, and every command
+(through `pipeline.cli`) prints it as one line and exits with its `exit_code`, no traceback.
+Anything else that escapes a command is a bug and keeps its traceback.
+
+Each stage defines the errors it raises next to the code that raises them (`InputError` in
+the writer's sources, `DatasetError` in the reader, ...), all subclasses of this one. Most
+also subclass `ValueError`: a bad value is what they report, and callers that caught
+`ValueError` before still do.
+
+This module imports nothing of ours: every stage may import it.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+# The command ran and its result is bad: too many unreadable images (write), problems found
+# in a dataset (verify).
+EXIT_FAILED = 1
+# Unusable input: bad flags or arguments, a missing, foreign or incomplete directory, a bad
+# configuration value. Nothing was changed that a corrected command cannot redo.
+EXIT_USAGE = 2
+
+
+class PipelineError(Exception):
+    """A user-facing error: one line that names the problem and the fix, and an exit code."""
+
+    exit_code: int = EXIT_USAGE
+
+
+class UsageError(PipelineError, ValueError):
+    """The command line itself is wrong: unexpected arguments, a flag that cannot parse."""
+
+
+class ConfigError(PipelineError, ValueError):
+    """A setting has a value that cannot work (an unknown augmentation op, a ResNet depth that
+    does not exist); raised where the setting is read, naming it and what would work."""

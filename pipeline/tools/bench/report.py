@@ -1,0 +1,118 @@
+"""The report: one table (img/s relative to tf.data over JPEGs), the targets, and JSON.
+
+Performance targets are printed here, never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Sequence
+
+from pipeline.tools.bench.measure import Bench, Row
+from pipeline.tools.bench.rows import BASELINE_ROW, READER_ROWS
+from pipeline.writing.settings import DEFAULT_IMAGE_SIZE
+
+# The project's goal for the writer on a 2-core machine: 2 workers at least 1.8x one process.
+WRITE_SPEEDUP_TARGET = 1.8
+SPEEDUP_ROWS = ("write_1_worker", "write_2_workers")  # (baseline, parallel)
+# The project's goals for the reader on a 2-core machine.
+STREAM_SPEEDUP_TARGET = 2.5  # read_stream_augment / jpeg_tfdata
+CACHED_TARGET_IMG_S = 16_000  # read_cached at 224^2: FFCV's per-core raw rate x 2 cores
+CACHED_ROWS = ("read_cached", "read_cached_augment")
+# Other processes busier than this (cores, averaged over a run) make the table print a warning:
+# on 2 cores a tenth of a core elsewhere already moves the 2-worker row by several percent.
+OTHER_CPU_WARN = 0.1
+
+
+def write_speedup(rows: Sequence[Row]) -> float | None:
+    """img/s of write_2_workers over write_1_worker, when both ran."""
+    by_name = {row.name: row for row in rows}
+    baseline, parallel = (by_name.get(name) for name in SPEEDUP_ROWS)
+    if baseline is None or parallel is None or baseline.images_per_s <= 0:
+        return None
+    return parallel.images_per_s / baseline.images_per_s
+
+
+def baseline_ratio(rows: Sequence[Row], name: str) -> float | None:
+    """img/s of row `name` over the JPEG tf.data row's, when both ran."""
+    by_name = {row.name: row for row in rows}
+    row, baseline = by_name.get(name), by_name.get(BASELINE_ROW)
+    if row is None or baseline is None or baseline.images_per_s <= 0:
+        return None
+    return row.images_per_s / baseline.images_per_s
+
+
+def target_lines(rows: Sequence[Row], image_size: int) -> list[str]:
+    """One line per target whose rows ran: the figure, the target, met or not."""
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    lines = []
+    stream = baseline_ratio(rows, "read_stream_augment")
+    if stream is not None:
+        lines.append(f"streaming with augmentation / tf.data over JPEGs: {stream:.2f}x "
+                     f"(target >= {STREAM_SPEEDUP_TARGET}x: "
+                     f"{verdict(stream >= STREAM_SPEEDUP_TARGET)})")
+    by_name = {row.name: row for row in rows}
+    for name in CACHED_ROWS:
+        if name in by_name:
+            rate = by_name[name].images_per_s
+            scale = "" if image_size == DEFAULT_IMAGE_SIZE else (
+                f"; measured at {image_size}^2, the target is for {DEFAULT_IMAGE_SIZE}^2")
+            lines.append(f"{name}: {rate:,.0f} img/s (target >= {CACHED_TARGET_IMG_S:,} img/s: "
+                         f"{verdict(rate >= CACHED_TARGET_IMG_S)}{scale})")
+    for row in rows:
+        if row.input_wait is not None:
+            # Here, not at the top: the writer rows run before TensorFlow is imported.
+            from pipeline.training import timing
+
+            lines.append(f"{row.name}: {100 * row.input_wait:.0f}% of step time waiting for "
+                         f"input: {timing.input_verdict(row.input_wait)}")
+    speedup = write_speedup(rows)
+    if speedup is not None:
+        lines.append(f"write speedup, 2 workers / 1 worker: {speedup:.2f}x "
+                     f"(target >= {WRITE_SPEEDUP_TARGET}x: "
+                     f"{verdict(speedup >= WRITE_SPEEDUP_TARGET)})")
+    return lines
+
+
+def format_report(rows: Sequence[Row], image_size: int = DEFAULT_IMAGE_SIZE) -> str:
+    """The table (img/s relative to tf.data over JPEGs where it ran), then the targets."""
+    header = (f"{'row':<27}{'images':>8}{'seconds':>9}{'img/s':>10}{'vs jpeg':>9}{'runs':>6}"
+              f"{'spread':>8}{'peak RSS MB':>13}{'other CPU':>11}")
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        spread = "-" if row.spread is None else f"{100 * row.spread:.0f}%"
+        rss = "-" if row.peak_rss_mb is None else f"{row.peak_rss_mb:.0f}"
+        other = "-" if row.other_cpu is None else f"{row.other_cpu:.2f}"
+        ratio = (baseline_ratio(rows, row.name)
+                 if row.name in READER_ROWS and row.input_wait is None else None)
+        ratio_text = "-" if ratio is None else f"{ratio:.2f}x"
+        lines.append(f"{row.name:<27}{row.images:>8}{row.seconds:>9.2f}"
+                     f"{row.images_per_s:>10.1f}{ratio_text:>9}{len(row.runs):>6}{spread:>8}"
+                     f"{rss:>13}{other:>11}")
+    busy = [row for row in rows if row.other_cpu is not None and row.other_cpu > OTHER_CPU_WARN]
+    if busy:
+        lines.append(
+            f"warning: other processes kept up to {max(row.other_cpu for row in busy):.2f} "
+            f"core(s) busy during {', '.join(row.name for row in busy)}; those numbers are "
+            "disturbed (run again on a quiet machine)")
+    lines.extend(target_lines(rows, image_size))
+    return "\n".join(lines)
+
+
+def report_json(rows: Sequence[Row], bench: Bench, repeats: int) -> str:
+    document = {
+        "settings": {"images": bench.images, "image_size": bench.image_size,
+                     "repeats": repeats, "workdir": bench.workdir, "cpus": os.cpu_count()},
+        "rows": [dict(dataclasses.asdict(row), vs_jpeg=baseline_ratio(rows, row.name))
+                 for row in rows],
+        "write_speedup": write_speedup(rows),
+        "write_speedup_target": WRITE_SPEEDUP_TARGET,
+        "stream_speedup": baseline_ratio(rows, "read_stream_augment"),
+        "stream_speedup_target": STREAM_SPEEDUP_TARGET,
+        "cached_target_img_s": CACHED_TARGET_IMG_S,
+    }
+    return json.dumps(document, indent=2) + "\n"

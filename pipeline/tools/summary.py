@@ -1,0 +1,264 @@
+"""The manifest in words: splits, sizes, RAM, image format, source ratio, class histogram.
+
+`python -m pipeline.inspect DATA_DIR` prints this first. It reads only `dataset.json` and file
+sizes: no TensorFlow, no records. Also here: the split and record-position checks every part
+of inspect makes before it prints anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Mapping, Sequence
+
+from pipeline import errors
+from pipeline.core import schema, workspace
+from pipeline.writing import sources, tfds_source
+from pipeline.writing.sample import sample_listings
+
+UNLABELED_CAPTION = "unlabeled"
+HISTOGRAM_WIDTH = 40  # characters of the longest bar
+CLASSES_LISTED = 20  # an unlabeled split lists at most this many class names
+# The in-memory table (dataset.table.load_table) holds each image and its int64 label; while
+# it is loaded the parsed batches and their concatenation coexist, so the peak is about twice.
+LABEL_BYTES = 8
+CACHE_LOAD_PEAK_FACTOR = 2
+MISSING_NAMED = 3  # missing files named in a message
+
+
+class InspectError(errors.PipelineError, ValueError):
+    """The request cannot be answered from this dataset (the message says what to change)."""
+
+
+class SourceUnavailable(Exception):
+    """The source images the dataset was written from cannot be found from here."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits and record positions (pure: manifest only)
+# ---------------------------------------------------------------------------------------------
+
+
+def default_split(manifest: schema.Manifest) -> str:
+    """`train` when there is one; otherwise the first split by name (an unlabeled-only dataset
+    has just `test`)."""
+    if schema.TRAIN in manifest.splits:
+        return schema.TRAIN
+    if not manifest.splits:
+        raise InspectError("dataset.json lists no splits; rewrite the dataset with "
+                           "`python -m pipeline.write --overwrite`")
+    return sorted(manifest.splits)[0]
+
+
+def check_split(manifest: schema.Manifest, split: str) -> schema.SplitInfo:
+    if split not in manifest.splits:
+        raise InspectError(f"--split={split!r} is not in this dataset; use one of "
+                           f"{sorted(manifest.splits)}")
+    return manifest.splits[split]
+
+
+def locate_record(manifest: schema.Manifest, split: str, index: int) -> tuple[int, int]:
+    """(shard position in the split, record position in that shard) of record `index`."""
+    info = check_split(manifest, split)
+    if not 0 <= index < info.count:
+        valid = f"use 0..{info.count - 1}" if info.count else "it is empty"
+        raise InspectError(f"--record={index} is out of range: split {split!r} has "
+                           f"{info.count:,} records ({valid})")
+    for position, shard in enumerate(info.shards):
+        if index < shard.count:
+            return position, index
+        index -= shard.count
+    raise AssertionError("unreachable: validate_manifest checks the shard counts add up")
+
+
+def class_caption(label: int, classes: Sequence[str]) -> str:
+    """The class name of `label`, "unlabeled" for -1, and a visible marker for a bad index."""
+    if label == schema.UNLABELED:
+        return UNLABELED_CAPTION
+    if 0 <= label < len(classes):
+        return classes[label]
+    return f"<bad label {label}>"
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary (manifest and file sizes only)
+# ---------------------------------------------------------------------------------------------
+
+
+def format_bytes(count: float) -> str:
+    """`27.1 MB`: decimal units, as the writer's summary line uses."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(count) < 1000 or unit == "TB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    raise AssertionError("unreachable")
+
+
+def disk_bytes(paths: Sequence[str]) -> tuple[int, list[str]]:
+    """(total size of the files that exist, the paths that do not)."""
+    total, missing = 0, []
+    for path in paths:
+        try:
+            total += os.path.getsize(path)
+        except FileNotFoundError:
+            missing.append(path)
+    return total, missing
+
+
+def cache_bytes(manifest: schema.Manifest, count: int) -> int:
+    """RAM of the uint8 image table + int64 labels that `cache="memory"` keeps for `count`
+    records (the peak while loading is CACHE_LOAD_PEAK_FACTOR times this)."""
+    return count * (manifest.image_bytes + LABEL_BYTES)
+
+
+def histogram_lines(counts: Sequence[tuple[str, int]], width: int = HISTOGRAM_WIDTH) -> list[str]:
+    """One `name  count  ####` line per (name, count); the largest count gets `width` marks,
+    and any non-zero count at least one."""
+    if not counts:
+        return []
+    largest = max(count for _, count in counts)
+    name_w = max(len(name) for name, _ in counts)
+    count_w = max(len(f"{count:,}") for _, count in counts)
+    lines = []
+    for name, count in counts:
+        marks = 0 if largest == 0 else max(round(count / largest * width), 1 if count else 0)
+        lines.append(f"{name:<{name_w}}  {count:>{count_w},}  {'#' * marks}".rstrip())
+    return lines
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceSize:
+    listings: tuple[str, ...]  # the CSVs or class-folder roots that were listed
+    files: int
+    bytes: int
+
+
+def source_listings(writer_flags: Mapping) -> list[str]:
+    """The inputs the writer listed (CSV files or class-folder roots), from dataset.json's
+    flags; relative paths are as the writer was given them, so they resolve from here only
+    when this runs where the writer ran."""
+    given = writer_flags.get("input")
+    if not given:
+        raise SourceUnavailable("dataset.json does not record the writer's --input")
+    if tfds_source.is_tfds_input(given):
+        # Its images are the prepared TFDS split's records: no folder of source files to count.
+        raise SourceUnavailable(f"the source is a TensorFlow Datasets split ({given}), not "
+                                "image files")
+    sample = sample_listings(given, workspace.raw_dir())
+    if sample is not None:
+        return sample
+    listings = [given]
+    if writer_flags.get("test_input"):
+        listings.append(writer_flags["test_input"])
+    return listings
+
+
+def source_size(writer_flags: Mapping) -> SourceSize:
+    """Files and bytes of the source images the writer listed; SourceUnavailable says why not
+    when a listing or any image is gone (a partial sum would give a wrong ratio)."""
+    listings = source_listings(writer_flags)
+    image_files: set[str] = set()
+    for listing in listings:
+        if not os.path.exists(listing):
+            raise SourceUnavailable(
+                f"{listing} is not found from {os.getcwd()} (dataset.json records --input as "
+                "the writer was given it)")
+        try:
+            found = sources.load_listing(
+                listing, image_column=writer_flags.get("image_column", "image"),
+                label_column=writer_flags.get("label_column", "label"))
+        except sources.InputError as err:
+            raise SourceUnavailable(f"{listing} cannot be listed: {err}") from err
+        image_files.update(image.file for image in found.images)
+    total, missing = disk_bytes(sorted(image_files))
+    if missing:
+        raise SourceUnavailable(f"{len(missing):,} of {len(image_files):,} source images are "
+                                f"gone, e.g. {missing[:MISSING_NAMED]}")
+    return SourceSize(tuple(listings), len(image_files), total)
+
+
+def summarize(manifest: schema.Manifest, data_dir: str, split: str) -> str:
+    """The manifest in words: splits, sizes, RAM, image format, source ratio, and the class
+    histogram of `split`."""
+    info = check_split(manifest, split)
+    channels, height, width = manifest.image_shape
+    lines = [
+        f"dataset   {data_dir}",
+        f"images    (C,H,W) = ({channels}, {height}, {width}), {manifest.dtype}, layout "
+        f"{manifest.layout}, {manifest.image_bytes:,} bytes each, compression "
+        f"{manifest.compression}",
+        f"format    version {manifest.format_version}, fingerprint {manifest.fingerprint[:16]}, "
+        f"{manifest.rejects:,} source image(s) rejected (see {schema.REJECTS_NAME})",
+    ]
+    if manifest.mean is not None:
+        lines.append("mean/std  of train, per channel (0-255): "
+                     + " ".join(f"{m:.2f}" for m in manifest.mean) + " / "
+                     + " ".join(f"{s:.2f}" for s in manifest.std or ()))
+    lines += ["", *split_table_lines(manifest, data_dir), ""]
+    lines += source_lines(manifest, data_dir)
+    lines += ["", *class_lines(manifest, split, info)]
+    return "\n".join(lines)
+
+
+def split_table_lines(manifest: schema.Manifest, data_dir: str) -> list[str]:
+    rows = []
+    total_records = total_shards = total_bytes = 0
+    for name in sorted(manifest.splits):
+        info = manifest.splits[name]
+        size, missing = disk_bytes(manifest.shard_paths(data_dir, name))
+        note = f"  ({len(missing)} shard file(s) missing)" if missing else ""
+        ram = cache_bytes(manifest, info.count)
+        rows.append((name, f"{info.count:,}", f"{len(info.shards):,}",
+                     f"{size:,} ({format_bytes(size)})",
+                     f"{format_bytes(ram)} (load peak {format_bytes(ram * CACHE_LOAD_PEAK_FACTOR)})"
+                     + note))
+        total_records += info.count
+        total_shards += len(info.shards)
+        total_bytes += size
+    rows.append(("total", f"{total_records:,}", f"{total_shards:,}",
+                 f"{total_bytes:,} ({format_bytes(total_bytes)})", ""))
+    header = ("split", "records", "shards", "bytes on disk", 'cache="memory" RAM')
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    lines = []
+    for row in [header, *rows]:
+        lines.append(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  "
+                     f"{row[3]:>{widths[3]}}  {row[4]}".rstrip())
+    lines.append(f"RAM: cache=\"memory\" keeps records x ({manifest.image_bytes:,} image + "
+                 f"{LABEL_BYTES} label) bytes;")
+    lines.append(f"     loading needs about {CACHE_LOAD_PEAK_FACTOR}x that "
+                 "(see pipeline.dataset.table)")
+    return lines
+
+
+def source_lines(manifest: schema.Manifest, data_dir: str) -> list[str]:
+    try:
+        found = source_size(manifest.flags)
+    except SourceUnavailable as err:
+        return [f"source    not available: {err}"]
+    shards, _ = disk_bytes([path for name in manifest.splits
+                            for path in manifest.shard_paths(data_dir, name)])
+    ratio = f"{shards / found.bytes:.1f}x" if found.bytes else "n/a (0-byte source)"
+    rejected = f", {manifest.rejects:,} of them rejected" if manifest.rejects else ""
+    return [f"source    {', '.join(found.listings)}: {found.files:,} images{rejected}, "
+            f"{found.bytes:,} bytes ({format_bytes(found.bytes)})",
+            f"          shards on disk / source = {ratio}"]
+
+
+def class_lines(manifest: schema.Manifest, split: str, info: schema.SplitInfo) -> list[str]:
+    if not info.class_counts:
+        names = ", ".join(manifest.classes[:CLASSES_LISTED])
+        more = f", ... ({manifest.num_classes - CLASSES_LISTED} more)" if (
+            manifest.num_classes > CLASSES_LISTED) else ""
+        return [f"classes   {manifest.num_classes}: {names}{more}",
+                f"          split {split!r} is unlabeled ({info.count:,} records): no class "
+                "counts"]
+    counts = [(name, int(info.class_counts.get(name, 0))) for name in manifest.classes]
+    lines = [f"classes   {manifest.num_classes}, records per class in {split!r} "
+             f"({info.count:,} records):"]
+    lines += ["  " + line for line in histogram_lines(counts)]
+    smallest = min(counts, key=lambda item: item[1])
+    largest = max(counts, key=lambda item: item[1])
+    spread = f"{largest[1] / smallest[1]:.2f}" if smallest[1] else "inf"
+    lines.append(f"  min {smallest[1]:,} ({smallest[0]}), max {largest[1]:,} ({largest[0]}), "
+                 f"max/min {spread}")
+    return lines

@@ -1,0 +1,21 @@
+"""The training stage: batches in, a trained Keras model, its metrics and predictions out.
+
+    from pipeline.training import train_and_evaluate      # what train.py's gin configures
+
+    loop.py         train_and_evaluate: check the run, build the input, build the model, fit,
+                    finish (evaluate, save, metrics.json)
+    settings.py     ModelSettings, OptimizerSettings (the learning-rate schedule), TrainingError
+    model.py        ResNets whose first layer takes the records' uint8 CHW batches
+    distribute.py   the tf.distribute strategy, its input pipelines, Keras multi-worker fixes
+    callbacks.py    checkpoints, logs, TensorBoard, the learning rate per epoch
+    timing.py       InputTimer (images/s and the share of time waiting for input), the verdict
+    run_files.py    what a run leaves in its workdir; run.json
+    predict.py      a trained run's predictions of a split as submission.csv rows
+
+It imports the reader (pipeline.dataset), the augmentation ops and the record format, never
+the writer or the tools. No gin: train.py wraps train_and_evaluate in its main only.
+"""
+
+from pipeline.training.loop import train_and_evaluate
+
+__all__ = ["train_and_evaluate"]

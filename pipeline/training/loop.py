@@ -1,0 +1,295 @@
+"""`train_and_evaluate`: a ResNet trained with `model.fit` on `make_dataset` batches.
+
+Plain keyword-only arguments and no gin: `train.py` wraps this function with gin in its main
+only, and tests call it directly.
+
+    metrics = train_and_evaluate(data_dir="workspace/shards/digits",
+                                 workdir="workspace/runs/digits", depth=10, epochs=3, ...)
+
+A run goes through five phases, each a function below: check the run (the dataset, the
+workdir, the devices), build the input, build the model, fit, and finish (evaluate, save,
+metrics). What it leaves in `workdir` is listed in pipeline.training.run_files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Any, Sequence
+
+import keras
+import tensorflow as tf
+
+from pipeline import augment as augment_lib
+from pipeline.core import files, integrity, schema
+from pipeline.dataset import DamagedShards, ReadOptions, ServiceSettings, batches_per_epoch
+from pipeline.dataset import damaged
+from pipeline.dataset.options import DEFAULT_MAX_CORRUPT_FRACTION
+from pipeline.training import callbacks, distribute, model as model_lib, run_files
+from pipeline.training.settings import ModelSettings, OptimizerSettings, TrainingError
+from pipeline.training.timing import InputTimer, input_verdict
+
+log = logging.getLogger(__name__)
+
+
+def train_and_evaluate(
+    *,
+    data_dir: str,
+    workdir: str,
+    depth: int = 50,
+    width: int = 64,
+    stem: str = "imagenet",
+    input_pool: int = 1,
+    epochs: int = 90,
+    batch_size: int = 256,
+    base_learning_rate: float = 0.1,
+    warmup_epochs: float = 5.0,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
+    label_smoothing: float = 0.1,
+    augment: str | Sequence[str] | None = augment_lib.DEFAULT_TRAIN_AUGMENT,
+    augment_on_device: bool = False,
+    cache: str | None = "auto",
+    mixed_precision: str | bool = "auto",
+    data_format: str = "auto",
+    seed: int = 0,
+    train_split: str = schema.TRAIN,
+    val_split: str = schema.VAL,
+    profile_batches: Sequence[int] | int = 0,
+    on_corrupt: str = "fail",
+    max_corrupt_fraction: float = DEFAULT_MAX_CORRUPT_FRACTION,
+    service: str | None = None,
+    processing_mode: str = "distributed_epoch",
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int | str = 2,
+) -> dict[str, Any]:
+    """Trains a ResNet on `data_dir` (written by `python -m pipeline.write`) into `workdir`.
+
+    Args:
+      depth, width, stem, input_pool, data_format, weight_decay: the network (see
+        model.build_resnet; data_format "auto" is channels_first on a GPU).
+      epochs, batch_size: batch_size is global (split across replicas).
+      base_learning_rate, warmup_epochs, momentum, label_smoothing: SGD with momentum; the
+        rate is for a batch of LR_REFERENCE_BATCH, scaled linearly with batch_size, reached
+        after a linear warmup of `warmup_epochs`, then cosine decay to zero (settings.py).
+      augment: the training augmentation spec (see pipeline.augment), run in tf.data, or in
+        the model on the accelerator with `augment_on_device`.
+      cache: the reader's cache (None, "memory", "auto" or a file path).
+      mixed_precision: "auto" (mixed_float16 on a GPU), True or False.
+      seed: the file order, shuffling, augmentation and weight initialisation.
+      train_split, val_split: manifest split names.
+      profile_batches: batches TensorBoard profiles (e.g. (10, 20)); 0 for none.
+      on_corrupt, max_corrupt_fraction: "fail" (a damaged shard stops training, named) or
+        "skip" (damaged shards are read up to their first bad record), losing at most
+        `max_corrupt_fraction` of a split (see pipeline.dataset.DamagedShards).
+      service, processing_mode: a tf.data service dispatcher ("grpc://HOST:PORT", python -m
+        pipeline.service) that runs the training input on its workers (cache "auto" then
+        streams, "memory" is refused); validation still reads here, every record once.
+      extra_callbacks: more Keras callbacks, run after ours.
+      verbose: passed to model.fit (2: one line per epoch).
+
+    Returns the metrics also written to `workdir/metrics.json`.
+    """
+    network = ModelSettings(depth=depth, width=width, stem=stem, input_pool=input_pool,
+                            data_format=data_format, weight_decay=weight_decay,
+                            augment=augment if augment_on_device else None, seed=seed)
+    optimizer = OptimizerSettings(base_learning_rate=base_learning_rate,
+                                  warmup_epochs=warmup_epochs, momentum=momentum,
+                                  label_smoothing=label_smoothing)
+    reading = ReadOptions(cache=cache, seed=seed, augment=None if augment_on_device else augment,
+                          damaged=DamagedShards(on_corrupt, max_corrupt_fraction),
+                          service=ServiceSettings.from_args(service, processing_mode))
+    run = start_run(data_dir, workdir, train_split=train_split, val_split=val_split,
+                    batch_size=batch_size, epochs=epochs, seed=seed,
+                    mixed_precision=mixed_precision)
+    inputs = build_inputs(run, reading)
+    net = build_model(run, network, optimizer)
+    timer = InputTimer(batch_size)
+    history, seconds = fit(net, run, inputs, timer,
+                           callbacks.make_callbacks(workdir, timer, profile_batches, run.strategy)
+                           + list(extra_callbacks), verbose=verbose)
+    return finish_run(net, run, inputs, timer, epochs_this_run=len(history.epoch),
+                      seconds=seconds)
+
+
+# ---------------------------------------------------------------------------------------------
+# The phases
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What a run is, checked before anything is built."""
+
+    data_dir: str
+    workdir: str
+    manifest: schema.Manifest
+    train_split: str
+    val_split: str
+    batch_size: int
+    epochs: int
+    strategy: tf.distribute.Strategy
+    policy: str  # the Keras dtype policy: "float32" or "mixed_float16"
+    steps_per_epoch: int  # from the manifest's count (the schedule's unit)
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """The training and validation data, and the steps each epoch reads from them."""
+
+    train: Any  # a tf.data.Dataset, or a distributed dataset under a strategy
+    val: Any
+    steps_per_epoch: int
+    val_steps: int
+
+
+def start_run(data_dir: str, workdir: str, *, train_split: str, val_split: str,
+              batch_size: int, epochs: int, seed: int, mixed_precision: str | bool) -> Run:
+    """Check the dataset and the workdir, seed everything, pick the precision and devices."""
+    manifest = schema.read_manifest(data_dir)
+    if val_split not in manifest.splits:
+        raise TrainingError(
+            f"{data_dir} has no {val_split!r} split (it has {sorted(manifest.splits)}); write "
+            f"it with `python -m pipeline.write --val_fraction=0.1` or pass val_split")
+    os.makedirs(workdir, exist_ok=True)
+    run_files.check_run_file(workdir, data_dir, manifest)
+    keras.utils.set_random_seed(seed)
+    policy = resolve_mixed_precision(mixed_precision)
+    keras.mixed_precision.set_global_policy(policy)
+    strategy = distribute.choose_strategy()
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise TrainingError(f"batch_size={batch_size} must be a multiple of the {replicas} "
+                            "replicas")
+    train_count = manifest.split(train_split).count
+    steps_per_epoch = batches_per_epoch(train_count, batch_size, training=True)
+    if steps_per_epoch == 0:
+        raise TrainingError(f"split {train_split!r} has {train_count} records, fewer than "
+                            f"batch_size={batch_size}; use batch_size<={train_count}")
+    return Run(data_dir, workdir, manifest, train_split, val_split, batch_size, epochs,
+               strategy, policy, steps_per_epoch)
+
+
+def build_inputs(run: Run, reading: ReadOptions) -> Inputs:
+    """Training batches as `reading` says; validation local, unaugmented, every record once."""
+    num_classes = run.manifest.num_classes
+    train = distribute.make_input(run.strategy, run.data_dir, run.train_split, run.batch_size,
+                                  training=True, num_classes=num_classes, reading=reading)
+    val = distribute.make_input(run.strategy, run.data_dir, run.val_split, run.batch_size,
+                                training=False, num_classes=num_classes,
+                                reading=dataclasses.replace(reading, augment=None, service=None))
+    steps_per_epoch = run.steps_per_epoch
+    val_steps = batches_per_epoch(run.manifest.split(run.val_split).count, run.batch_size,
+                                  training=False)
+    if reading.damaged.skip:
+        # Damaged shards shorten the epoch: steps from what can be read. (Not from the
+        # datasets' cardinality: a distributed dataset has none, and training data repeats
+        # on several workers.)
+        steps_per_epoch = readable_batches(run, run.train_split, reading.damaged, training=True)
+        val_steps = readable_batches(run, run.val_split, reading.damaged, training=False)
+    return Inputs(train, val, steps_per_epoch, val_steps)
+
+
+def readable_batches(run: Run, split: str, policy: DamagedShards, *, training: bool) -> int:
+    count = damaged.readable_records(run.data_dir, run.manifest, split,
+                                     run.manifest.shard_paths(run.data_dir, split),
+                                     run.manifest.split(split).count, policy.max_fraction)
+    return batches_per_epoch(count, run.batch_size, training)
+
+
+def build_model(run: Run, network: ModelSettings, optimizer: OptimizerSettings) -> keras.Model:
+    """The ResNet for the manifest's classes and images, compiled, under the run's strategy."""
+    manifest = run.manifest
+    log.info("training %s: %d images in %d steps of %d per epoch, %d epochs, peak lr %.4g, "
+             "%d replica(s), %s", run.data_dir, manifest.split(run.train_split).count,
+             run.steps_per_epoch, run.batch_size, run.epochs,
+             optimizer.peak_learning_rate(run.batch_size),
+             run.strategy.num_replicas_in_sync, run.policy)
+    schedule = optimizer.schedule(run.batch_size, run.steps_per_epoch, run.epochs)
+    with run.strategy.scope():
+        net = model_lib.build_resnet(
+            num_classes=manifest.num_classes, image_shape=manifest.image_shape,
+            mean=manifest.mean, std=manifest.std, **dataclasses.asdict(network))
+        net.compile(
+            optimizer=keras.optimizers.SGD(learning_rate=schedule, momentum=optimizer.momentum),
+            loss=keras.losses.CategoricalCrossentropy(
+                from_logits=True, label_smoothing=optimizer.label_smoothing),
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+            steps_per_execution=1,
+        )
+        if isinstance(run.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            distribute.work_around_keras_multi_worker(
+                net, run.batch_size // run.strategy.num_replicas_in_sync, manifest)
+    return net
+
+
+def fit(net: keras.Model, run: Run, inputs: Inputs, timer: InputTimer,
+        run_callbacks: Sequence[keras.callbacks.Callback], *, verbose: int | str):
+    """model.fit, timed; (the Keras History, seconds). A damaged shard is named."""
+    timer.instrument(net)
+    started = time.perf_counter()
+    try:
+        history = net.fit(
+            inputs.train, epochs=run.epochs, steps_per_epoch=inputs.steps_per_epoch,
+            validation_data=inputs.val, validation_steps=inputs.val_steps,
+            callbacks=list(run_callbacks), verbose=verbose,
+            shuffle=False,  # make_dataset shuffles; Keras cannot shuffle a dataset
+        )
+    except tf.errors.DataLossError as err:
+        raise TrainingError(damaged_shards_message(
+            run.data_dir, (run.train_split, run.val_split), err)) from err
+    return history, time.perf_counter() - started
+
+
+def finish_run(net: keras.Model, run: Run, inputs: Inputs, timer: InputTimer, *,
+               epochs_this_run: int, seconds: float) -> dict[str, Any]:
+    """Evaluate, save the model and the SavedModel, write metrics.json; returns the metrics."""
+    evaluation = net.evaluate(inputs.val, steps=inputs.val_steps, return_dict=True, verbose=0)
+    net.save(os.path.join(run.workdir, run_files.MODEL_FILE))
+    net.export(os.path.join(run.workdir, run_files.EXPORT_DIR), verbose=False)
+    metrics = {
+        "val_accuracy": float(evaluation["accuracy"]),
+        "val_loss": float(evaluation["loss"]),
+        "epochs": run.epochs,
+        "epochs_this_run": epochs_this_run,
+        "images_per_second": timer.last_images_per_second,
+        "input_wait_fraction": timer.last_wait_fraction,
+        "seconds": seconds,
+        "batch_size": run.batch_size,
+        "replicas": run.strategy.num_replicas_in_sync,
+        "mixed_precision": run.policy,
+        "input_verdict": input_verdict(timer.last_wait_fraction),
+    }
+    files.atomic_write_text(os.path.join(run.workdir, run_files.METRICS_FILE),
+                            json.dumps(metrics, indent=2) + "\n")
+    log.info("done: val_accuracy %.4f, val_loss %.4f, %.0f img/s, input wait %.0f%% (%s) -> %s",
+             metrics["val_accuracy"], metrics["val_loss"], metrics["images_per_second"] or 0,
+             100 * (metrics["input_wait_fraction"] or 0), metrics["input_verdict"], run.workdir)
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_mixed_precision(mixed_precision: str | bool) -> str:
+    if mixed_precision == "auto":
+        mixed_precision = bool(tf.config.list_physical_devices("GPU"))
+    if not isinstance(mixed_precision, bool):
+        raise TrainingError(f"mixed_precision={mixed_precision!r}: use 'auto', True or False")
+    return "mixed_float16" if mixed_precision else "float32"
+
+
+def damaged_shards_message(data_dir: str, splits: Sequence[str], err: Exception) -> str:
+    """TensorFlow's DataLossError says "corrupted record at <offset>" but not in which file:
+    name the damaged shards (pipeline.core.integrity) and the ways on."""
+    report = integrity.verify_dataset(data_dir, splits=list(splits))
+    named = "\n  ".join(str(problem) for problem in report.problems) or (
+        f"none found now (TensorFlow said: {err.message if hasattr(err, 'message') else err})")
+    return (f"a shard of {data_dir} is damaged:\n  {named}\nRewrite the dataset with "
+            "`python -m pipeline.write`, or train on without the damaged records with "
+            "train_and_evaluate.on_corrupt='skip'")

@@ -1,0 +1,65 @@
+"""The trainer's settings grouped by what they configure, and its error type.
+
+`train_and_evaluate` takes flat keyword arguments, one gin binding each
+(`train_and_evaluate.depth = 18`), and groups them once into these frozen objects, which are
+what the phases of a run receive: the network (`ModelSettings`), the optimiser and its
+schedule (`OptimizerSettings`); the input's settings are the reader's own
+(pipeline.dataset.ReadOptions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import keras
+
+from pipeline import errors
+
+# The batch size the base learning rate is quoted for (Goyal et al. 2017: lr = 0.1 x B / 256).
+LR_REFERENCE_BATCH = 256
+
+
+class TrainingError(errors.PipelineError, ValueError):
+    """The run cannot start as asked (e.g. a workdir that belongs to another dataset)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    """The network: build_resnet's arguments besides what the manifest says."""
+
+    depth: int = 50
+    width: int = 64
+    stem: str = "imagenet"
+    input_pool: int = 1
+    data_format: str = "auto"
+    weight_decay: float = 1e-4
+    augment: str | Sequence[str] | None = None  # run on the device (DevicePreprocess)
+    seed: int | None = None  # of the device-side augmentation
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSettings:
+    """SGD with momentum on a linear warmup then cosine decay, and the loss's smoothing."""
+
+    base_learning_rate: float = 0.1
+    warmup_epochs: float = 5.0
+    momentum: float = 0.9
+    label_smoothing: float = 0.1
+
+    def peak_learning_rate(self, batch_size: int) -> float:
+        """base_learning_rate scaled linearly with the batch (Goyal et al. 2017)."""
+        return self.base_learning_rate * batch_size / LR_REFERENCE_BATCH
+
+    def schedule(self, batch_size: int, steps_per_epoch: int, epochs: int):
+        return warmup_cosine(self.peak_learning_rate(batch_size),
+                             warmup_steps=round(self.warmup_epochs * steps_per_epoch),
+                             total_steps=epochs * steps_per_epoch)
+
+
+def warmup_cosine(peak: float, *, warmup_steps: int, total_steps: int):
+    """Linear warmup from 0 to `peak`, then cosine decay to 0 at `total_steps`."""
+    warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0, decay_steps=max(total_steps - warmup_steps, 1),
+        warmup_target=peak, warmup_steps=warmup_steps)

@@ -1,0 +1,140 @@
+"""The end of a write: check what was written against the plan, then the dataset-wide files.
+
+Every planned shard must exist with its planned records (written or rejected), its size and,
+uncompressed, its DALI index; then rejects.csv, the TFDS metadata and, last and atomically,
+dataset.json are written, and `.progress/` is dropped. dataset.json's presence is what says
+the dataset is complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+from typing import Mapping, Sequence
+
+from absl import logging
+
+from pipeline import errors
+from pipeline.core import files, schema
+from pipeline.writing import plan, settings, tfds_export
+from pipeline.writing.output_dir import shard_files
+from pipeline.writing.settings import WriteConfig
+from pipeline.writing.shard_writer import PROGRESS_DIR, ShardResult
+from pipeline.writing.sources import MAX_EXAMPLES
+
+
+class TooManyRejects(errors.PipelineError, RuntimeError):
+    """More images failed to decode than --max_reject_fraction allows."""
+
+    exit_code = errors.EXIT_FAILED
+
+
+class VerificationError(errors.PipelineError, RuntimeError):
+    """What was written does not match the plan (a shard removed or changed meanwhile)."""
+
+    exit_code = errors.EXIT_FAILED
+
+
+def too_many_rejects(results, rejects: int, total: int, fraction: float, output_dir: str):
+    listed = sorted(r for result in results.values() for r in result.rejects)
+    write_rejects_csv(output_dir, listed)
+    examples = "; ".join(f"{path}: {reason}" for path, reason in listed[:MAX_EXAMPLES])
+    return TooManyRejects(
+        f"{rejects} of {total} images could not be read, more than --max_reject_fraction="
+        f"{fraction} allows ({fraction * total:.1f}). First: {examples}. All are listed in "
+        f"{os.path.join(output_dir, schema.REJECTS_NAME)}. Fix or remove them, or raise "
+        "--max_reject_fraction; completed shards are kept for the next run."
+    )
+
+
+def write_rejects_csv(output_dir: str, rejects: Sequence[tuple[str, str]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "reason"])
+    writer.writerows(sorted(rejects))
+    files.atomic_write_text(os.path.join(output_dir, schema.REJECTS_NAME), buffer.getvalue())
+
+
+def check_written(output_dir: str, shards: Sequence[plan.ShardSpec],
+           results: Mapping[tuple[str, int], ShardResult], compression: str) -> None:
+    """Every planned shard exists, holds planned minus rejected records, has its size, and
+    (uncompressed) has its DALI index."""
+    for spec in shards:
+        result = results.get((spec.split, spec.index))
+        name = spec.filename(compression)
+        if result is None:
+            raise VerificationError(f"shard {name} was planned but never written")
+        if result.images_seen != len(spec.images):
+            raise VerificationError(
+                f"{name}: planned {len(spec.images)} images, wrote {result.count} records and "
+                f"rejected {len(result.rejects)}"
+            )
+        size = os.path.getsize(os.path.join(output_dir, name))
+        if size != result.bytes:
+            raise VerificationError(f"{name}: {size} bytes on disk, {result.bytes} written")
+        missing = [f for f in shard_files(spec, compression)
+                   if not os.path.exists(os.path.join(output_dir, f))]
+        if missing:
+            raise VerificationError(f"{name}: {missing[0]} is missing; run the same command "
+                                    "again to rewrite the shard with it")
+
+
+def finish(output_dir, shards, results, classes, config: WriteConfig, fingerprint: str,
+           sources: Mapping | None = None):
+    """Verify, then write rejects.csv, the TFDS metadata and (last) dataset.json, then drop
+    `.progress/`."""
+    check_written(output_dir, shards, results, config.compression)
+    all_rejects = [r for result in results.values() for r in result.rejects]
+    total = sum(len(spec.images) for spec in shards)
+    if len(all_rejects) > config.max_reject_fraction * total:
+        raise too_many_rejects(results, len(all_rejects), total, config.max_reject_fraction,
+                               output_dir)
+    write_rejects_csv(output_dir, all_rejects)
+    manifest = build_manifest(shards, results, classes, config, fingerprint, sources)
+    no_tfds = tfds_export.write_metadata(output_dir, manifest)
+    if no_tfds is not None:
+        logging.info("no TFDS metadata (tfds.builder_from_directory): %s", no_tfds)
+    if config.compression != "NONE":
+        logging.info("no DALI index files: DALI reads only uncompressed TFRecords")
+    files.atomic_write_text(schema.manifest_path(output_dir), manifest.to_json())
+    shutil.rmtree(os.path.join(output_dir, PROGRESS_DIR), ignore_errors=True)
+    return manifest
+
+
+def build_manifest(shards, results, classes, config: WriteConfig, fingerprint: str,
+                   sources: Mapping | None = None):
+    splits = {}
+    stats = {}
+    for split in sorted({spec.split for spec in shards}):
+        split_results = [results[(s.split, s.index)] for s in shards if s.split == split]
+        label_counts: dict[int, int] = {}
+        for result in split_results:
+            for label, n in result.label_counts.items():
+                label_counts[label] = label_counts.get(label, 0) + n
+        class_counts = {classes[label]: label_counts[label] for label in sorted(label_counts)
+                        if label != schema.UNLABELED}
+        splits[split] = schema.SplitInfo(
+            count=sum(r.count for r in split_results),
+            shards=tuple(schema.ShardInfo(r.file, r.count, r.bytes, r.sha256)
+                         for r in split_results),
+            class_counts=class_counts,
+        )
+        stats[split] = schema.channel_stats(
+            [sum(r.pixel_sum[c] for r in split_results) for c in range(schema.CHANNELS)],
+            [sum(r.pixel_sq_sum[c] for r in split_results) for c in range(schema.CHANNELS)],
+            sum(r.pixels for r in split_results),
+        )
+    mean, std = stats.get(schema.TRAIN, (None, None))
+    return schema.Manifest(
+        image_shape=(schema.CHANNELS, config.image_size, config.image_size),
+        classes=tuple(classes),
+        splits=splits,
+        mean=mean,
+        std=std,
+        compression=config.compression,
+        rejects=sum(len(r.rejects) for r in results.values()),
+        flags={**settings.manifest_flags(config), **(sources or {})},
+        fingerprint=fingerprint,
+    )

@@ -1,0 +1,131 @@
+"""The output directory's state: whose it is, what is complete, what may be removed.
+
+A write owns its output directory through a fingerprint of its plan and settings
+(pipeline.writing.plan.fingerprint), kept in `.progress/plan.json` while the write is
+unfinished and in dataset.json once it is complete. The same command finds its own directory
+and resumes (or finds it complete); another command is refused unless --overwrite, which
+removes this tool's files there and only those.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from absl import logging
+
+from pipeline import errors
+from pipeline.core import files, schema
+from pipeline.writing import plan, tfds_export
+from pipeline.writing.shard_writer import PROGRESS_DIR, ShardResult, progress_record_path
+from pipeline.writing.sources import MAX_EXAMPLES
+
+PLAN_NAME = "plan.json"
+
+
+class OutputDirError(errors.PipelineError, RuntimeError):
+    """The output directory holds something this command must not touch."""
+
+
+def is_our_file(name: str) -> bool:
+    return (
+        name in (schema.MANIFEST_NAME, schema.REJECTS_NAME, PROGRESS_DIR,
+                 *tfds_export.METADATA_NAMES)
+        or schema.is_shard_file(name)
+        or (files.is_temp_name(name) and _is_our_file_base(name))
+    )
+
+
+def _is_our_file_base(name: str) -> bool:
+    return is_our_file(name.rpartition(files.TEMP_MARKER)[0])
+
+
+def read_plan_fingerprint(output_dir: str) -> str | None:
+    """The fingerprint of the write that owns `output_dir` (complete or not), if any."""
+    manifest_file = schema.manifest_path(output_dir)
+    if os.path.exists(manifest_file):
+        try:
+            return schema.read_manifest(output_dir).fingerprint
+        except schema.FormatError:
+            return None
+    try:
+        with open(os.path.join(output_dir, PROGRESS_DIR, PLAN_NAME), encoding="utf-8") as f:
+            return json.load(f).get("fingerprint")
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def prepare_output_dir(output_dir: str, fingerprint: str, overwrite: bool) -> str:
+    """Make `output_dir` ready; returns "new", "resume" or "complete".
+
+    Refuses (OutputDirError) a non-empty directory that belongs to another command, unless
+    `overwrite`, which removes this tool's files there (and only those).
+    """
+    entries = sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []
+    if entries:
+        owner = read_plan_fingerprint(output_dir)
+        if owner == fingerprint and not overwrite:
+            complete = os.path.exists(schema.manifest_path(output_dir))
+            return "complete" if complete else "resume"
+        if not overwrite:
+            what = (
+                "a dataset written by a different command (other input, flags or seed)"
+                if owner else f"{len(entries)} file(s) not written by this command, e.g. "
+                f"{entries[:MAX_EXAMPLES]}"
+            )
+            raise OutputDirError(
+                f"--output_dir={output_dir} is not empty: it holds {what}. Choose another "
+                "--output_dir, or pass --overwrite to replace this tool's files there."
+            )
+        removed = clear_output_dir(output_dir)
+        logging.info("--overwrite: removed %d file(s) from %s", removed, output_dir)
+        foreign = sorted(os.listdir(output_dir))
+        if foreign:
+            logging.warning("left %d file(s) this tool did not write in %s: %s", len(foreign),
+                            output_dir, foreign[:MAX_EXAMPLES])
+    os.makedirs(os.path.join(output_dir, PROGRESS_DIR), exist_ok=True)
+    plan_file = os.path.join(output_dir, PROGRESS_DIR, PLAN_NAME)
+    files.atomic_write_text(plan_file, json.dumps({"fingerprint": fingerprint}) + "\n")
+    return "new"
+
+
+def clear_output_dir(output_dir: str) -> int:
+    removed = 0
+    for name in os.listdir(output_dir):
+        if not is_our_file(name):
+            continue
+        path = os.path.join(output_dir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+        removed += 1
+    return removed
+
+
+def shard_files(spec: plan.ShardSpec, compression: str) -> list[str]:
+    """The files writing `spec` makes: the shard, and the DALI index of an uncompressed one."""
+    filename = spec.filename(compression)
+    index_file = schema.dali_index_filename(filename, compression)
+    return [filename] if index_file is None else [filename, index_file]
+
+
+def load_completed_shard(output_dir: str, spec: plan.ShardSpec, compression: str):
+    """The ShardResult of a shard an earlier run completed, or None if it must be (re)written."""
+    filename = spec.filename(compression)
+    try:
+        with open(progress_record_path(output_dir, filename), encoding="utf-8") as f:
+            result = ShardResult.from_json(f.read())
+        size = os.path.getsize(os.path.join(output_dir, filename))
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+    # The index is written before the progress record, so it is there unless someone removed it.
+    if not all(os.path.exists(os.path.join(output_dir, name))
+               for name in shard_files(spec, compression)):
+        return None
+    if result.file != filename or size != result.bytes:
+        return None
+    if result.images_seen != len(spec.images):
+        return None
+    return result

@@ -1,0 +1,87 @@
+"""The embedded sample dataset: scikit-learn's handwritten digits as a Kaggle-style folder.
+
+Real scanned digits (1,797 images, 10 classes, 8x8 grayscale) ship inside the scikit-learn
+wheel, so `python -m pipeline.write` with no `--input` works offline on a fresh machine. They
+are written once, in the layout our users bring (the classify-leaves competition's):
+
+    workspace/raw/digits/images/0.png ...
+    workspace/raw/digits/train.csv          image,label   (labeled)
+    workspace/raw/digits/test.csv           image         (unlabeled, for predictions)
+    workspace/raw/digits/test_solution.csv  image,label   (the answers, to score predictions)
+
+A dataset written from it records its input in dataset.json as `sample:digits` (the folder's
+path depends on the workspace, the name does not); `sample_listings` turns that back into the
+CSVs, for tools that look at the source images (pipeline.tools.summary).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+from PIL import Image
+
+from pipeline.core import files
+
+SAMPLE_NAME = "digits"
+# dataset.json's "input" for a dataset written from the sample: the prefix, then its name.
+SAMPLE_INPUT_PREFIX = "sample:"
+# The listings written into the sample folder, labeled first.
+SAMPLE_CSVS = ("train.csv", "test.csv")
+# The last images are held out as the unlabeled test split (as a competition does).
+TEST_IMAGES = 180
+DIGITS_MAX_VALUE = 16  # load_digits() pixels are 0..16
+
+
+def ensure_sample_dataset(raw_root: str) -> str:
+    """Write the sample under `raw_root/digits` unless it is already there; return that folder.
+
+    The folder appears atomically (built beside it, then renamed), so an interrupted first run
+    never leaves a half-written sample that a later run would trust.
+    """
+    target = os.path.join(raw_root, SAMPLE_NAME)
+    if os.path.exists(os.path.join(target, SAMPLE_CSVS[0])):
+        return target
+    from sklearn.datasets import load_digits  # heavy import, only needed once
+
+    # Replaces an incomplete earlier attempt (one without train.csv) if there is one.
+    with files.staged_directory(target) as staging:
+        digits = load_digits()
+        write_digit_folder(staging, digits.images, digits.target)
+    return target
+
+
+def sample_input(name: str = SAMPLE_NAME) -> str:
+    """How dataset.json records an --input left empty: `sample:digits`."""
+    return f"{SAMPLE_INPUT_PREFIX}{name}"
+
+
+def sample_listings(recorded_input: str, raw_root: str) -> list[str] | None:
+    """The sample's CSVs under `raw_root` when `recorded_input` names a sample, else None."""
+    if not recorded_input.startswith(SAMPLE_INPUT_PREFIX):
+        return None
+    folder = os.path.join(raw_root, recorded_input[len(SAMPLE_INPUT_PREFIX):])
+    return [os.path.join(folder, name) for name in SAMPLE_CSVS]
+
+
+def write_digit_folder(folder: str, images: np.ndarray, labels: np.ndarray) -> None:
+    os.makedirs(os.path.join(folder, "images"), exist_ok=True)
+    pixels = np.rint(images * (255 / DIGITS_MAX_VALUE)).astype(np.uint8)
+    rows = []
+    for i, (image, label) in enumerate(zip(pixels, labels)):
+        path = f"images/{i}.png"
+        Image.fromarray(image, mode="L").save(os.path.join(folder, path))
+        rows.append((path, str(int(label))))
+    train, test = rows[:-TEST_IMAGES], rows[-TEST_IMAGES:]
+    train_csv, test_csv = SAMPLE_CSVS
+    _write_csv(os.path.join(folder, train_csv), ["image", "label"], train)
+    _write_csv(os.path.join(folder, test_csv), ["image"], [(path,) for path, _ in test])
+    _write_csv(os.path.join(folder, "test_solution.csv"), ["image", "label"], test)
+
+
+def _write_csv(path: str, header, rows) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)

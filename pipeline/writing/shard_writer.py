@@ -1,0 +1,155 @@
+"""Write one planned shard: the part of the writer that runs in worker processes.
+
+Kept apart from the rest of the writer (flags, listings, pandas) so that a worker process
+imports only what it uses: Pillow, numpy and the record format. Workers are forked from a
+`forkserver` that has imported this module once (pipeline.cli.worker_context), so each starts
+in milliseconds and never inherits a parent's threads (a process that imported TensorFlow
+must not be forked).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import json
+import os
+import signal
+import sys
+from typing import Callable, Mapping
+
+import numpy as np
+
+from pipeline.core import files, records, schema
+from pipeline.writing import plan
+from pipeline.writing.images import RejectedImage, decode_image
+
+PROGRESS_DIR = ".progress"  # per-shard completion records; removed when the dataset is complete
+# Workers report progress every this many images through a shared counter.
+PROGRESS_EVERY = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardResult:
+    """What a worker reports for one written shard; also its `.progress/` record."""
+
+    file: str
+    count: int
+    bytes: int
+    sha256: str
+    rejects: tuple[tuple[str, str], ...]  # (path, reason)
+    label_counts: Mapping[int, int]
+    pixel_sum: tuple[int, ...]  # per channel, exact
+    pixel_sq_sum: tuple[int, ...]
+    pixels: int  # per channel
+
+    @property
+    def images_seen(self) -> int:
+        """Planned images this shard accounted for: written or rejected."""
+        return self.count + len(self.rejects)
+
+    def to_json(self) -> str:
+        doc = dataclasses.asdict(self)
+        doc["label_counts"] = {str(k): v for k, v in sorted(self.label_counts.items())}
+        return json.dumps(doc, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ShardResult":
+        doc = json.loads(text)
+        doc["rejects"] = tuple(tuple(r) for r in doc["rejects"])
+        doc["label_counts"] = {int(k): v for k, v in doc["label_counts"].items()}
+        doc["pixel_sum"] = tuple(doc["pixel_sum"])
+        doc["pixel_sq_sum"] = tuple(doc["pixel_sq_sum"])
+        return cls(**doc)
+
+
+def write_shard(
+    spec: plan.ShardSpec, output_dir: str, *, image_size: int, resize: str, compression: str,
+    on_progress: Callable[[int], None] = lambda n: None,
+) -> ShardResult:
+    """Decode and serialise one shard under a temporary name, rename it, record it.
+
+    The rename happens only after the data is on disk (fsync); an uncompressed shard's DALI
+    index follows it (built from the offsets seen while writing, not by reading the file
+    again), and the `.progress/` record comes last, so a record always describes a complete
+    shard with its index.
+    """
+    filename = spec.filename(compression)
+    final = os.path.join(output_dir, filename)
+    index_file = schema.dali_index_filename(filename, compression)
+    spans: list[tuple[int, int]] = []  # (offset, size) of each record: the DALI index
+    rejects: list[tuple[str, str]] = []
+    label_counts: dict[int, int] = {}
+    pixel_sum = np.zeros(schema.CHANNELS, np.int64)
+    pixel_sq_sum = np.zeros(schema.CHANNELS, np.int64)
+    pending = 0
+    with files.atomic_file(final) as raw:
+        writer = records.RecordWriter(raw, compression)
+        for image in spec.images:
+            try:
+                chw = decode_image(image.file, image_size, resize)
+            except RejectedImage as rejected:
+                rejects.append((image.path, rejected.reason))
+            else:
+                spans.append(
+                    writer.write(records.encode_example(chw.tobytes(), image.label, image.path)))
+                label_counts[image.label] = label_counts.get(image.label, 0) + 1
+                flat = chw.reshape(schema.CHANNELS, -1).astype(np.int64)
+                pixel_sum += flat.sum(axis=1)
+                pixel_sq_sum += np.einsum("ij,ij->i", flat, flat)
+            pending += 1
+            if pending == PROGRESS_EVERY:
+                on_progress(pending)
+                pending = 0
+        size, sha256 = writer.close()
+    if index_file is not None:
+        files.atomic_write_text(os.path.join(output_dir, index_file),
+                                records.dali_index_text(spans))
+    on_progress(pending)
+    count = len(spec.images) - len(rejects)
+    result = ShardResult(
+        file=filename, count=count, bytes=size, sha256=sha256, rejects=tuple(rejects),
+        label_counts=label_counts,
+        pixel_sum=tuple(int(v) for v in pixel_sum),
+        pixel_sq_sum=tuple(int(v) for v in pixel_sq_sum),
+        pixels=count * image_size * image_size,
+    )
+    files.atomic_write_text(progress_record_path(output_dir, filename), result.to_json())
+    return result
+
+
+def progress_record_path(output_dir: str, shard_file: str) -> str:
+    return os.path.join(output_dir, PROGRESS_DIR, shard_file + ".json")
+
+
+_worker_counter = None
+
+
+def init_worker(counter) -> None:
+    global _worker_counter
+    _worker_counter = counter
+    # Ctrl-C goes to the parent, which stops the pool; workers must not die half-way first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """Linux: a SIGKILLed parent takes its workers with it (no orphan keeps writing)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def _count_progress(n: int) -> None:
+    if n:
+        with _worker_counter.get_lock():
+            _worker_counter.value += n
+
+
+def write_shard_task(args) -> ShardResult:
+    spec, output_dir, kwargs = args
+    return write_shard(spec, output_dir, on_progress=_count_progress, **kwargs)

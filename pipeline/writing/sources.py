@@ -1,0 +1,190 @@
+"""Find the source images of a dataset: a CSV file, a class-folder tree, or the bundled sample.
+
+Every input becomes a list of `SourceImage` (path relative to the input, the file to open, a
+label index) plus the class names. Problems with the *listing* (missing column, empty CSV,
+duplicate paths) raise `InputError` before anything is written; problems with an *image* are
+found later, when it is decoded, and only reject that image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Sequence
+
+from pipeline import errors
+from pipeline.core import schema
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
+)
+# Duplicates and other listing errors name at most this many examples.
+MAX_EXAMPLES = 5
+
+
+class InputError(errors.PipelineError, ValueError):
+    """The input listing is unusable; nothing has been written."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceImage:
+    path: str  # relative to the input (as listed in the CSV, or under the tree root), '/'-separated
+    file: str  # what to open
+    label: int  # class index, or schema.UNLABELED
+
+
+@dataclasses.dataclass(frozen=True)
+class Listing:
+    images: tuple[SourceImage, ...]
+    classes: tuple[str, ...]  # empty for an unlabeled CSV (a TFDS split keeps its ClassLabel's)
+    labeled: bool
+    description: str  # for logs: "CSV data/train.csv (18,353 images, 176 classes)"
+    # What decides the images' bytes when their paths do not (a TFDS split: its prepared
+    # version, split and features); part of the write's fingerprint. Empty for files.
+    source_id: str = ""
+
+
+def load_listing(
+    input_path: str, *, image_column: str = "image", label_column: str = "label",
+    label_column_required: bool = False,
+) -> Listing:
+    """A CSV file or a directory of class folders -> Listing."""
+    if os.path.isdir(input_path):
+        return list_class_tree(input_path)
+    if os.path.isfile(input_path):
+        return read_csv_listing(
+            input_path, image_column=image_column, label_column=label_column,
+            label_column_required=label_column_required,
+        )
+    raise InputError(
+        f"--input={input_path!r} does not exist; give a CSV file (image,label columns) or a "
+        "directory with one sub-folder per class"
+    )
+
+
+def read_csv_listing(
+    csv_path: str, *, image_column: str = "image", label_column: str = "label",
+    label_column_required: bool = False,
+) -> Listing:
+    """Read `image[,label]` rows; paths are relative to the CSV's folder.
+
+    Without a label column the listing is unlabeled (a Kaggle `test.csv`): every label is -1
+    and the file order is kept, because predictions must come out in that order.
+    """
+    import pandas as pd  # here, not at the top: worker processes never read a CSV
+
+    try:
+        # Everything as text: "007.jpg" must not become 7, and "NA" is a valid class name.
+        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=False)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{csv_path}: the CSV is empty (no header, no rows)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise InputError(f"{csv_path}: not a readable CSV: {err}") from err
+    columns = list(frame.columns)
+    if image_column not in columns:
+        raise InputError(
+            f"{csv_path}: no {image_column!r} column; it has {columns}. "
+            "Name the image column with --image_column."
+        )
+    labeled = label_column in columns
+    if not labeled and label_column_required:
+        raise InputError(
+            f"{csv_path}: no {label_column!r} column; it has {columns}. "
+            "Name the label column with --label_column."
+        )
+    if frame.empty:
+        raise InputError(f"{csv_path}: the CSV has a header but no rows")
+    paths = frame[image_column].tolist()
+    _check_paths(csv_path, paths)
+    base = os.path.dirname(os.path.abspath(csv_path))
+    if not labeled:
+        images = tuple(
+            SourceImage(p, os.path.join(base, p), schema.UNLABELED) for p in paths
+        )
+        return Listing(images, (), False, f"unlabeled CSV {csv_path} ({len(images):,} images)")
+    names = frame[label_column].tolist()
+    empty = [i + 2 for i, name in enumerate(names) if not name.strip()]  # +2: header, 1-based
+    if empty:
+        raise InputError(
+            f"{csv_path}: empty {label_column!r} on line(s) {empty[:MAX_EXAMPLES]}"
+            f"{' ...' if len(empty) > MAX_EXAMPLES else ''}; every row needs a label"
+        )
+    classes = sort_class_names(set(names))
+    index = {name: i for i, name in enumerate(classes)}
+    images = tuple(
+        SourceImage(p, os.path.join(base, p), index[name]) for p, name in zip(paths, names)
+    )
+    return Listing(
+        images, classes, True, f"CSV {csv_path} ({len(images):,} images, {len(classes)} classes)"
+    )
+
+
+def _check_paths(csv_path: str, paths: Sequence[str]) -> None:
+    blank = [i + 2 for i, p in enumerate(paths) if not p.strip()]
+    if blank:
+        raise InputError(
+            f"{csv_path}: empty image path on line(s) {blank[:MAX_EXAMPLES]}"
+            f"{' ...' if len(blank) > MAX_EXAMPLES else ''}"
+        )
+    seen: set[str] = set()
+    duplicates: list[str] = []
+    for p in paths:
+        if p in seen and p not in duplicates:
+            duplicates.append(p)
+        seen.add(p)
+    if duplicates:
+        raise InputError(
+            f"{csv_path}: {len(duplicates)} image path(s) listed more than once, e.g. "
+            f"{duplicates[:MAX_EXAMPLES]}; each image must appear once"
+        )
+
+
+def list_class_tree(root: str) -> Listing:
+    """`root/<class>/**/<image>`: one sub-folder per class, image files anywhere below it.
+
+    Hidden entries and files without an image extension are skipped (a `.DS_Store` or a
+    README is not a rejected image); files with an image extension that fail to decode are
+    rejected later like any other bad image.
+    """
+    class_dirs = sorted(
+        entry.name for entry in os.scandir(root)
+        if entry.is_dir() and not entry.name.startswith(".")
+    )
+    if not class_dirs:
+        raise InputError(
+            f"{root}: no class folders; expected {root}/<class name>/<image files>, "
+            "or give a CSV with --input"
+        )
+    classes = sort_class_names(class_dirs)
+    images = []
+    for label, name in enumerate(classes):
+        for path in _image_files(os.path.join(root, name)):
+            rel = os.path.relpath(path, root).replace(os.sep, "/")
+            images.append(SourceImage(rel, path, label))
+    if not images:
+        raise InputError(
+            f"{root}: the class folders hold no image files "
+            f"(extensions {sorted(IMAGE_EXTENSIONS)})"
+        )
+    images.sort(key=lambda image: image.path)
+    return Listing(
+        tuple(images), classes, True,
+        f"class folders {root} ({len(images):,} images, {len(classes)} classes)",
+    )
+
+
+def _image_files(directory: str):
+    for dirpath, dirnames, filenames in os.walk(directory):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                yield os.path.join(dirpath, name)
+
+
+def sort_class_names(names) -> tuple[str, ...]:
+    """Sorted class names; numerically when every name is an integer ("2" before "10")."""
+    names = list(names)
+    try:
+        return tuple(sorted(names, key=lambda n: (int(n), n)))
+    except ValueError:
+        return tuple(sorted(names))

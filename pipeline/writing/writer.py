@@ -1,0 +1,255 @@
+r"""`write_dataset`: an image dataset in, sharded raw uint8 CHW TFRecords plus `dataset.json` out.
+
+    from pipeline.writing import WriteConfig, write_dataset
+    write_dataset(WriteConfig(output_dir="workspace/shards/leaves", input="data/train.csv"))
+
+Plan, then write, then verify (as tensorflow_datasets' writer does): the plan (splits, shard
+contents, record order) is computed up front from the listing and the settings alone
+(inputs, plan); writing only decodes and serialises it, one whole shard per worker process
+(shard_writer); verification checks every shard against the plan before `dataset.json` is
+written, last and atomically (finish). Uncompressed shards also get the index NVIDIA DALI's
+TFRecord reader needs (`<shard>.idx`, see pipeline.core.schema), and uncompressed datasets the
+metadata `tfds.builder_from_directory` reads (tfds_export).
+
+Interrupting the writer at any moment (even SIGKILL) is safe: each shard is written under a
+temporary name and renamed when complete, and a small record of it goes to `.progress/`; the
+same command run again keeps those shards and writes the rest (output_dir). Output bytes
+depend only on the input, the settings and the seed, never on --num_workers or on
+interruptions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import multiprocessing
+import os
+import time
+from typing import Iterator, Mapping, Sequence
+
+from absl import logging
+
+from pipeline import cli, errors
+from pipeline.core import files, schema
+from pipeline.writing import inputs, output_dir, plan, settings, shard_writer, tfds_export
+from pipeline.writing.finish import finish, too_many_rejects
+from pipeline.writing.progress import Progress
+from pipeline.writing.settings import WriteConfig
+from pipeline.writing.shard_writer import ShardResult
+from pipeline.writing.sources import Listing
+
+# How often the parent wakes to update the progress display (seconds).
+PROGRESS_POLL_S = 0.5
+# Missing shards named by --finalize's message.
+MISSING_NAMED = 5
+
+
+class IncompleteError(errors.PipelineError, RuntimeError):
+    """--finalize found shards that no task has written yet."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    output_dir: str
+    manifest: schema.Manifest | None  # None after one task of several (no --finalize yet)
+    written: int  # shards written by this run
+    reused: int  # shards kept from an interrupted run
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class WritePlan:
+    """Everything decided before a pixel is read: the listings, the shards, the fingerprint."""
+
+    main: Listing
+    test: Listing | None
+    shards: tuple[plan.ShardSpec, ...]
+    sources: Mapping  # what decides the images' bytes beyond their paths (inputs.source_ids)
+    fingerprint: str
+
+    @property
+    def total_images(self) -> int:
+        return sum(len(spec.images) for spec in self.shards)
+
+
+def write_dataset(config: WriteConfig) -> Summary:
+    """Plan, write and verify a dataset; returns a Summary. See the module docstring."""
+    start = time.monotonic()
+    settings.check(config)
+    write_plan = make_plan(config)
+    state = output_dir.prepare_output_dir(config.output_dir, write_plan.fingerprint,
+                                          config.overwrite)
+    if state == "complete":
+        logging.info("%s is already complete for this command; nothing to do", config.output_dir)
+        return Summary(config.output_dir, schema.read_manifest(config.output_dir), 0,
+                       len(write_plan.shards), time.monotonic() - start)
+    results = completed_shards(config, write_plan)
+    if config.finalize:
+        check_all_written(config, write_plan, results)
+        todo = []
+    else:
+        todo = write_missing_shards(config, write_plan, results)
+        if config.num_tasks > 1:
+            return _task_summary(config, write_plan, todo, time.monotonic() - start)
+    manifest = finish(config.output_dir, write_plan.shards, results, write_plan.main.classes,
+                      config, write_plan.fingerprint, write_plan.sources)
+    summary = Summary(config.output_dir, manifest, len(todo), len(write_plan.shards) - len(todo),
+                      time.monotonic() - start)
+    log_summary(summary, write_plan.total_images)
+    return summary
+
+
+def make_plan(config: WriteConfig) -> WritePlan:
+    """The listings, their splits, every shard's images in order, and the fingerprint."""
+    main, test = inputs.resolve_inputs(config)
+    splits = inputs.split_listings(main, test, config)
+    counts = plan.shard_counts(
+        {name: len(images) for name, images in splits.items()}, config.shards,
+        {schema.VAL: config.val_shards, schema.TEST: config.test_shards},
+    )
+    shards = plan.plan_shards(splits, counts, seed=config.seed)
+    sources = inputs.source_ids(main, test)
+    fingerprint = plan.fingerprint(shards, {**config.output_settings(), **sources})
+    logging.info("input: %s%s", main.description, f"; test: {test.description}" if test else "")
+    logging.info("plan: %s -> %s", ", ".join(
+        f"{name} {len(images):,} images in {counts[name]} shards"
+        for name, images in sorted(splits.items())), config.output_dir)
+    return WritePlan(main, test, tuple(shards), sources, fingerprint)
+
+
+def own_files(config: WriteConfig, write_plan: WritePlan) -> set[str] | None:
+    """The file names this run may clean up: None (all of them) for a one-task write; with
+    several tasks sharing the directory, only this task's shards (and, for --finalize, the
+    dataset-wide files, whose temporaries a killed --finalize leaves)."""
+    if config.num_tasks == 1:
+        return None
+    own = {name for spec in task_shards(write_plan.shards, config.num_tasks, config.task_index)
+           for name in output_dir.shard_files(spec, config.compression)}
+    if config.finalize:
+        own |= {schema.MANIFEST_NAME, schema.REJECTS_NAME, *tfds_export.METADATA_NAMES}
+    return own
+
+
+def completed_shards(config: WriteConfig,
+                     write_plan: WritePlan) -> dict[tuple[str, int], ShardResult]:
+    """Remove what an interrupted run left half-written; {(split, index): result} of the
+    shards it completed, which are kept."""
+    leftovers = files.remove_temp_files(config.output_dir, own_files(config, write_plan))
+    if leftovers:
+        logging.info("removed %d temporary file(s) of an interrupted run", len(leftovers))
+    results = {}
+    for spec in write_plan.shards:
+        done = output_dir.load_completed_shard(config.output_dir, spec, config.compression)
+        if done is not None:
+            results[(spec.split, spec.index)] = done
+    if results:
+        logging.info("resuming: %d of %d shards are complete and kept", len(results),
+                     len(write_plan.shards))
+    return results
+
+
+def check_all_written(config: WriteConfig, write_plan: WritePlan, results: Mapping) -> None:
+    """--finalize: IncompleteError naming the shards no task has written, and their tasks."""
+    missing = [(position, spec) for position, spec in enumerate(write_plan.shards)
+               if (spec.split, spec.index) not in results]
+    if not missing:
+        return
+    # The plan position decides the task (task_shards).
+    named = ", ".join(f"{spec.filename(config.compression)} (task {position % config.num_tasks})"
+                      for position, spec in missing[:MISSING_NAMED])
+    more = f" and {len(missing) - MISSING_NAMED} more" if len(missing) > MISSING_NAMED else ""
+    raise IncompleteError(
+        f"--finalize: {len(missing)} of {len(write_plan.shards)} shards are not written yet: "
+        f"{named}{more} (task numbers for --num_tasks={config.num_tasks}). Run the missing "
+        "task(s) with the same flags, then --finalize again")
+
+
+def write_missing_shards(config: WriteConfig, write_plan: WritePlan,
+                         results: dict) -> list[plan.ShardSpec]:
+    """Write this task's shards that are not complete yet, into `results`; returns them."""
+    mine = task_shards(write_plan.shards, config.num_tasks, config.task_index)
+    todo = [spec for spec in mine if (spec.split, spec.index) not in results]
+    try:
+        _run_shards(todo, results, config, write_plan.total_images)
+    finally:
+        files.remove_temp_files(config.output_dir, own_files(config, write_plan))
+    return todo
+
+
+def task_shards(shards: Sequence[plan.ShardSpec], num_tasks: int, task_index: int):
+    """The shards task `task_index` of `num_tasks` writes: every num_tasks-th of the plan."""
+    return [spec for position, spec in enumerate(shards)
+            if position % num_tasks == task_index]
+
+
+def _task_summary(config: WriteConfig, write_plan: WritePlan, todo, seconds: float) -> Summary:
+    mine = len(task_shards(write_plan.shards, config.num_tasks, config.task_index))
+    logging.info("task %d of %d: %d shard(s) written, %d kept, in %.1f s; when every task is "
+                 "done, run the same command once with --finalize", config.task_index,
+                 config.num_tasks, len(todo), mine - len(todo), seconds)
+    return Summary(config.output_dir, None, len(todo), mine - len(todo), seconds)
+
+
+def _run_shards(todo, results, config: WriteConfig, total_images: int) -> None:
+    """Write the `todo` shards into `results`, stopping as soon as too many images are
+    rejected (the fraction can only grow from there: decoding the rest would be wasted)."""
+    done_images = sum(r.images_seen for r in results.values())
+    progress = Progress(total_images, done_images, config.show_progress)
+    rejects = sum(len(r.rejects) for r in results.values())
+    # closing(): an early stop must end the pool now, not when the generator is collected.
+    written = contextlib.closing(_shard_results(todo, config, progress, done_images))
+    try:
+        with written as shard_results:
+            for spec, result in shard_results:
+                results[(spec.split, spec.index)] = result
+                rejects += len(result.rejects)
+                if rejects > config.max_reject_fraction * total_images:
+                    raise too_many_rejects(results, rejects, total_images,
+                                           config.max_reject_fraction, config.output_dir)
+    finally:
+        progress.close()
+
+
+def _shard_results(todo, config: WriteConfig, progress: Progress,
+                   done_images: int) -> Iterator[tuple[plan.ShardSpec, ShardResult]]:
+    """(spec, result) of every `todo` shard in order, written in this process or, with more
+    than one worker, in a pool of worker processes."""
+    kwargs = dict(image_size=config.image_size, resize=config.resize,
+                  compression=config.compression)
+    workers = min(config.num_workers or os.cpu_count() or 1, max(len(todo), 1))
+    if workers <= 1:
+        # write_shard reports every image of the shard through on_progress.
+        def tick(n: int) -> None:
+            progress.update_to(progress.done + n)
+
+        for spec in todo:
+            yield spec, shard_writer.write_shard(spec, config.output_dir, on_progress=tick,
+                                                 **kwargs)
+        return
+    context = cli.worker_context([shard_writer.__name__])
+    counter = context.Value("q", 0)
+    with context.Pool(workers, initializer=shard_writer.init_worker,
+                      initargs=(counter,)) as pool:
+        tasks = [(spec, config.output_dir, kwargs) for spec in todo]
+        pending = pool.imap(shard_writer.write_shard_task, tasks, chunksize=1)
+        for spec in todo:
+            while True:
+                try:
+                    result = pending.next(timeout=PROGRESS_POLL_S)
+                    break
+                except multiprocessing.TimeoutError:
+                    progress.update_to(done_images + counter.value)
+            progress.update_to(done_images + counter.value)
+            yield spec, result
+
+
+def log_summary(summary: Summary, total_images: int) -> None:
+    manifest = summary.manifest
+    split_text = " + ".join(f"{info.count:,} {name}" for name, info in manifest.splits.items())
+    num_shards = sum(len(info.shards) for info in manifest.splits.values())
+    size = sum(shard.bytes for info in manifest.splits.values() for shard in info.shards)
+    rate = total_images / max(summary.seconds, 1e-9)
+    logging.info(
+        "wrote %s images in %d shards (%.1f MB; %d written, %d kept) in %.1f s (%.0f img/s); "
+        "%d rejected -> %s", split_text, num_shards, size / 1e6, summary.written, summary.reused,
+        summary.seconds, rate, manifest.rejects, schema.manifest_path(summary.output_dir))

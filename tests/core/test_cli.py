@@ -1,0 +1,111 @@
+"""One base error type and one way out: every user error is a PipelineError with its exit code,
+and every command turns it into one line and that code, flag errors included."""
+
+import ast
+import importlib
+import os
+import pathlib
+import pkgutil
+import subprocess
+import sys
+
+import pytest
+from absl import logging
+
+from conftest import REPO_ROOT
+from pipeline import cli, errors
+
+PACKAGE = pathlib.Path(REPO_ROOT) / "pipeline"
+# Exceptions that never reach a user: each is caught where it is raised and turned into a
+# record of the outcome (a rejected image, a source that cannot be sized, a bad record).
+INTERNAL_SIGNALS = {"RejectedImage", "SourceUnavailable", "_BadRecord"}
+
+
+def _classes_and_exit_constants():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef):
+                yield path, node
+            elif isinstance(node, ast.Assign):
+                for target in node.targets:
+                    if isinstance(target, ast.Name) and target.id.startswith("EXIT_"):
+                        yield path, target
+
+
+def test_exit_codes_live_in_errors_only():
+    defined = [f"{path.relative_to(PACKAGE)}: {node.id}"
+               for path, node in _classes_and_exit_constants()
+               if isinstance(node, ast.Name) and path.name != "errors.py"]
+    assert not defined, defined
+
+
+def test_every_error_class_derives_from_pipeline_error():
+    defined = {}
+    for module_info in pkgutil.walk_packages([str(PACKAGE)], prefix="pipeline."):
+        module = importlib.import_module(module_info.name)
+        for name, value in vars(module).items():
+            if (isinstance(value, type) and issubclass(value, Exception)
+                    and value.__module__ == module.__name__):
+                defined[name] = value
+    assert len(defined) >= 15, sorted(defined)  # every module was found and imported
+    for name, cls in sorted(defined.items()):
+        if name in INTERNAL_SIGNALS:
+            assert not issubclass(cls, errors.PipelineError), name
+            continue
+        assert issubclass(cls, errors.PipelineError), f"{cls.__module__}.{name}"
+        assert cls.exit_code in (errors.EXIT_FAILED, errors.EXIT_USAGE), cls
+
+
+def test_exit_code_of_maps_errors_and_keeps_bugs(caplog):
+    class Refused(errors.PipelineError):
+        exit_code = errors.EXIT_FAILED
+
+    def refuse():
+        raise Refused("--shards=36 but only 20 images; use --shards<=20")
+
+    with caplog.at_level(logging.ERROR):
+        assert cli.exit_code_of(refuse) == errors.EXIT_FAILED
+    assert caplog.text.count("use --shards<=20") == 1
+    assert cli.exit_code_of(lambda: None) == errors.EXIT_OK
+    assert cli.exit_code_of(lambda: 7) == 7
+    with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
+        cli.exit_code_of(lambda: 1 / 0)
+
+
+def test_argument_checks_name_the_fix():
+    cli.no_arguments(["prog"])
+    with pytest.raises(errors.UsageError, match=r"unexpected arguments \['extra'\]"):
+        cli.no_arguments(["prog", "extra"])
+    assert cli.one_argument(["prog", "dir"], "DATA_DIR", "prog DIR") == "dir"
+    with pytest.raises(errors.UsageError, match="give exactly one DATA_DIR, got \\[\\]: prog DIR"):
+        cli.one_argument(["prog"], "DATA_DIR", "prog DIR")
+
+
+def _write(tmp_path, *args):
+    env = dict(os.environ, PIPELINE_WORKSPACE=str(tmp_path / "workspace"))
+    return subprocess.run([sys.executable, "-m", "pipeline.write", *args], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--shards=abc"], "Flags parsing error"),  # absl's own parser would exit 1
+    (["stray_word"], "unexpected arguments ['stray_word']"),
+    (["--input=no/such.csv"], "does not exist"),
+])
+def test_a_user_error_is_one_line_and_exit_2(tmp_path, args, says):
+    result = _write(tmp_path, *args)
+    assert result.returncode == errors.EXIT_USAGE, result.stderr[-2000:]
+    assert says in result.stderr and "Traceback" not in result.stderr
+
+
+def test_importing_a_command_defines_no_flags():
+    # In a process of its own: the bench's tests define its flags in this one.
+    probe = ("from absl import flags\n"
+             "import pipeline.write, pipeline.verify, pipeline.inspect, pipeline.profile\n"
+             "import pipeline.predict, pipeline.service, pipeline.bench\n"
+             "print([m for m in flags.FLAGS.flags_by_module_dict() if 'pipeline' in m])")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
