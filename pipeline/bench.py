@@ -2,7 +2,7 @@ r"""Benchmark the pipeline on a realistic photo folder: one table on stdout, opt
 
     python -m pipeline.bench                        # 2,000 photos at 224x224, every row
     python -m pipeline.bench --quick                # 400 photos: under a minute on 2 cores
-    python -m pipeline.bench --rows=read_stream_augment,jpeg_tfdata --json=/tmp/bench.json
+    python -m pipeline.bench --rows=read_random_augment,jpeg_tfdata --json=/tmp/bench.json
 
 The input is made offline, once: random crops of the two photos that ship inside scikit-learn,
 saved as JPEGs with a `train.csv` of 10 classes, cached in --workdir. The table has the writer

@@ -3,6 +3,7 @@
 import contextlib
 import csv
 import hashlib
+import logging
 import os
 import socket
 
@@ -84,3 +85,16 @@ def tree_digest(folder):
             with open(path, "rb") as f:
                 digests[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
     return digests
+
+
+@pytest.fixture
+def info_logs(caplog):
+    """caplog with absl's INFO lines in it: a command run earlier in the session (absl's app)
+    may have raised absl's verbosity, which drops them before logging sees them."""
+    from absl import logging as absl_logging
+
+    before = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.INFO)
+    with caplog.at_level(logging.INFO):
+        yield caplog
+    absl_logging.set_verbosity(before)

@@ -135,14 +135,28 @@ def build(spec: str | Sequence[str] | None, *, jit_compile: bool = True, **commo
 
     def _augment(images, labels, seed):
         seed = as_seed(seed)
+        images = tf.convert_to_tensor(images)
+        shape = images.shape
         for i, op in enumerate(ops):
             op_seed = tf.random.experimental.stateless_fold_in(
                 seed, tf.constant(i, tf.int64), alg=RNG_ALG
             )
             images, labels = op(images, labels, op_seed)
-        return images, labels
+            # Ops keep the images' shape, but XLA calls and conds hide it from shape
+            # inference; a model (a keras.applications one, say) needs it known.
+            images.set_shape(shape)
+        return images, _with_batch(labels, shape[0])
 
     return _augment
+
+
+def _with_batch(labels, batch):
+    """Labels with the images' batch size in their static shape, when it is known."""
+    if labels is None or batch is None:
+        return labels
+    labels = tf.convert_to_tensor(labels)
+    labels.set_shape([batch, *labels.shape[1:]])
+    return labels
 
 
 def _compiled(kernel: Op, plain: Op) -> Op:

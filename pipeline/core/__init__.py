@@ -1,13 +1,16 @@
 """The record format and what every stage shares about files.
 
     schema.py      what a dataset is: feature keys, dtype, shape, shard names, the manifest
-    records.py     the same records as bytes: tf.train.Example encoding, TFRecord framing
+    records.py     the same records as bytes: tf.train.Example encoding, TFRecord framing,
+                   CRC32C with the CPU's instruction, where a record's image and label lie
+    record_index.py  <shard>.offsets: every record's offset and its image's and label's, for
+                   random access (written with the shard, or built once for an old one)
     integrity.py   verify_dataset: every shard and record checked against the manifest
     streams.py     the hashing and inflating file readers integrity.py checks shards with
     files.py       atomic writes and temporary names a rerun can find
     workspace.py   where things live by default (PIPELINE_WORKSPACE)
 
-schema.py and records.py are the only modules that know the format; the writer, the reader
-and the tools import them. Nothing here imports TensorFlow at import time (schema's
-TensorFlow helpers import it when called), and nothing imports another stage.
+schema.py, records.py and record_index.py are the only modules that know the formats; the
+writer, the reader and the tools import them. Nothing here imports TensorFlow at import time
+(schema's TensorFlow helpers import it when called), and nothing imports another stage.
 """

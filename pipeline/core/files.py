@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from typing import Collection
@@ -11,6 +12,36 @@ from typing import Collection
 # Temporary files are `<final name>.tmp.<pid>`: unique per process, so a writer left running by
 # a killed parent can never write into the file of a new run, and easy to find and remove.
 TEMP_MARKER = ".tmp."
+
+
+# gs://bucket/..., s3://..., file:///...: paths for TensorFlow's file systems, not the OS's.
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+def has_scheme(path: str) -> bool:
+    return bool(_SCHEME.match(path))
+
+
+def exists(path: str) -> bool:
+    """os.path.exists, or TensorFlow's file systems for a path with a scheme."""
+    if not has_scheme(path):
+        return os.path.exists(path)
+    import tensorflow as tf
+
+    return tf.io.gfile.exists(path)
+
+
+def read_text(path: str) -> str:
+    """The file's text (UTF-8), through TensorFlow's file systems for a path with a scheme."""
+    if not has_scheme(path):
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(path)
+    with tf.io.gfile.GFile(path, "r") as f:
+        return f.read()
 
 
 def temp_name(final_path: str) -> str:

@@ -170,10 +170,7 @@ def record_problem(payload: bytes, *, image_bytes: int, num_classes: int) -> str
         return f"{schema.PATH_KEY!r} is not UTF-8 ({err})"
     if len(image) != image_bytes:
         return f"image is {len(image)} bytes, manifest says {image_bytes}"
-    if label != schema.UNLABELED and not 0 <= label < num_classes:
-        classes = f"0..{num_classes - 1}" if num_classes else "none: the dataset has no classes"
-        return f"label {label} out of range ({schema.UNLABELED} for unlabeled, else {classes})"
-    return None
+    return schema.label_problem(label, num_classes)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import re
 from typing import Any, Mapping, Sequence
 
 from pipeline import errors
+from pipeline.core import files
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "dataset.json"
@@ -54,6 +55,9 @@ COMPRESSION_LEVEL = 6
 # index paths are the shard paths plus a suffix. DALI reads only uncompressed TFRecords, so
 # compressed shards get none.
 DALI_INDEX_SUFFIX = ".idx"
+# Our own index of each uncompressed shard: where every record, its image and its label lie,
+# for random access (pipeline.core.record_index).
+RECORD_INDEX_SUFFIX = ".offsets"
 
 
 class FormatError(errors.PipelineError, ValueError):
@@ -77,9 +81,9 @@ def is_shard_file(name: str) -> bool:
     return bool(_SHARD_FILE.match(name))
 
 
-# A shard of any split and compression, or the DALI index of an uncompressed one.
-_SHARD_FILE = re.compile(r"^[\w.]+-\d{5}-of-\d{5}\.tfrecord(\.gz|\.zlib|%s)?$"
-                         % re.escape(DALI_INDEX_SUFFIX))
+# A shard of any split and compression, or an index of an uncompressed one.
+_SHARD_FILE = re.compile(r"^[\w.]+-\d{5}-of-\d{5}\.tfrecord(\.gz|\.zlib|%s|%s)?$"
+                         % (re.escape(DALI_INDEX_SUFFIX), re.escape(RECORD_INDEX_SUFFIX)))
 
 
 def dali_index_filename(shard_file: str, compression: str) -> str | None:
@@ -87,6 +91,13 @@ def dali_index_filename(shard_file: str, compression: str) -> str | None:
     (DALI cannot read it, so it has no index)."""
     compression_suffix(compression)  # validates
     return None if compression != "NONE" else shard_file + DALI_INDEX_SUFFIX
+
+
+def record_index_filename(shard_file: str, compression: str) -> str | None:
+    """`train-00003-of-00036.tfrecord.offsets` for an uncompressed shard; None for a
+    compressed one (its records cannot be read at an offset)."""
+    compression_suffix(compression)  # validates
+    return None if compression != "NONE" else shard_file + RECORD_INDEX_SUFFIX
 
 
 def compression_suffix(compression: str) -> str:
@@ -246,14 +257,28 @@ def read_manifest(data_dir: str) -> Manifest:
     """Load `dataset.json` from a dataset directory, with a fix in the error if it is absent."""
     path = manifest_path(data_dir)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = files.read_text(path)
     except FileNotFoundError:
         raise FormatError(
             f"no {MANIFEST_NAME} in {data_dir!r}: it is not a complete dataset. "
             "Write one with `python -m pipeline.write --output_dir=...`."
         ) from None
     return Manifest.from_json(text, source=path)
+
+
+def label_problem(label: int, num_classes: int) -> str | None:
+    """Why `label` is no label of a dataset with `num_classes` classes, or None: a label
+    outside the classes is damage, not data."""
+    if label == UNLABELED or 0 <= label < num_classes:
+        return None
+    return f"label {label} {label_range(num_classes)}"
+
+
+def label_range(num_classes: int) -> str:
+    """The words after "label L" in label_problem (the streaming reader's check in the graph
+    says the same)."""
+    classes = f"0..{num_classes - 1}" if num_classes else "none: the dataset has no classes"
+    return f"out of range ({UNLABELED} for unlabeled, else {classes})"
 
 
 def channel_stats(pixel_sum: Sequence[int], pixel_sq_sum: Sequence[int], pixels: int):
@@ -272,8 +297,9 @@ def channel_stats(pixel_sum: Sequence[int], pixel_sq_sum: Sequence[int], pixels:
 # ---------------------------------------------------------------------------------------------
 
 
-def parse_batch(serialized, image_shape):
-    """A batch of serialised records -> (uint8 images [B, *image_shape], int64 labels [B]).
+def parse_batch(serialized, image_shape, batch_size: int = -1):
+    """A batch of serialised records -> (uint8 images [B, *image_shape], int64 labels [B]);
+    B is static when `batch_size` gives it.
 
     One parse_example and one decode_raw for the whole batch: the per-record cost is a memcpy
     of the image bytes. The path feature is not parsed (most readers never need it).
@@ -284,7 +310,7 @@ def parse_batch(serialized, image_shape):
     features = tf.io.parse_example(serialized, {IMAGE_KEY: spec[IMAGE_KEY],
                                                 LABEL_KEY: spec[LABEL_KEY]})
     images = tf.io.decode_raw(features[IMAGE_KEY], tf.uint8)
-    return tf.reshape(images, [-1, *image_shape]), features[LABEL_KEY]
+    return tf.reshape(images, [batch_size, *image_shape]), features[LABEL_KEY]
 
 
 def tf_compression_type(compression: str) -> str:

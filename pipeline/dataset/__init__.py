@@ -3,21 +3,28 @@
     from pipeline.dataset import make_dataset
     train = make_dataset("workspace/shards/digits", "train", batch_size=256, seed=0)
 
-    reader.py     make_dataset and build_dataset: checks, the cache choice, the steps after
-                  the batches (length, augmentation, service, prefetch)
-    options.py    ReadOptions, DamagedShards, ServiceSettings: what the reader is asked
-    streaming.py  records from disk every epoch: file order, interleave, shuffle, batch, parse
-    table.py      cache="memory": the split decoded once, batches gathered by index
-    damaged.py    on_corrupt="skip": which records of a damaged split can still be read
-    service.py    the tf.data service servers (python -m pipeline.service)
+    reader.py         make_dataset and build_dataset: checks, the cache choice, the steps
+                      after the batches (service, prefetch); readable_records
+    options.py        ReadOptions, DamagedShards, ServiceSettings: what the reader is asked
+    access.py         which read (random access, the table, streaming), in which order, and
+                      the log line that says why
+    order.py          which records make batch g: a pure function of (seed, g)
+    indexed.py        batches by position: random access and the table, start_batch
+    random_access.py  records read at their offsets straight into the batch, CRC checked
+    table.py          cache="memory": the split decoded once, batches gathered by index
+    streaming.py      records from disk every epoch: file order, interleave, shuffle, batch,
+                      check, parse (compressed or remote shards, a tf.data service)
+    damaged.py        damaged records: what reading says, what on_corrupt="skip" still reads
+    service.py        the tf.data service servers (python -m pipeline.service)
 
 It imports the record format (pipeline.core) and the augmentation ops (pipeline.augment),
 never the writer, the trainer or the tools.
 """
 
 from pipeline.dataset.options import DamagedShards, DatasetError, ReadOptions, ServiceSettings
-from pipeline.dataset.reader import batches_per_epoch, build_dataset, make_dataset
+from pipeline.dataset.order import batches_per_epoch
+from pipeline.dataset.reader import build_dataset, make_dataset, readable_records
 from pipeline.dataset.streaming import split_paths
 
 __all__ = ["DamagedShards", "DatasetError", "ReadOptions", "ServiceSettings",
-           "batches_per_epoch", "build_dataset", "make_dataset", "split_paths"]
+           "batches_per_epoch", "build_dataset", "make_dataset", "readable_records", "split_paths"]

@@ -29,13 +29,17 @@ class DatasetError(errors.PipelineError, ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class DamagedShards:
-    """What a damaged shard (a record failing its CRC, a file cut short) does to reading.
+    """What a damaged record (failing its CRC, cut short, a label outside the manifest's
+    classes) does to reading.
 
-    policy "fail": reading stops with TensorFlow's DataLossError (train.py then names the
-    shard with pipeline.core.integrity). "skip": the split's shards are checked first
-    (pipeline.core.integrity); each damaged shard is read up to its first bad record and the
-    rest skipped, with a warning naming it and the records lost; losing more than
-    `max_fraction` of the split is an error. The dataset's length counts only the records read.
+    policy "fail": reading stops with an error naming the shard file and the record (a
+    DatasetError from make_dataset when the damage is found up front, by the in-memory table's
+    load or a record index's build; else tf.errors.InvalidArgumentError while iterating, see
+    damaged.damage_named). "skip": the damaged records are left out, with a warning per shard
+    naming it and the records lost; losing more than `max_fraction` of the split is an error.
+    Random access and the table lose exactly the damaged records, streaming each damaged shard
+    from its first bad record on (see damaged.py). The dataset's length counts only the
+    records read.
     """
 
     policy: str = "fail"
@@ -90,6 +94,8 @@ class ReadOptions:
     make_dataset for what each means)."""
 
     cache: str | None = None
+    access: str = "auto"
+    start_batch: int | None = None
     shuffle_buffer: int | None = None
     seed: int | None = None
     deterministic: bool | None = None

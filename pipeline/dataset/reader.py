@@ -2,33 +2,39 @@
 
 Raw CHW shards take 10x the disk of JPEGs; they are only worth it if reading them is much
 faster than decoding JPEGs. Per image, the costs that matter on a 2-core machine are byte copies
-and per-element tf.data overhead, so the reader:
+and per-element overhead, so the reader:
 
-* parses *batches* (one `parse_example` + `decode_raw` per batch, never per record);
+* reads each record with one preadv straight into its row of the batch (random access,
+  random_access.py), wherever the shards are uncompressed and local: every epoch a
+  permutation of the whole split, batch g a pure function of (seed, g) (indexed.py);
+* with `cache="memory"`, decodes the split once into one uint8 table and gathers its rows in
+  the same order (table.py);
+* streams compressed or remote shards, or on a tf.data service, parsing whole batches: one
+  `parse_example` + `decode_raw` per batch, never per record (streaming.py);
 * keeps pixels uint8 CHW, the stored layout: casting, normalising, transposing to NHWC and most
-  augmentation happen batched, ideally on the accelerator (`augment.DevicePreprocess`);
-* with `cache="memory"`, decodes the split once into one uint8 table and serves batches by
-  gathering shuffled indices: one copy per image per epoch, and a true global shuffle.
+  augmentation happen batched, ideally on the accelerator (`augment.DevicePreprocess`).
 
-After the batches (streaming.py or table.py), in this order, and why:
-    -> a known length (assert_cardinality): Keras epochs and progress bars need no scan
-    -> augment the batch (AUTOTUNE), with stateless seeds so results do not depend on threads
+access.py chooses between them and says why in one log line. After the batches, in this order:
     -> on a tf.data service: everything above runs on its workers, the rest stays here
     -> prefetch (or prefetch into the accelerator's memory): overlap input with the step
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Any, Sequence
+from typing import Sequence
 
 import tensorflow as tf
+from absl import logging
 
 from pipeline import augment as augment_lib
 from pipeline.core import schema
-from pipeline.dataset import damaged, streaming, table
+from pipeline.dataset import access as access_lib
+from pipeline.dataset import damaged, indexed, random_access, streaming
 from pipeline.dataset.options import (DEFAULT_MAX_CORRUPT_FRACTION, DamagedShards, DatasetError,
                                       ReadOptions, ServiceSettings)
+from pipeline.dataset.order import require_batches
 
 AUTOTUNE = tf.data.AUTOTUNE
 # cache="auto" keeps a split in RAM when it takes at most this share of the available memory.
@@ -44,6 +50,8 @@ def make_dataset(
     training: bool = True,
     *,
     cache: str | None = None,
+    access: str = "auto",
+    start_batch: int | None = None,
     shuffle_buffer: int | None = None,
     seed: int | None = None,
     deterministic: bool | None = None,
@@ -66,17 +74,25 @@ def make_dataset(
       batch_size: images per batch (per input pipeline when `input_context` is given).
       training: shuffle, augment and drop the last partial batch. False (evaluation): the
         records in shard order, every record once, deterministic, no augmentation.
-      cache: None (stream from disk every epoch), "memory" (decode once into an in-memory uint8
-        table; gather shuffled indices), a file path (tf.data cache of the serialized records),
-        or "auto" ("memory" when the split fits in AUTO_CACHE_RAM_FRACTION of free RAM).
+      cache: None (read from disk every epoch, the page cache keeping what fits), "memory"
+        (decode once into an in-memory uint8 table), a file path (tf.data cache of the streamed
+        records), or "auto" ("memory" when the split fits in AUTO_CACHE_RAM_FRACTION of free RAM).
+      access: "auto" (random access where the shards allow it, else streaming; see access.py),
+        "random" or "stream".
+      start_batch: None: one epoch per iteration of the dataset, each iteration the next epoch
+        (what Keras's fit(epochs=...) does). N: the run's batches from batch N on (counting
+        across epochs) without end, exactly those an uninterrupted run yields from there,
+        augmentation included, found in O(1): take steps_per_epoch=batches_per_epoch(...).
+        N > 0 needs random access or cache="memory".
       shuffle_buffer: records in the streaming shuffle buffer (default: SHUFFLE_BUFFER_BYTES
         worth of images).
-      seed: makes file order, shuffling and augmentation reproducible. As for any tf.data op
-        seed, the order also depends on TensorFlow's global seed (tf.random.set_seed, which
-        train.py sets): the same program gives the same batches. (Except the file order of
-        processing_mode="parallel_epochs" on a service: each worker salts it with its clock.)
-      deterministic: element order independent of thread timing (default: only when evaluating).
-        With a seed and deterministic=True, two runs give identical batches.
+      seed: makes the order and the augmentation reproducible. Random access and the table: the
+        batches are a pure function of (seed, batch number), whatever the threads. Streaming: as
+        for any tf.data op seed, the order also depends on TensorFlow's global seed
+        (tf.random.set_seed, which train.py sets) and, unless deterministic, on thread timing
+        (and processing_mode="parallel_epochs" on a service salts it with each worker's clock).
+      deterministic: streaming only: element order independent of thread timing (default: only
+        when evaluating). Random access and the table are always deterministic.
       augment: an augmentation spec run in the pipeline on uint8 batches (see pipeline.augment),
         or None to leave augmentation to the device (augment.DevicePreprocess in the model).
         Ignored when not training.
@@ -97,7 +113,8 @@ def make_dataset(
         the reader waiting for its share.
     """
     options = ReadOptions(
-        cache=cache, shuffle_buffer=shuffle_buffer, seed=seed, deterministic=deterministic,
+        cache=cache, access=access, start_batch=start_batch, shuffle_buffer=shuffle_buffer,
+        seed=seed, deterministic=deterministic,
         augment=augment, num_parallel_reads=num_parallel_reads, to_device=to_device,
         damaged=DamagedShards(on_corrupt, max_corrupt_fraction),
         service=ServiceSettings.from_args(service, processing_mode, job_name))
@@ -109,30 +126,20 @@ def build_dataset(data_dir: str, split: str, batch_size: int, training: bool,
                   options: ReadOptions,
                   input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
     """make_dataset with its options as one object (the trainer builds them once per run)."""
-    manifest = schema.read_manifest(data_dir)
-    files, count = pipeline_files(manifest, data_dir, split, input_context)
-    streaming.check_files_exist(files)
-    if options.damaged.skip:
-        count = damaged.readable_records(data_dir, manifest, split, files, count,
-                                         options.damaged.max_fraction)
-    if batch_size < 1:
-        raise DatasetError(f"batch_size={batch_size} must be at least 1")
-    options = options.for_training(training)
-    cache_mode = choose_cache(options, manifest, count)
-    num_batches = batches_per_epoch(count, batch_size, training)
-    if num_batches == 0:
-        raise DatasetError(
-            f"split {split!r} has {count} records for this pipeline, fewer than batch_size="
-            f"{batch_size} with the remainder dropped in training; use batch_size<={count}"
-        )
-    dataset = batches(files, manifest, count, batch_size, training, options, cache_mode)
-    if not options.service:
-        # Known length without a scan: Keras progress bars and epochs just work. (With a
-        # service each worker reads part of the split, so the length is only known overall.)
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
-    if training and options.augment:
-        dataset = apply_augment(dataset, options.augment, seed=options.seed,
-                                num_classes=manifest.num_classes)
+    plan = plan_read(data_dir, split, training, options, input_context)
+    options, count = plan.options, sum(shard.count for shard in plan.shards)
+    _check_start_batch(options.start_batch, training, plan.access)
+    require_batches(count, batch_size, training, split)
+    if plan.access.kind == access_lib.STREAM:
+        logging.info("split %r: stream (%s), %d records in %d shard(s)", split,
+                     plan.access.reason, count, len(plan.shards))
+        dataset = streaming.streamed_dataset(
+            data_dir, plan.manifest, split, plan.paths, batch_size, training=training,
+            options=options, cache_path=plan.cache_mode)
+    else:
+        dataset = indexed.indexed_dataset(
+            data_dir, plan.manifest, split, plan.shards, batch_size, training=training,
+            options=options, access=plan.access, available=available_memory())
     tf_options = tf.data.Options()
     tf_options.deterministic = options.deterministic
     dataset = dataset.with_options(tf_options)
@@ -141,30 +148,64 @@ def build_dataset(data_dir: str, split: str, batch_size: int, training: bool,
     return to_consumer(dataset, options.to_device)
 
 
-def batches(files, manifest: schema.Manifest, count: int, batch_size: int, training: bool,
-            options: ReadOptions, cache_mode: str | None) -> tf.data.Dataset:
-    """(images, labels) batches from the in-memory table or streamed from the shards."""
-    if cache_mode == "memory":
-        images, labels = table.load_table(files, manifest, count,
-                                          skip_damaged=options.damaged.skip)
-        return table.table_batches(images, labels, batch_size, training=training,
-                                   seed=options.seed)
-    parallel_epochs = (options.service is not None
-                       and options.service.processing_mode == "parallel_epochs")
-    return streaming.streaming_batches(files, manifest, batch_size, training=training,
-                                       options=options, cache_path=cache_mode,
-                                       order_per_process=parallel_epochs)
+def readable_records(data_dir: str, split: str, training: bool, options: ReadOptions) -> int:
+    """The records of `split` an epoch reads: the manifest's count, less the damaged ones
+    on_corrupt="skip" leaves out, found as make_dataset finds them (the same access, the same
+    checks, done once per process while the shards stay as they are). For step counts: a
+    distributed dataset has no length."""
+    plan = plan_read(data_dir, split, training, options, None)
+    count = sum(shard.count for shard in plan.shards)
+    policy = plan.options.damaged
+    if not policy.skip:
+        return count
+    if plan.access.kind != access_lib.STREAM and plan.access.random_access:
+        return len(random_access.open_records(data_dir, plan.manifest, plan.shards, split,
+                                              policy))
+    return damaged.readable_records(data_dir, plan.manifest, split, plan.paths, count,
+                                    policy.max_fraction)
 
 
-def batches_per_epoch(records: int, batch_size: int, training: bool) -> int:
-    """Batches make_dataset yields per epoch for `records` records: the last partial batch is
-    dropped in training and kept otherwise."""
-    return records // batch_size if training else -(-records // batch_size)
+@dataclasses.dataclass(frozen=True)
+class ReadPlan:
+    manifest: schema.Manifest
+    shards: list[schema.ShardInfo]  # this input pipeline's
+    paths: list[str]
+    options: ReadOptions  # as they apply (for_training)
+    cache_mode: str | None
+    access: access_lib.Access
 
 
-def pipeline_files(manifest: schema.Manifest, data_dir: str, split: str,
-                   input_context: tf.distribute.InputContext | None):
-    """The shard files this input pipeline reads and how many records they hold."""
+def plan_read(data_dir: str, split: str, training: bool, options: ReadOptions,
+              input_context: tf.distribute.InputContext | None) -> ReadPlan:
+    """What a pipeline reads and how, checked: its shards exist, the cache, the access."""
+    manifest = schema.read_manifest(data_dir)
+    shards = pipeline_shards(manifest, split, input_context)
+    paths = [os.path.join(data_dir, shard.file) for shard in shards]
+    streaming.check_files_exist(paths)
+    options = options.for_training(training)
+    cache_mode = choose_cache(options, manifest, sum(shard.count for shard in shards))
+    chosen = access_lib.choose_access(options.access, data_dir, manifest, cache_mode, options)
+    return ReadPlan(manifest, shards, paths, options, cache_mode, chosen)
+
+
+def _check_start_batch(start_batch: int | None, training: bool,
+                       chosen: access_lib.Access) -> None:
+    if start_batch is None:
+        return
+    if not training or start_batch < 0:
+        raise DatasetError(f"start_batch={start_batch}: a position in a training run (0 or "
+                           "more, with training=True)")
+    if start_batch > 0 and chosen.kind == access_lib.STREAM:
+        raise DatasetError(f"start_batch={start_batch} needs random access or "
+                           f"cache='memory', and this split is streamed: {chosen.reason}. "
+                           "A streamed order comes from shuffle buffers and cannot be found "
+                           "again from a position")
+
+
+def pipeline_shards(manifest: schema.Manifest, split: str,
+                    input_context: tf.distribute.InputContext | None) -> list[schema.ShardInfo]:
+    """The shards this input pipeline reads: all of the split's, or its share of whole
+    shards under tf.distribute."""
     shards = list(manifest.split(split).shards)
     if input_context is not None and input_context.num_input_pipelines > 1:
         pipelines = input_context.num_input_pipelines
@@ -175,8 +216,15 @@ def pipeline_files(manifest: schema.Manifest, data_dir: str, split: str,
                 f"`python -m pipeline.write --shards={pipelines * 4}` (a multiple of {pipelines})"
             )
         shards = shards[input_context.input_pipeline_id::pipelines]
-    files = [os.path.join(data_dir, shard.file) for shard in shards]
-    return files, sum(shard.count for shard in shards)
+    return shards
+
+
+def pipeline_files(manifest: schema.Manifest, data_dir: str, split: str,
+                   input_context: tf.distribute.InputContext | None):
+    """The shard files this input pipeline reads and how many records they hold."""
+    shards = pipeline_shards(manifest, split, input_context)
+    return ([os.path.join(data_dir, shard.file) for shard in shards],
+            sum(shard.count for shard in shards))
 
 
 def choose_cache(options: ReadOptions, manifest: schema.Manifest, count: int) -> str | None:
@@ -204,25 +252,6 @@ def available_memory() -> int:
     import psutil
 
     return psutil.virtual_memory().available
-
-
-def apply_augment(dataset: tf.data.Dataset, spec: Any, *, seed: int, num_classes: int):
-    """Run the augmentation ops on each batch with its own stateless seed.
-
-    Seeds come from a seeded random stream zipped beside the batches: the same for the same
-    `seed` on every run (whatever the thread timing), and new on every epoch (a new iterator
-    draws new seeds), so batch 0 of epoch 2 is not augmented like batch 0 of epoch 1.
-    """
-    # XLA-compiled (see augment.build): the per-image gathers of crop and flip run as one fused
-    # loop instead of a byte-at-a-time gather.
-    op = augment_lib.build(spec, num_classes=num_classes)
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-
-    def run(batch, batch_seed):
-        images, labels = batch
-        return op(images, labels, batch_seed)
-
-    return tf.data.Dataset.zip((dataset, seeds)).map(run, num_parallel_calls=AUTOTUNE)
 
 
 def on_service(dataset: tf.data.Dataset, service: ServiceSettings,

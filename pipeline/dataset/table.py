@@ -1,54 +1,116 @@
-"""The in-memory table: a split decoded once into one uint8 tensor, served by gathering indices.
+"""The in-memory table: a split decoded once into one uint8 tensor, served by gathering rows.
 
 With `cache="memory"`, later epochs never touch the disk or parse a record: each batch is one
-gather of shuffled indices from the table, one copy per image per epoch, and the shuffle is
-global (a permutation of the whole split every epoch).
+gather of rows from the table, one copy per image per epoch, in the same order as random
+access (indexed.py). Loading checks every record as random access does (framing, CRC, label)
+and names a damaged one; with on_corrupt="skip" the damaged records are left out.
+
+Uncompressed local shards load through the random-access reader, each image read straight
+into its row of the table; compressed or remote shards are read through, record after record
+(inflated, framed and CRC-checked in Python; pipeline.core.streams, pipeline.core.records).
+Peak memory is twice the table for a moment: the numpy table, then the TensorFlow variable
+made from it.
 """
 
 from __future__ import annotations
 
+import zlib
+from typing import Sequence
+
+import numpy as np
 import tensorflow as tf
 
-from pipeline.core import schema
-from pipeline.dataset.options import DatasetError
-from pipeline.dataset.streaming import AUTOTUNE, IN_ORDER_BATCH, read_shards
+from pipeline.core import records, schema, streams
+from pipeline.dataset import damaged
+from pipeline.dataset.options import DamagedShards, DatasetError
+from pipeline.dataset.random_access import DamagedRecord, Records, aligned_empty
+
+# Records read per call while loading through the random-access reader.
+LOAD_BATCH = 256
 
 
-def load_table(files, manifest, count, *, skip_damaged=False):
-    """Decode every record of `files` once into a uint8 [N, 3, H, W] and an int64 [N] variable.
-
-    Peak memory while loading is twice the table (the parsed batches, then their concatenation);
-    slice-assigning into a preallocated variable avoids that on paper but copies the whole
-    variable on every assignment (measured: ~1 s per batch for a 220 MB table).
-    """
-    # Read in shard order (the table's row order is the records' order, which evaluation
-    # keeps); the batched parse is the costly part and runs in parallel.
-    records = read_shards(files, schema.tf_compression_type(manifest.compression), skip_damaged)
-    image_shape = manifest.image_shape
-    batches = records.batch(IN_ORDER_BATCH).map(
-        lambda r: schema.parse_batch(r, image_shape), num_parallel_calls=AUTOTUNE).prefetch(2)
-    image_parts, label_parts = [], []
-    for batch_images, batch_labels in batches:
-        image_parts.append(batch_images)
-        label_parts.append(batch_labels)
-    loaded = sum(int(part.shape[0]) for part in label_parts)
-    if loaded != count:
-        raise DatasetError(f"the shards hold {loaded} records, the manifest says {count}")
-    # Variables, not tensors: a tensor captured by a tf.data function is copied into the
-    # function's graph as a constant (measured: 8 s for a 2.3 GB table), a variable is not.
-    images = tf.Variable(tf.concat(image_parts, axis=0), trainable=False, name="image_table")
-    del image_parts
-    labels = tf.Variable(tf.concat(label_parts, axis=0), trainable=False, name="label_table")
-    return images, labels
+def load_records(records_: Records) -> tuple[tf.Variable, tf.Variable]:
+    """The readable records of `records_`, in order, as (uint8 [N, 3, H, W], int64 [N])."""
+    reader = records_.reader
+    count = len(records_)
+    images = aligned_empty(count * reader.image_bytes, 64).reshape(count, *reader.image_shape)
+    labels = np.empty(count, np.int64)
+    for start in range(0, count, LOAD_BATCH):
+        stop = min(start + LOAD_BATCH, count)
+        try:
+            reader.read_into(records_.readable[start:stop], images[start:stop],
+                             labels[start:stop])
+        except DamagedRecord as err:
+            raise DatasetError(damaged.damaged_message(err.shard, err.record,
+                                                       err.problem)) from None
+    return to_variables(images, labels)
 
 
-def table_batches(images, labels, batch_size, *, training, seed):
-    """Batches gathered from the table by (shuffled) index: one copy per image, global shuffle."""
-    count = int(labels.shape[0])
-    indices = tf.data.Dataset.range(count)
-    if training:
-        # A full-size buffer of int64 indices is cheap (8 bytes each) and shuffles globally.
-        indices = indices.shuffle(count, seed=seed, reshuffle_each_iteration=True)
-    indices = indices.batch(batch_size, drop_remainder=training)
-    return indices.map(lambda i: (tf.gather(images, i), tf.gather(labels, i)),
-                       num_parallel_calls=AUTOTUNE)
+def load_streams(paths: Sequence[str], shards: Sequence[schema.ShardInfo],
+                 manifest: schema.Manifest, split: str, data_dir: str,
+                 policy: DamagedShards) -> tuple[tf.Variable, tf.Variable]:
+    """Every record of compressed or remote shards, read through in order; with "skip", each
+    damaged shard up to its first bad record (past a bad record a stream cannot resync)."""
+    count = sum(shard.count for shard in shards)
+    images = aligned_empty(count * manifest.image_bytes, 64).reshape(count, *manifest.image_shape)
+    labels = np.empty(count, np.int64)
+    loaded = 0
+    for path, shard in zip(paths, shards):
+        read, problem = _load_shard(path, manifest, images[loaded:], labels[loaded:])
+        if problem is not None:
+            if not policy.skip:
+                raise DatasetError(damaged.damaged_message(shard.file, read, problem))
+            damaged.warn_damaged(shard.file, shard.count - read, shard.count,
+                                 f"record {read}: {problem}")
+        loaded += read
+    damaged.limit_losses(count - loaded, count, policy.max_fraction, split, data_dir)
+    return to_variables(images[:loaded], labels[:loaded])
+
+
+def _load_shard(path: str, manifest: schema.Manifest, images: np.ndarray,
+                labels: np.ndarray) -> tuple[int, str | None]:
+    """Records of one shard into images[0..] / labels[0..]: (how many, the problem that
+    stopped it or None)."""
+    flat = images.reshape(len(images), -1)
+    read = 0
+    with tf.io.gfile.GFile(path, "rb") as raw:
+        stream = (raw if manifest.compression == "NONE"
+                  else streams.InflatingReader(raw, manifest.compression))
+        try:
+            for data in records.iter_framed_records(stream):
+                if read == len(labels):
+                    return read, "more records than the manifest lists"
+                problem = _store(data, manifest, flat[read], labels, read)
+                if problem is not None:
+                    return read, problem
+                read += 1
+        except schema.FormatError as err:
+            return read, str(err).removeprefix(f"record {read}: ")
+        except (OSError, zlib.error) as err:
+            return read, f"unreadable: {err}"
+    return read, None
+
+
+def _store(data: bytes, manifest: schema.Manifest, row: np.ndarray, labels: np.ndarray,
+           slot: int) -> str | None:
+    try:
+        layout = records.layout_of(data)
+    except schema.FormatError as err:
+        return str(err)
+    if layout.image_length != manifest.image_bytes:
+        return f"image is {layout.image_length} bytes, manifest says {manifest.image_bytes}"
+    label = records.decode_int64(data, layout.label_offset)
+    problem = schema.label_problem(label, manifest.num_classes)
+    if problem is None:
+        start = layout.image_offset
+        row[:] = np.frombuffer(data, np.uint8, layout.image_length, start)
+        labels[slot] = label
+    return problem
+
+
+def to_variables(images: np.ndarray, labels: np.ndarray) -> tuple[tf.Variable, tf.Variable]:
+    """Variables, not tensors: a tensor captured by a tf.data function is copied into the
+    function's graph as a constant (measured: 8 s for a 2.3 GB table), a variable is not."""
+    image_table = tf.Variable(images, trainable=False, name="image_table")
+    label_table = tf.Variable(labels, trainable=False, name="label_table")
+    return image_table, label_table

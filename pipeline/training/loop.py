@@ -25,7 +25,8 @@ import tensorflow as tf
 
 from pipeline import augment as augment_lib
 from pipeline.core import files, integrity, schema
-from pipeline.dataset import DamagedShards, ReadOptions, ServiceSettings, batches_per_epoch
+from pipeline.dataset import (DamagedShards, ReadOptions, ServiceSettings, batches_per_epoch,
+                              readable_records)
 from pipeline.dataset import damaged
 from pipeline.dataset.options import DEFAULT_MAX_CORRUPT_FRACTION
 from pipeline.training import callbacks, distribute, model as model_lib, run_files
@@ -53,6 +54,7 @@ def train_and_evaluate(
     augment: str | Sequence[str] | None = augment_lib.DEFAULT_TRAIN_AUGMENT,
     augment_on_device: bool = False,
     cache: str | None = "auto",
+    access: str = "auto",
     mixed_precision: str | bool = "auto",
     data_format: str = "auto",
     seed: int = 0,
@@ -78,12 +80,14 @@ def train_and_evaluate(
       augment: the training augmentation spec (see pipeline.augment), run in tf.data, or in
         the model on the accelerator with `augment_on_device`.
       cache: the reader's cache (None, "memory", "auto" or a file path).
+      access: how the reader reads the shards: "auto" (random access where it can, else
+        streaming), "random" or "stream" (see pipeline.dataset.make_dataset).
       mixed_precision: "auto" (mixed_float16 on a GPU), True or False.
       seed: the file order, shuffling, augmentation and weight initialisation.
       train_split, val_split: manifest split names.
       profile_batches: batches TensorBoard profiles (e.g. (10, 20)); 0 for none.
-      on_corrupt, max_corrupt_fraction: "fail" (a damaged shard stops training, named) or
-        "skip" (damaged shards are read up to their first bad record), losing at most
+      on_corrupt, max_corrupt_fraction: "fail" (a damaged record stops training, named:
+        shard file and record) or "skip" (damaged records are left out), losing at most
         `max_corrupt_fraction` of a split (see pipeline.dataset.DamagedShards).
       service, processing_mode: a tf.data service dispatcher ("grpc://HOST:PORT", python -m
         pipeline.service) that runs the training input on its workers (cache "auto" then
@@ -99,7 +103,8 @@ def train_and_evaluate(
     optimizer = OptimizerSettings(base_learning_rate=base_learning_rate,
                                   warmup_epochs=warmup_epochs, momentum=momentum,
                                   label_smoothing=label_smoothing)
-    reading = ReadOptions(cache=cache, seed=seed, augment=None if augment_on_device else augment,
+    reading = ReadOptions(cache=cache, access=access, seed=seed,
+                          augment=None if augment_on_device else augment,
                           damaged=DamagedShards(on_corrupt, max_corrupt_fraction),
                           service=ServiceSettings.from_args(service, processing_mode))
     run = start_run(data_dir, workdir, train_split=train_split, val_split=val_split,
@@ -176,8 +181,11 @@ def start_run(data_dir: str, workdir: str, *, train_split: str, val_split: str,
 def build_inputs(run: Run, reading: ReadOptions) -> Inputs:
     """Training batches as `reading` says; validation local, unaugmented, every record once."""
     num_classes = run.manifest.num_classes
+    # The run's stream of batches from batch 0: epochs are steps_per_epoch of it, and one
+    # iterator serves every epoch.
     train = distribute.make_input(run.strategy, run.data_dir, run.train_split, run.batch_size,
-                                  training=True, num_classes=num_classes, reading=reading)
+                                  training=True, num_classes=num_classes,
+                                  reading=dataclasses.replace(reading, start_batch=0))
     val = distribute.make_input(run.strategy, run.data_dir, run.val_split, run.batch_size,
                                 training=False, num_classes=num_classes,
                                 reading=dataclasses.replace(reading, augment=None, service=None))
@@ -188,15 +196,15 @@ def build_inputs(run: Run, reading: ReadOptions) -> Inputs:
         # Damaged shards shorten the epoch: steps from what can be read. (Not from the
         # datasets' cardinality: a distributed dataset has none, and training data repeats
         # on several workers.)
-        steps_per_epoch = readable_batches(run, run.train_split, reading.damaged, training=True)
-        val_steps = readable_batches(run, run.val_split, reading.damaged, training=False)
+        steps_per_epoch = readable_batches(run, run.train_split, reading, training=True)
+        val_steps = readable_batches(run, run.val_split, reading, training=False)
     return Inputs(train, val, steps_per_epoch, val_steps)
 
 
-def readable_batches(run: Run, split: str, policy: DamagedShards, *, training: bool) -> int:
-    count = damaged.readable_records(run.data_dir, run.manifest, split,
-                                     run.manifest.shard_paths(run.data_dir, split),
-                                     run.manifest.split(split).count, policy.max_fraction)
+def readable_batches(run: Run, split: str, reading: ReadOptions, *, training: bool) -> int:
+    if not training:
+        reading = dataclasses.replace(reading, augment=None, service=None)
+    count = readable_records(run.data_dir, split, training, reading)
     return batches_per_epoch(count, run.batch_size, training)
 
 
@@ -238,9 +246,15 @@ def fit(net: keras.Model, run: Run, inputs: Inputs, timer: InputTimer,
             callbacks=list(run_callbacks), verbose=verbose,
             shuffle=False,  # make_dataset shuffles; Keras cannot shuffle a dataset
         )
-    except tf.errors.DataLossError as err:
-        raise TrainingError(damaged_shards_message(
-            run.data_dir, (run.train_split, run.val_split), err)) from err
+    except tf.errors.OpError as err:
+        named = damaged.damage_named(err.message)
+        if named is not None and damaged.UNREAD_AFTER_DAMAGE not in named:
+            raise TrainingError(f"{named} (in a gin config: train_and_evaluate.on_corrupt="
+                                "'skip')") from err
+        if named is not None or isinstance(err, tf.errors.DataLossError):
+            raise TrainingError(damaged_shards_message(
+                run.data_dir, (run.train_split, run.val_split), err)) from err
+        raise
     return history, time.perf_counter() - started
 
 
@@ -285,8 +299,9 @@ def resolve_mixed_precision(mixed_precision: str | bool) -> str:
 
 
 def damaged_shards_message(data_dir: str, splits: Sequence[str], err: Exception) -> str:
-    """TensorFlow's DataLossError says "corrupted record at <offset>" but not in which file:
-    name the damaged shards (pipeline.core.integrity) and the ways on."""
+    """Name the damaged shards (pipeline.core.integrity) and the ways on, where the error
+    does not: TensorFlow's DataLossError ("corrupted record at <offset>", e.g. from a cache
+    file), or a stream that names a record after the damaged one (damaged.UNREAD_AFTER_DAMAGE)."""
     report = integrity.verify_dataset(data_dir, splits=list(splits))
     named = "\n  ".join(str(problem) for problem in report.problems) or (
         f"none found now (TensorFlow said: {err.message if hasattr(err, 'message') else err})")

@@ -40,22 +40,30 @@ def input_verdict(wait_fraction: float | None) -> str:
 
 def time_training_steps(data_dir: str, split: str, *, batch_size: int, steps_per_epoch: int,
                         seed: int, augment: str | Sequence[str] | None, cache: str | None = None,
+                        mixed_precision: bool = False, to_device: str | None = None,
                         **model_options) -> "InputTimer":
     """Two epochs of `steps_per_epoch` steps of a ResNet (`model_options`: build_resnet's) on
     make_dataset, timed as train_and_evaluate times itself: the first epoch compiles, the
     returned InputTimer holds the second's images/s and input-wait share. For the bench and
-    the profiler, which ask whether a model would wait for this reader."""
+    the profiler, which ask whether a model would wait for this reader. `to_device`: prefetch
+    the batches into that device's memory (make_dataset's to_device)."""
     manifest = schema.read_manifest(data_dir)
-    net = model_lib.build_resnet(num_classes=manifest.num_classes,
-                                 image_shape=manifest.image_shape, mean=manifest.mean,
-                                 std=manifest.std, **model_options)
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
+    try:
+        net = model_lib.build_resnet(num_classes=manifest.num_classes,
+                                     image_shape=manifest.image_shape, mean=manifest.mean,
+                                     std=manifest.std, **model_options)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
     net.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 steps_per_execution=1)
     timer = InputTimer(batch_size)
     timer.instrument(net)
-    data = make_dataset(data_dir, split, batch_size, training=True, cache=cache,
-                        seed=seed, augment=augment).repeat()
+    # The run's stream from batch 0 (no .repeat(): a device prefetch must come last).
+    data = make_dataset(data_dir, split, batch_size, training=True, cache=cache, seed=seed,
+                        augment=augment, start_batch=0, to_device=to_device)
     net.fit(data, epochs=2, steps_per_epoch=steps_per_epoch, callbacks=[timer], verbose=0,
             shuffle=False)
     return timer

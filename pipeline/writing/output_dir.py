@@ -105,10 +105,12 @@ def clear_output_dir(output_dir: str) -> int:
 
 
 def shard_files(spec: plan.ShardSpec, compression: str) -> list[str]:
-    """The files writing `spec` makes: the shard, and the DALI index of an uncompressed one."""
+    """The files writing `spec` makes: the shard, and the DALI index and record index of an
+    uncompressed one."""
     filename = spec.filename(compression)
-    index_file = schema.dali_index_filename(filename, compression)
-    return [filename] if index_file is None else [filename, index_file]
+    indexes = [schema.dali_index_filename(filename, compression),
+               schema.record_index_filename(filename, compression)]
+    return [filename, *(name for name in indexes if name is not None)]
 
 
 def load_completed_shard(output_dir: str, spec: plan.ShardSpec, compression: str):

@@ -19,7 +19,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from pipeline.core import files, records, schema
+from pipeline.core import files, record_index, records, schema
 from pipeline.writing import plan
 from pipeline.writing.images import RejectedImage, decode_image
 
@@ -69,52 +69,76 @@ def write_shard(
     """Decode and serialise one shard under a temporary name, rename it, record it.
 
     The rename happens only after the data is on disk (fsync); an uncompressed shard's DALI
-    index follows it (built from the offsets seen while writing, not by reading the file
-    again), and the `.progress/` record comes last, so a record always describes a complete
-    shard with its index.
+    index and record index follow it (built from the offsets seen while writing, not by
+    reading the file again), and the `.progress/` record comes last, so a record always
+    describes a complete shard with its indexes.
     """
     filename = spec.filename(compression)
-    final = os.path.join(output_dir, filename)
-    index_file = schema.dali_index_filename(filename, compression)
-    spans: list[tuple[int, int]] = []  # (offset, size) of each record: the DALI index
-    rejects: list[tuple[str, str]] = []
-    label_counts: dict[int, int] = {}
-    pixel_sum = np.zeros(schema.CHANNELS, np.int64)
-    pixel_sq_sum = np.zeros(schema.CHANNELS, np.int64)
+    stats = _ShardStats()
+    placed: list[tuple[int, int, records.ExampleLayout]] = []  # (offset, size, layout)
     pending = 0
-    with files.atomic_file(final) as raw:
+    with files.atomic_file(os.path.join(output_dir, filename)) as raw:
         writer = records.RecordWriter(raw, compression)
         for image in spec.images:
             try:
                 chw = decode_image(image.file, image_size, resize)
             except RejectedImage as rejected:
-                rejects.append((image.path, rejected.reason))
+                stats.rejects.append((image.path, rejected.reason))
             else:
-                spans.append(
-                    writer.write(records.encode_example(chw.tobytes(), image.label, image.path)))
-                label_counts[image.label] = label_counts.get(image.label, 0) + 1
-                flat = chw.reshape(schema.CHANNELS, -1).astype(np.int64)
-                pixel_sum += flat.sum(axis=1)
-                pixel_sq_sum += np.einsum("ij,ij->i", flat, flat)
+                payload = records.encode_example(chw.tobytes(), image.label, image.path)
+                placed.append((*writer.write(payload), records.layout_of(payload)))
+                stats.add(chw, image.label)
             pending += 1
             if pending == PROGRESS_EVERY:
                 on_progress(pending)
                 pending = 0
         size, sha256 = writer.close()
-    if index_file is not None:
-        files.atomic_write_text(os.path.join(output_dir, index_file),
-                                records.dali_index_text(spans))
+    if compression == "NONE":
+        write_indexes(output_dir, placed, record_index.RecordIndex(
+            filename, size, sha256, schema.CHANNELS * image_size * image_size,
+            np.array([record_index.row(*record) for record in placed], np.int64).reshape(
+                -1, len(record_index.COLUMNS))))
     on_progress(pending)
-    count = len(spec.images) - len(rejects)
-    result = ShardResult(
-        file=filename, count=count, bytes=size, sha256=sha256, rejects=tuple(rejects),
-        label_counts=label_counts,
-        pixel_sum=tuple(int(v) for v in pixel_sum),
-        pixel_sq_sum=tuple(int(v) for v in pixel_sq_sum),
-        pixels=count * image_size * image_size,
-    )
+    result = stats.result(filename, size, sha256, image_size)
     files.atomic_write_text(progress_record_path(output_dir, filename), result.to_json())
     return result
+
+
+def write_indexes(output_dir: str, placed, index: record_index.RecordIndex) -> None:
+    """The DALI index and the record index of an uncompressed shard (a compressed one has
+    neither: its records have no offsets in the file)."""
+    dali_file = schema.dali_index_filename(index.shard, "NONE")
+    files.atomic_write_text(os.path.join(output_dir, dali_file),
+                            records.dali_index_text([(offset, size) for offset, size, _ in placed]))
+    record_index.write(
+        os.path.join(output_dir, schema.record_index_filename(index.shard, "NONE")), index)
+
+
+class _ShardStats:
+    """What the manifest needs of a shard's images: rejects, class counts, channel sums."""
+
+    def __init__(self):
+        self.rejects: list[tuple[str, str]] = []
+        self.label_counts: dict[int, int] = {}
+        self.pixel_sum = np.zeros(schema.CHANNELS, np.int64)
+        self.pixel_sq_sum = np.zeros(schema.CHANNELS, np.int64)
+        self.count = 0
+
+    def add(self, chw: np.ndarray, label: int) -> None:
+        self.count += 1
+        self.label_counts[label] = self.label_counts.get(label, 0) + 1
+        flat = chw.reshape(schema.CHANNELS, -1).astype(np.int64)
+        self.pixel_sum += flat.sum(axis=1)
+        self.pixel_sq_sum += np.einsum("ij,ij->i", flat, flat)
+
+    def result(self, filename: str, size: int, sha256: str, image_size: int) -> ShardResult:
+        return ShardResult(
+            file=filename, count=self.count, bytes=size, sha256=sha256,
+            rejects=tuple(self.rejects), label_counts=self.label_counts,
+            pixel_sum=tuple(int(v) for v in self.pixel_sum),
+            pixel_sq_sum=tuple(int(v) for v in self.pixel_sq_sum),
+            pixels=self.count * image_size * image_size,
+        )
 
 
 def progress_record_path(output_dir: str, shard_file: str) -> str:

@@ -18,7 +18,7 @@ from pipeline import cli, errors
 PACKAGE = pathlib.Path(REPO_ROOT) / "pipeline"
 # Exceptions that never reach a user: each is caught where it is raised and turned into a
 # record of the outcome (a rejected image, a source that cannot be sized, a bad record).
-INTERNAL_SIGNALS = {"RejectedImage", "SourceUnavailable", "_BadRecord"}
+INTERNAL_SIGNALS = {"RejectedImage", "SourceUnavailable", "_BadRecord", "DamagedRecord"}
 
 
 def _classes_and_exit_constants():

@@ -1,5 +1,7 @@
-"""Damaged shards: on_corrupt="fail" stops with an error (named by the trainer), "skip" loses
-only the damaged shard's tail and says so, and a threshold bounds the loss. Never a hang."""
+"""Damaged records, read every way (streaming, random access, the in-memory table):
+on_corrupt="fail" names the shard file and the record, in make_dataset and in the trainer;
+"skip" leaves out what is damaged (random access and the table exactly the damaged records,
+streaming the damaged shard's tail) and says so; a threshold bounds the loss. Never a hang."""
 
 import logging
 import os
@@ -12,12 +14,21 @@ import tensorflow as tf
 
 from conftest import write_labeled_dataset
 from pipeline import dataset, training
-from pipeline.core import schema
+from pipeline.core import records, schema
+from pipeline.dataset import damaged
 from pipeline.training import run_files
 from pipeline.training.settings import TrainingError
 
 DAMAGED_SHARD = 1
 DAMAGED_RECORD = 3  # 0-based, inside DAMAGED_SHARD
+CUT_RECORD = 5  # "cut": the file ends inside this record of DAMAGED_SHARD
+BAD_LABEL = 100
+# How make_dataset is asked to read: each is one of the three ways.
+READS = {"stream": dict(access="stream"), "random": dict(access="random"),
+         "table": dict(cache="memory")}
+# What each damage says, whichever the read.
+PROBLEMS = {"flipped": "CRC", "label": f"label {BAD_LABEL} out of range",
+            "cut": ("truncated", "cannot be read")}
 
 
 @pytest.fixture(scope="module")
@@ -39,19 +50,51 @@ def record_offsets(path):
     return offsets
 
 
-@pytest.fixture
-def damaged_dir(clean_dir, tmp_path):
-    """A copy with one byte flipped inside record DAMAGED_RECORD of train shard DAMAGED_SHARD."""
-    target = str(tmp_path / "damaged")
-    shutil.copytree(clean_dir, target)
-    manifest = schema.read_manifest(target)
-    path = manifest.shard_paths(target, "train")[DAMAGED_SHARD]
+def flip_a_byte(path):
     offset, length = record_offsets(path)[DAMAGED_RECORD]
     with open(path, "r+b") as f:
-        f.seek(offset + length // 2)
+        f.seek(offset + length // 2)  # inside the image
         byte = f.read(1)
         f.seek(offset + length // 2)
         f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def set_a_bad_label(path):
+    """Label BAD_LABEL in record DAMAGED_RECORD, its CRC made right again: only the label
+    check can find it."""
+    offset, length = record_offsets(path)[DAMAGED_RECORD]
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        data = bytearray(f.read(length))
+        label_at = records.layout_of(bytes(data)).label_offset
+        assert data[label_at] < 0x80  # a one-byte varint
+        data[label_at] = BAD_LABEL
+        f.seek(offset)
+        f.write(data + struct.pack("<I", records.mask_crc(records.crc32c(bytes(data)))))
+
+
+def cut_short(path):
+    offset, _ = record_offsets(path)[CUT_RECORD]
+    with open(path, "r+b") as f:
+        f.truncate(offset + 10)
+
+
+DAMAGES = {"flipped": (flip_a_byte, DAMAGED_RECORD), "label": (set_a_bad_label, DAMAGED_RECORD),
+           "cut": (cut_short, CUT_RECORD)}
+
+
+@pytest.fixture(params=sorted(DAMAGES))
+def damage(request):
+    return request.param
+
+
+@pytest.fixture
+def damaged_dir(clean_dir, tmp_path, damage):
+    """A copy with record DAMAGED_RECORD (CUT_RECORD when cut) of train shard DAMAGED_SHARD
+    damaged."""
+    target = str(tmp_path / "damaged")
+    shutil.copytree(clean_dir, target)
+    DAMAGES[damage][0](schema.read_manifest(target).shard_paths(target, "train")[DAMAGED_SHARD])
     return target
 
 
@@ -67,71 +110,116 @@ def _shard_images(data_dir, index):
             for r in tf.data.TFRecordDataset(path)]
 
 
-def test_fail_is_the_default_and_stops_with_data_loss(damaged_dir):
-    ds = dataset.make_dataset(damaged_dir, "train", batch_size=4, training=False)
-    with pytest.raises(tf.errors.DataLossError):
-        _images(ds)
+def failure(read):
+    """What reading says when it stops: a DatasetError from make_dataset, or the damaged
+    record named in the error that stops iterating."""
+    try:
+        read()
+    except dataset.DatasetError as err:
+        return str(err)
+    except tf.errors.OpError as err:
+        named = damaged.damage_named(err.message)
+        assert named is not None, err.message
+        return named
+    pytest.fail("reading the damaged split did not fail")
 
 
-@pytest.mark.parametrize("cache", [None, "memory"])
-def test_skip_loses_only_the_damaged_shards_tail_and_says_which(damaged_dir, clean_dir, cache,
-                                                                 caplog):
+@pytest.mark.parametrize("read", sorted(READS))
+def test_fail_is_the_default_and_names_the_shard_and_the_record(damaged_dir, damage, read):
+    shard = schema.read_manifest(damaged_dir).split("train").shards[DAMAGED_SHARD].file
+    record = DAMAGES[damage][1]
+    for training_ in (False, True):  # batch_size=1: no record is dropped in training either
+        said = failure(lambda: _images(dataset.make_dataset(
+            damaged_dir, "train", batch_size=1, training=training_, augment=None,
+            **READS[read])))
+        if read == "stream" and training_ and damaged.UNREAD_AFTER_DAMAGE in said:
+            # Shuffled, a stand-in for a record after the damaged one can come first.
+            assert said.startswith(f"{shard}: record "), said
+            assert int(said.split(": record ")[1].split(":")[0]) > record, said
+            continue
+        assert said.startswith(f"{shard}: record {record}: "), said
+        assert any(words in said for words in np.atleast_1d(PROBLEMS[damage])), said
+        assert "on_corrupt='skip'" in said
+
+
+def _kept(damage, read, count):
+    """Records of the damaged shard that "skip" keeps: all but the damaged one where each
+    record is read at its place, all before it when streamed (or when the file is cut)."""
+    first = DAMAGES[damage][1]
+    if damage == "cut" or read == "stream":
+        return list(range(first))
+    return [r for r in range(count) if r != first]
+
+
+@pytest.mark.parametrize("read", sorted(READS))
+def test_skip_loses_only_what_is_damaged_and_says_which(damaged_dir, clean_dir, damage, read,
+                                                        caplog):
     manifest = schema.read_manifest(damaged_dir)
     shard = manifest.split("train").shards[DAMAGED_SHARD]
-    lost = shard.count - DAMAGED_RECORD
+    kept = _kept(damage, read, shard.count)
     with caplog.at_level(logging.WARNING):
         ds = dataset.make_dataset(damaged_dir, "train", batch_size=1, training=False,
-                                  cache=cache, on_corrupt="skip", max_corrupt_fraction=0.5)
-    assert f"shard {shard.file} is damaged at record {DAMAGED_RECORD}" in caplog.text
-    assert f"{lost} lost" in caplog.text
-    assert int(ds.cardinality()) == manifest.split("train").count - lost
-    read = _images(ds)
-    expected = [image for index in range(len(manifest.split("train").shards))
-                for image in _shard_images(clean_dir, index)[
-                    :DAMAGED_RECORD if index == DAMAGED_SHARD else None]]
-    assert read == expected  # everything else, in order, and nothing after the damage
+                                  on_corrupt="skip", max_corrupt_fraction=0.5, **READS[read])
+    assert f"shard {shard.file} is damaged" in caplog.text
+    assert f"record {DAMAGES[damage][1]}" in caplog.text
+    readable = manifest.split("train").count - shard.count + len(kept)
+    assert int(ds.cardinality()) == readable
+    assert dataset.readable_records(damaged_dir, "train", False, dataset.ReadOptions(
+        damaged=dataset.DamagedShards("skip", 0.5), **READS[read])) == readable
+    expected = []
+    for index in range(len(manifest.split("train").shards)):
+        images = _shard_images(clean_dir, index)
+        expected += [images[r] for r in kept] if index == DAMAGED_SHARD else images
+    assert _images(ds) == expected  # everything else, in order, and nothing damaged
 
 
-def test_skip_while_training_reads_every_intact_record(damaged_dir):
-    manifest = schema.read_manifest(damaged_dir)
+@pytest.mark.parametrize("read", sorted(READS))
+def test_skip_while_training_reads_every_intact_record_once(clean_dir, tmp_path, read):
+    target = str(tmp_path / "damaged")
+    shutil.copytree(clean_dir, target)
+    manifest = schema.read_manifest(target)
+    flip_a_byte(manifest.shard_paths(target, "train")[DAMAGED_SHARD])
     shard = manifest.split("train").shards[DAMAGED_SHARD]
-    keep = manifest.split("train").count - (shard.count - DAMAGED_RECORD)
-    ds = dataset.make_dataset(damaged_dir, "train", batch_size=keep, seed=1, augment=None,
-                              on_corrupt="skip", max_corrupt_fraction=0.5)
+    keep = manifest.split("train").count - shard.count + len(_kept("flipped", read,
+                                                                   shard.count))
+    ds = dataset.make_dataset(target, "train", batch_size=keep, seed=1, augment=None,
+                              on_corrupt="skip", max_corrupt_fraction=0.5, **READS[read])
     images = _images(ds)
     assert len(images) == len(set(images)) == keep
 
 
-def test_skip_fails_past_the_threshold(damaged_dir):
-    with pytest.raises(dataset.DatasetError, match="more than max_corrupt_fraction=0.01"):
-        dataset.make_dataset(damaged_dir, "train", batch_size=4, on_corrupt="skip")
-    with pytest.raises(dataset.DatasetError, match="on_corrupt='ignore'"):
-        dataset.make_dataset(damaged_dir, "train", on_corrupt="ignore")
-
-
-def test_a_truncated_shard_is_skipped_from_where_it_breaks(clean_dir, tmp_path):
-    target = str(tmp_path / "cut")
+@pytest.mark.parametrize("read", sorted(READS))
+def test_skip_fails_past_the_threshold(clean_dir, tmp_path, read):
+    target = str(tmp_path / "damaged")
     shutil.copytree(clean_dir, target)
-    manifest = schema.read_manifest(target)
-    path = manifest.shard_paths(target, "train")[0]
-    offset, _ = record_offsets(path)[5]
-    with open(path, "r+b") as f:
-        f.truncate(offset + 10)  # inside record 5
-    ds = dataset.make_dataset(target, "train", batch_size=1, training=False,
-                              on_corrupt="skip", max_corrupt_fraction=0.5)
-    lost = manifest.split("train").shards[0].count - 5
-    assert len(_images(ds)) == manifest.split("train").count - lost
+    flip_a_byte(schema.read_manifest(target).shard_paths(target, "train")[DAMAGED_SHARD])
+    with pytest.raises(dataset.DatasetError, match="more than max_corrupt_fraction=0.01"):
+        dataset.make_dataset(target, "train", batch_size=4, on_corrupt="skip",
+                             max_corrupt_fraction=0.01, **READS[read])
+    with pytest.raises(dataset.DatasetError, match="on_corrupt='ignore'"):
+        dataset.make_dataset(target, "train", on_corrupt="ignore", **READS[read])
 
 
-def test_trainer_names_the_damaged_shard(damaged_dir, tmp_path):
-    manifest = schema.read_manifest(damaged_dir)
+TINY = dict(depth=10, width=4, stem="small", batch_size=4, warmup_epochs=0, epochs=1,
+            verbose=0, augment=None)
+
+
+@pytest.mark.parametrize("read", sorted(READS))
+def test_trainer_names_the_damaged_record(clean_dir, tmp_path, read):
+    manifest = schema.read_manifest(clean_dir)
     name = manifest.split("train").shards[DAMAGED_SHARD].file
-    tiny = dict(depth=10, width=4, stem="small", batch_size=4, warmup_epochs=0, cache=None,
-                epochs=1, verbose=0, augment=None)
-    with pytest.raises(TrainingError, match=f"{name}: record {DAMAGED_RECORD}"):
-        training.train_and_evaluate(data_dir=damaged_dir, workdir=str(tmp_path / "a"), **tiny)
-    metrics = training.train_and_evaluate(data_dir=damaged_dir, workdir=str(tmp_path / "b"),
+    trainer_read = {"cache": None, **READS[read]}
+    for damage_name in ("flipped", "label"):
+        target = str(tmp_path / damage_name)
+        shutil.copytree(clean_dir, target)
+        DAMAGES[damage_name][0](manifest.shard_paths(target, "train")[DAMAGED_SHARD])
+        with pytest.raises((TrainingError, dataset.DatasetError),
+                           match=f"{name}: record {DAMAGED_RECORD}: ") as raised:
+            training.train_and_evaluate(data_dir=target, workdir=str(tmp_path / "a"),
+                                        **trainer_read, **TINY)
+        assert "on_corrupt='skip'" in str(raised.value)
+    metrics = training.train_and_evaluate(data_dir=target, workdir=str(tmp_path / "b"),
                                           on_corrupt="skip", max_corrupt_fraction=0.5,
-                                          **tiny)
+                                          **trainer_read, **TINY)
     assert np.isfinite(metrics["val_loss"])
     assert os.path.exists(os.path.join(tmp_path, "b", run_files.MODEL_FILE))

@@ -63,12 +63,17 @@ def _records(ds):
     return collections.Counter(x.tobytes() for batch, _ in ds for x in batch.numpy())
 
 
-def test_distributed_epoch_delivers_every_record_once(data_dir, cluster):
+def test_distributed_epoch_delivers_every_record_once(data_dir, cluster, info_logs):
     dispatcher, _ = cluster
     local = _records(dataset.make_dataset(data_dir, "val", batch_size=4, training=False))
     remote = _records(dataset.make_dataset(data_dir, "val", batch_size=4, training=False,
                                            service=dispatcher.target))
     assert remote == local and set(remote.values()) == {1}
+    # The workers run the pipeline's graph: the service streams, and says so.
+    assert "split 'val': stream (a tf.data service runs the pipeline on its workers" in (
+        info_logs.text)
+    with pytest.raises(dataset.DatasetError, match="access='random' cannot read this split"):
+        dataset.make_dataset(data_dir, "train", service=dispatcher.target, access="random")
 
 
 def test_parallel_epochs_gives_an_epoch_per_worker(data_dir, cluster):

@@ -134,11 +134,12 @@ def test_bad_images_are_rejected_and_the_good_ones_written(dirty_folder, tmp_pat
             counts[name] += n
     assert counts == {name: list(labels.values()).count(name) for name in CLASSES}
 
-    # Nothing else is left: shards with their DALI indexes, dataset.json, rejects.csv and the
-    # TFDS metadata (no .progress/, no temp files).
+    # Nothing else is left: shards with their DALI and record indexes, dataset.json,
+    # rejects.csv and the TFDS metadata (no .progress/, no temp files).
     shard_files = [s.file for info in manifest.splits.values() for s in info.shards]
     assert sorted(os.listdir(out)) == sorted(
         shard_files + [name + schema.DALI_INDEX_SUFFIX for name in shard_files]
+        + [name + schema.RECORD_INDEX_SUFFIX for name in shard_files]
         + [schema.MANIFEST_NAME, schema.REJECTS_NAME, *tfds_export.METADATA_NAMES])
 
 

@@ -76,11 +76,12 @@ def test_records_hold_the_decoded_images_and_labels(kaggle_folder, tmp_path):
             data = (out / shard.file).read_bytes()
             assert len(data) == shard.bytes
             assert __import__("hashlib").sha256(data).hexdigest() == shard.sha256
-    # No leftovers: only shards with their DALI indexes, the manifest, rejects.csv and the
-    # TFDS metadata.
+    # No leftovers: only shards with their DALI and record indexes, the manifest, rejects.csv
+    # and the TFDS metadata.
     shard_files = [s.file for info in manifest.splits.values() for s in info.shards]
     assert sorted(os.listdir(out)) == sorted(
         shard_files + [name + ".idx" for name in shard_files]
+        + [name + ".offsets" for name in shard_files]
         + ["dataset.json", "rejects.csv", "dataset_info.json", "features.json",
            "label.labels.txt"])
 

@@ -3,15 +3,18 @@ r"""The benchmark (`python -m pipeline.bench`): every way of reading the same ph
     photos.py   the inputs, made offline once: photo crops, the same as shards and as JPEGs
     measure.py  Bench (the settings), Row, Monitor (peak memory, other processes' CPU)
     rows.py     the rows, a registry of `(Bench, name) -> Row` functions, run round-robin
+    cold.py     the cold-cache rows (the page cache emptied first) and the disk's own rate
     report.py   the table, the targets and the JSON
     runner.py   run_bench: one whole run, what the command does with its flags
 
 The rows, each a function `(Bench, name) -> Row` in the ROWS registry:
 
-  read_stream_augment        1. make_dataset, training, streaming from the shards, with the
-                                default augmentation in the pipeline (what train.py runs)
-  read_stream_aug_on_device  2. the same with augment=None: augmentation left to the model's
+  read_random_augment        1. make_dataset, training, random access (the default read:
+                                what train.py runs), the default augmentation in the pipeline
+  read_random_aug_on_device  2. the same with augment=None: augmentation left to the model's
                                 DevicePreprocess on the accelerator (not timed here)
+  read_stream_augment,          rows 1 and 2 streamed from the shards (access="stream"): what
+  read_stream_aug_on_device     compressed or remote shards, or a tf.data service, get
   read_cached                3. cache="memory", steady state (epoch 2+), augmentation on device
   read_cached_augment           the same with the default augmentation in the pipeline
   jpeg_tfdata                4. tf.data over the JPEG files: read, decode, random flip, batch,
@@ -23,8 +26,13 @@ The rows, each a function `(Bench, name) -> Row` in the ROWS registry:
   tfds_benchmark_tfds_reader     tfds.benchmark over TFDS's own reader of the same shards
                                 (tfds.builder_from_directory, as_dataset, batched)
   memcpy                     6. one numpy copy of each batch's bytes: the bound for any reader
-  train_resnet10                a small ResNet trained on the reader: img/s, and the share of
-                                step time spent waiting for input with a verdict in words
+  disk_sequential_read       7. the training shards read front to back from the disk (evicted
+                                from the page cache first): the disk's rate, MB/s
+  read_random_cold,             rows 2 and its streamed twin with every epoch read from the
+  read_stream_cold              disk (evicted first): what a split larger than RAM gets
+  train_resnet                  a ResNet trained on the reader (on a GPU ResNet-50, mixed
+                                precision, batch 256; on a CPU a ResNet-10): img/s, and the
+                                share of step time spent waiting for input, with a verdict
   write_1_worker, write_2_workers: the writer, with one and with two worker processes (these
   run first, before TensorFlow is imported)
 

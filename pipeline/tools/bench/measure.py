@@ -15,7 +15,11 @@ from typing import Iterator, Sequence
 import psutil
 
 from pipeline import errors
+from pipeline.core import schema
 
+# Batches as make_dataset's default.
+READ_BATCH = 256
+READ_SEED = 0
 # Reader rows time at least this many images after their first batch: several epochs of the
 # photos, seconds at the rates here, long enough for tf.data's autotuning to settle.
 READ_MIN_IMAGES = 20_000
@@ -58,6 +62,9 @@ class Row:
     runs: tuple[float, ...] = ()  # seconds of every run, in order
     # Training rows: the share of step time spent waiting for the next batch.
     input_wait: float | None = None
+    # Cold-cache and disk rows: the bytes read per second, in MB (10^6 bytes).
+    mb_per_s: float | None = None
+    note: str | None = None  # what the row ran, where the name does not say it all
 
     @property
     def spread(self) -> float | None:
@@ -151,6 +158,12 @@ def _machine_busy_s() -> float:
     times = psutil.cpu_times()
     return sum(getattr(times, field, 0.0)
                for field in ("user", "nice", "system", "irq", "softirq", "steal"))
+
+
+def read_batch_size(bench: Bench) -> int:
+    """READ_BATCH, or the whole training split when it is smaller (tiny --images)."""
+    manifest = schema.read_manifest(bench.shards_dir)
+    return min(READ_BATCH, manifest.split(schema.TRAIN).count)
 
 
 def time_batches(batches: Iterator, min_images: int) -> tuple[int, float]:

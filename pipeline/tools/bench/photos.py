@@ -58,8 +58,8 @@ MIN_IMAGES_PER_SHARD = 2
 WRITE_VAL_FRACTION = 0.1
 READER_SHARDS_DIR = "shards"
 # Bump whenever the writer adds or changes files, so cached reader shards are rewritten (2: DALI
-# indexes and the TFDS metadata the tfds_benchmark_tfds_reader row reads).
-READER_SHARDS_VERSION = 2
+# indexes and the TFDS metadata the tfds_benchmark_tfds_reader row reads; 3: record indexes).
+READER_SHARDS_VERSION = 3
 JPEG_DIR = "jpeg_{size}"  # the photos resized to the stored size, as a user's folder would be
 
 

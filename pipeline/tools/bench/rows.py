@@ -23,15 +23,13 @@ from absl import logging
 from PIL import Image
 
 from pipeline.core import schema
-from pipeline.tools.bench.measure import (Bench, BenchError, Monitor, Row, best_of, make_row,
-                                          time_batches)
+from pipeline.tools.bench import cold
+from pipeline.tools.bench.measure import (READ_SEED, Bench, BenchError, Monitor, Row, best_of,
+                                          make_row, read_batch_size, time_batches)
 from pipeline.tools.bench.photos import WRITE_VAL_FRACTION, write_shards
 from pipeline.writing import writer
 from pipeline.writing.settings import WriteConfig
 
-# Batches as make_dataset's default.
-READ_BATCH = 256
-READ_SEED = 0
 # The row every reader row is compared with: tf.data over JPEGs.
 BASELINE_ROW = "jpeg_tfdata"
 
@@ -60,13 +58,8 @@ def write_row(bench: Bench, name: str, *, num_workers: int) -> Row:
     return make_row(name, images, seconds, monitor.peak_mb, monitor.other_cpu)
 
 
-def read_batch_size(bench: Bench) -> int:
-    """READ_BATCH, or the whole training split when it is smaller (tiny --images)."""
-    manifest = schema.read_manifest(bench.shards_dir)
-    return min(READ_BATCH, manifest.split(schema.TRAIN).count)
-
-
-def reader_row(bench: Bench, name: str, *, cache: str | None, augment: bool) -> Row:
+def reader_row(bench: Bench, name: str, *, cache: str | None, augment: bool,
+               access: str = "auto") -> Row:
     """make_dataset over the photo shards, training mode, timed in steady state."""
     from pipeline import augment as augment_lib
     from pipeline import dataset
@@ -74,7 +67,8 @@ def reader_row(bench: Bench, name: str, *, cache: str | None, augment: bool) -> 
     with Monitor() as monitor:
         train = dataset.make_dataset(
             bench.shards_dir, schema.TRAIN, read_batch_size(bench), training=True, cache=cache,
-            seed=READ_SEED, augment=augment_lib.DEFAULT_TRAIN_AUGMENT if augment else None,
+            access=access, seed=READ_SEED,
+            augment=augment_lib.DEFAULT_TRAIN_AUGMENT if augment else None,
         )
         seen, seconds = time_batches(iter(train.repeat()), bench.read_min_images)
         del train  # frees the in-memory table before the next row
@@ -135,13 +129,15 @@ def jpeg_pillow_loop_row(bench: Bench, name: str) -> Row:
 def memcpy_row(bench: Bench, name: str) -> Row:
     """One numpy copy per batch of the training split's image bytes into a reused buffer: no
     reader of these bytes can go faster on this machine."""
-    from pipeline.dataset import reader, table as table_lib
+    from pipeline.dataset import DamagedShards, random_access, table as table_lib
 
     manifest = schema.read_manifest(bench.shards_dir)
-    files_, count = reader.pipeline_files(manifest, bench.shards_dir, schema.TRAIN, None)
-    table_images, _ = table_lib.load_table(files_, manifest, count)
+    records = random_access.open_records(bench.shards_dir, manifest,
+                                         manifest.split(schema.TRAIN).shards, schema.TRAIN,
+                                         DamagedShards())
+    table_images, _ = table_lib.load_records(records)
     table = table_images.numpy()
-    del table_images
+    del table_images, records
     batch_size = read_batch_size(bench)
     out = np.empty((batch_size, *table.shape[1:]), table.dtype)
 
@@ -156,31 +152,47 @@ def memcpy_row(bench: Bench, name: str) -> Row:
     return make_row(name, seen, seconds, monitor.peak_mb, monitor.other_cpu)
 
 
-# The training row: a small ResNet fed by make_dataset, timed like train.py times itself.
-TRAIN_BATCH = 64
+# The training row: a ResNet fed by make_dataset, timed like train.py times itself.
+TRAIN_BATCH = 64  # on a CPU
 TRAIN_STEPS = 12  # measured steps (after an epoch of as many that compiles the model)
-TRAIN_POOLED_SIDE = 32  # the model average-pools images to about this side first (pixels)
+TRAIN_POOLED_SIDE = 32  # on a CPU the model average-pools images to about this side first
+ACCELERATOR_TRAIN_BATCH = 256
+
+
+def train_settings(image_size: int, gpus: int) -> tuple[str, dict]:
+    """(what the training row trains, in words; time_training_steps' arguments). On a GPU the
+    model users train: ResNet-50, mixed precision, batch 256, batches prefetched into its
+    memory. On a CPU a ResNet-10 on pooled images, small enough to time in seconds."""
+    if gpus:
+        return ("ResNet-50, mixed precision, batch 256, prefetched to /gpu:0",
+                dict(batch_size=ACCELERATOR_TRAIN_BATCH, depth=50, width=64, stem="imagenet",
+                     input_pool=1, mixed_precision=True, to_device="/gpu:0"))
+    pool = pool_factor(image_size)
+    return (f"ResNet-10 (width 16, images pooled {pool}x), batch {TRAIN_BATCH}, on the CPU",
+            dict(batch_size=TRAIN_BATCH, depth=10, width=16, stem="small", input_pool=pool))
 
 
 def train_row(bench: Bench, name: str) -> Row:
-    """Training steps of a ResNet-10 on the shards with the default augmentation in tf.data,
-    the input wait measured as train.py measures it (pipeline.training.timing.InputTimer). On
-    a CPU the model, not the input, is the bound; on an accelerator this row says whether the
-    reader keeps up (see timing.input_verdict)."""
+    """Training steps of a ResNet (train_settings) on the shards with the default augmentation
+    in tf.data, the input wait measured as train.py measures it
+    (pipeline.training.timing.InputTimer). On a CPU the model, not the input, is the bound; on
+    an accelerator this row says whether the reader keeps up (see timing.input_verdict)."""
+    import tensorflow as tf
+
     from pipeline import augment as augment_lib
     from pipeline.training import timing
 
-    batch_size = min(TRAIN_BATCH, read_batch_size(bench))
+    what, settings = train_settings(bench.image_size, len(tf.config.list_physical_devices("GPU")))
+    settings["batch_size"] = min(settings["batch_size"], read_batch_size(bench))
     with Monitor() as monitor:
         timer = timing.time_training_steps(
-            bench.shards_dir, schema.TRAIN, batch_size=batch_size, steps_per_epoch=TRAIN_STEPS,
-            seed=READ_SEED, augment=augment_lib.DEFAULT_TRAIN_AUGMENT, depth=10, width=16,
-            stem="small", input_pool=pool_factor(bench.image_size))
+            bench.shards_dir, schema.TRAIN, steps_per_epoch=TRAIN_STEPS, seed=READ_SEED,
+            augment=augment_lib.DEFAULT_TRAIN_AUGMENT, **settings)
     rate = timer.last_images_per_second or 0.0
-    images = (TRAIN_STEPS - 1) * batch_size  # InputTimer leaves out each epoch's first step
+    images = (TRAIN_STEPS - 1) * settings["batch_size"]  # InputTimer skips an epoch's first
     row = make_row(name, images, images / rate if rate else 0.0, monitor.peak_mb,
                    monitor.other_cpu)
-    return dataclasses.replace(row, input_wait=timer.last_wait_fraction)
+    return dataclasses.replace(row, input_wait=timer.last_wait_fraction, note=what)
 
 
 def pool_factor(image_size: int) -> int:
@@ -225,8 +237,14 @@ ROWS: Mapping[str, RowFn] = {
     # memory would otherwise sit beside the workers (measured: 2 workers 681 -> 569 img/s).
     "write_1_worker": functools.partial(write_row, num_workers=1),
     "write_2_workers": functools.partial(write_row, num_workers=2),
-    "read_stream_augment": functools.partial(reader_row, cache=None, augment=True),
-    "read_stream_aug_on_device": functools.partial(reader_row, cache=None, augment=False),
+    "read_random_augment": functools.partial(reader_row, cache=None, augment=True,
+                                             access="random"),
+    "read_random_aug_on_device": functools.partial(reader_row, cache=None, augment=False,
+                                                   access="random"),
+    "read_stream_augment": functools.partial(reader_row, cache=None, augment=True,
+                                             access="stream"),
+    "read_stream_aug_on_device": functools.partial(reader_row, cache=None, augment=False,
+                                                   access="stream"),
     "read_cached": functools.partial(reader_row, cache="memory", augment=False),
     "read_cached_augment": functools.partial(reader_row, cache="memory", augment=True),
     BASELINE_ROW: jpeg_tfdata_row,
@@ -234,7 +252,10 @@ ROWS: Mapping[str, RowFn] = {
     "tfds_benchmark_ours": functools.partial(tfds_benchmark_row, reader="ours"),
     "tfds_benchmark_tfds_reader": functools.partial(tfds_benchmark_row, reader="tfds"),
     "memcpy": memcpy_row,
-    "train_resnet10": train_row,
+    "disk_sequential_read": cold.disk_read_row,
+    "read_random_cold": functools.partial(cold.cold_reader_row, access="random"),
+    "read_stream_cold": functools.partial(cold.cold_reader_row, access="stream"),
+    "train_resnet": train_row,
 }
 READER_ROWS = tuple(name for name in ROWS if not name.startswith("write_"))
 
