@@ -8,7 +8,8 @@ r"""Train a ResNet on shards written by `python -m pipeline.write`.
 This file is intentionally short: flags, gin, then one call into
 `pipeline.training.train_and_evaluate`, which knows nothing of gin. Gin configures only that
 function (its keyword arguments); the resolved configuration is logged and saved as
-`config.gin` in the workdir. Running the same command again after a crash resumes training.
+`config.gin` in the workdir. Running the same command again after a crash or a kill continues
+at the last checkpointed step (pipeline.training.resume).
 
 Exit codes: 0 trained; 2 unusable configuration (a gin error, a value that cannot work, a
 dataset or workdir that does not fit the run).
@@ -55,11 +56,11 @@ def main(argv) -> None:
     parse_gin(FLAGS.config, FLAGS.gin_bindings)
     name = os.path.splitext(os.path.basename(FLAGS.config[-1]))[0]
     workdir = FLAGS.workdir or os.path.join(workspace.root(), "runs", name)
-    os.makedirs(workdir, exist_ok=True)
     config_text = gin.config_str()
     logging.info("configuration:\n%s", config_text)
-    files.atomic_write_text(os.path.join(workdir, "config.gin"), config_text)
-    train(workdir=workdir)
+    # Written once the run has passed its checks: a refused run leaves the workdir as it was.
+    train(workdir=workdir, before_training=lambda: files.atomic_write_text(
+        os.path.join(workdir, "config.gin"), config_text))
 
 
 if __name__ == "__main__":

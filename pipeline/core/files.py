@@ -69,17 +69,62 @@ def atomic_file(path: str):
     Yields the open temporary file; when the block ends normally the data is fsynced and the
     file renamed to `path` (and the rename made durable); on any error it is removed.
     """
-    tmp = temp_name(path)
-    try:
+    with _replacing(path, temp_name(path)) as tmp:
         with open(tmp, "wb") as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, suffix: str = ""):
+    """atomic_file for writers that take a path (Keras saves, h5py): yields a temporary path
+    that keeps `suffix` (Keras insists on `.weights.h5`, `.keras`); when the block ends
+    normally the file is fsynced and renamed to `path`; on any error it is removed."""
+    head = path[:-len(suffix)] if suffix and path.endswith(suffix) else path
+    tmp = f"{head}{TEMP_MARKER}{os.getpid()}{suffix if path.endswith(suffix) else ''}"
+    with _replacing(path, tmp):
+        yield tmp
+
+
+@contextlib.contextmanager
+def _replacing(path: str, tmp: str):
+    """Around a block that writes `tmp`: fsync it, rename it to `path`, make that durable;
+    remove it on any error."""
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def is_temp_path(name: str) -> bool:
+    """Whether `name` is a temporary name of temp_name or atomic_path (with its suffix)."""
+    return bool(_TEMP_PATH.search(name))
+
+
+_TEMP_PATH = re.compile(re.escape(TEMP_MARKER) + r"\d+(\.[^/]*)?$")
+
+
+def atomic_link(source: str, path: str) -> None:
+    """Make `path` the same file as `source` (a hard link, or a copy where the file system has
+    none), replacing whatever `path` was in one rename."""
+    tmp = temp_name(path)
+    if os.path.lexists(tmp):
+        os.remove(tmp)
+    try:
+        os.link(source, tmp)
+    except OSError:  # no hard links here (some network and FUSE file systems): copy
+        with atomic_file(path) as out, open(source, "rb") as f:
+            shutil.copyfileobj(f, out)
+        return
+    os.replace(tmp, path)
     fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 

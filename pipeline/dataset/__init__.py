@@ -4,7 +4,7 @@
     train = make_dataset("workspace/shards/digits", "train", batch_size=256, seed=0)
 
     reader.py         make_dataset and build_dataset: checks, the cache choice, the steps
-                      after the batches (service, prefetch); readable_records
+                      after the batches (service, prefetch); readable_records, positioned
     options.py        ReadOptions, DamagedShards, ServiceSettings: what the reader is asked
     access.py         which read (random access, the table, streaming), in which order, and
                       the log line that says why
@@ -23,8 +23,9 @@ never the writer, the trainer or the tools.
 
 from pipeline.dataset.options import DamagedShards, DatasetError, ReadOptions, ServiceSettings
 from pipeline.dataset.order import batches_per_epoch
-from pipeline.dataset.reader import build_dataset, make_dataset, readable_records
+from pipeline.dataset.reader import build_dataset, make_dataset, positioned, readable_records
 from pipeline.dataset.streaming import split_paths
 
 __all__ = ["DamagedShards", "DatasetError", "ReadOptions", "ServiceSettings",
-           "batches_per_epoch", "build_dataset", "make_dataset", "readable_records", "split_paths"]
+           "batches_per_epoch", "build_dataset", "make_dataset", "positioned", "readable_records",
+           "split_paths"]

@@ -165,6 +165,13 @@ def readable_records(data_dir: str, split: str, training: bool, options: ReadOpt
                                     policy.max_fraction)
 
 
+def positioned(data_dir: str, split: str, options: ReadOptions) -> tuple[bool, str]:
+    """(whether training reads of `split` can start at any start_batch, why): random access
+    and the in-memory table can; a streamed split (compressed, remote, a service) cannot."""
+    plan = plan_read(data_dir, split, True, options, None)
+    return plan.access.kind != access_lib.STREAM, plan.access.reason
+
+
 @dataclasses.dataclass(frozen=True)
 class ReadPlan:
     manifest: schema.Manifest

@@ -4,10 +4,14 @@
 
     loop.py         train_and_evaluate: check the run, build the input, build the model, fit,
                     finish (evaluate, save, metrics.json)
+    resume.py       where a run starts: from scratch or at its checkpoint's step (the fits
+                    that finish a partial epoch, then whole ones); deterministic runs
+    checkpoints.py  the run's state (state.json + weights) saved atomically at steps and
+                    epoch ends, the settings a checkpoint insists on
     settings.py     ModelSettings, OptimizerSettings (the learning-rate schedule), TrainingError
     model.py        ResNets whose first layer takes the records' uint8 CHW batches
     distribute.py   the tf.distribute strategy, its input pipelines, Keras multi-worker fixes
-    callbacks.py    checkpoints, logs, TensorBoard, the learning rate per epoch
+    callbacks.py    the callbacks in order: learning rate, timing, checkpoints, TensorBoard
     timing.py       InputTimer (images/s and the share of time waiting for input), the verdict
     run_files.py    what a run leaves in its workdir; run.json
     predict.py      a trained run's predictions of a split as submission.csv rows

@@ -1,7 +1,8 @@
-"""The callbacks of a run: what each epoch adds to the logs, and what writes them.
+"""The callbacks of a run: what each epoch adds to the logs, and what saves them.
 
-Checkpoints, the CSV log and TensorBoard go to the workdir (pipeline.training.run_files);
-BackupAndRestore lets a killed run resume at the epoch it was in.
+The run's state (weights, optimizer, step, epoch logs, best epoch) goes to checkpoints/
+through checkpoints.StepCheckpoint, which also rewrites train_log.csv from it; TensorBoard
+gets the same epochs, numbered across resumes.
 """
 
 from __future__ import annotations
@@ -11,29 +12,23 @@ import os
 import keras
 import tensorflow as tf
 
+from pipeline.training.checkpoints import StepCheckpoint
 from pipeline.training.distribute import AverageMovingStatistics
-from pipeline.training.run_files import BACKUP_DIR, CHECKPOINT_DIR, CSV_LOG, TENSORBOARD_DIR
+from pipeline.training.run_files import TENSORBOARD_DIR
 from pipeline.training.timing import InputTimer
 
 
 def make_callbacks(workdir: str, timer: InputTimer, profile_batches,
+                   checkpoint: StepCheckpoint,
                    strategy: tf.distribute.Strategy | None = None) -> list:
-    """In order: the callbacks that add to the epoch's logs run before those that write them."""
-    checkpoints = os.path.join(workdir, CHECKPOINT_DIR)
+    """In order: the callbacks that add to the epoch's logs run before those that save them."""
     replicas = strategy.num_replicas_in_sync if strategy else 1
     return [
         *([AverageMovingStatistics(strategy)] if replicas > 1 else []),
         LearningRateLogger(),
         timer,
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.BackupAndRestore(os.path.join(workdir, BACKUP_DIR),
-                                         double_checkpoint=True),
-        keras.callbacks.ModelCheckpoint(os.path.join(checkpoints, "last.weights.h5"),
-                                        save_weights_only=True),
-        keras.callbacks.ModelCheckpoint(os.path.join(checkpoints, "best.weights.h5"),
-                                        save_weights_only=True, monitor="val_accuracy",
-                                        mode="max", save_best_only=True),
-        keras.callbacks.CSVLogger(os.path.join(workdir, CSV_LOG), append=True),
+        checkpoint,
         keras.callbacks.TensorBoard(os.path.join(workdir, TENSORBOARD_DIR),
                                     profile_batch=profile_batches),
     ]

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import keras
 import tensorflow as tf
@@ -29,7 +29,8 @@ from pipeline.dataset import (DamagedShards, ReadOptions, ServiceSettings, batch
                               readable_records)
 from pipeline.dataset import damaged
 from pipeline.dataset.options import DEFAULT_MAX_CORRUPT_FRACTION
-from pipeline.training import callbacks, distribute, model as model_lib, run_files
+from pipeline.training import callbacks, checkpoints, distribute, model as model_lib, resume
+from pipeline.training import run_files
 from pipeline.training.settings import ModelSettings, OptimizerSettings, TrainingError
 from pipeline.training.timing import InputTimer, input_verdict
 
@@ -65,8 +66,11 @@ def train_and_evaluate(
     max_corrupt_fraction: float = DEFAULT_MAX_CORRUPT_FRACTION,
     service: str | None = None,
     processing_mode: str = "distributed_epoch",
+    checkpoint_every_steps: int | None = None,
+    deterministic: bool = False,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int | str = 2,
+    before_training: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Trains a ResNet on `data_dir` (written by `python -m pipeline.write`) into `workdir`.
 
@@ -92,11 +96,23 @@ def train_and_evaluate(
       service, processing_mode: a tf.data service dispatcher ("grpc://HOST:PORT", python -m
         pipeline.service) that runs the training input on its workers (cache "auto" then
         streams, "memory" is refused); validation still reads here, every record once.
+      checkpoint_every_steps: save the run's state every this many steps and at every epoch
+        end; 0: at epoch ends only; None (default): by time, at most ~2% of it
+        (checkpoints.SaveSchedule). The last epoch and every epoch that improves
+        val_accuracy are saved whatever this says. The same command again continues at the
+        last saved step.
+      deterministic: op determinism and an input read by position: a run killed at any
+        step and started again ends bit-identical to one never stopped (slower on a GPU).
       extra_callbacks: more Keras callbacks, run after ours.
       verbose: passed to model.fit (2: one line per epoch).
+      before_training: called once every check has passed, just before the first step
+        (train.py writes config.gin there): a refused run writes nothing.
 
-    Returns the metrics also written to `workdir/metrics.json`.
+    Returns the metrics also written to `workdir/metrics.json`. A rerun of a finished run with
+    the same epochs trains nothing and returns them; with more epochs it trains on.
     """
+    if deterministic:
+        resume.enable_determinism()  # before anything is built
     network = ModelSettings(depth=depth, width=width, stem=stem, input_pool=input_pool,
                             data_format=data_format, weight_decay=weight_decay,
                             augment=augment if augment_on_device else None, seed=seed)
@@ -105,18 +121,33 @@ def train_and_evaluate(
                                   label_smoothing=label_smoothing)
     reading = ReadOptions(cache=cache, access=access, seed=seed,
                           augment=None if augment_on_device else augment,
+                          deterministic=True if deterministic else None,
                           damaged=DamagedShards(on_corrupt, max_corrupt_fraction),
                           service=ServiceSettings.from_args(service, processing_mode))
     run = start_run(data_dir, workdir, train_split=train_split, val_split=val_split,
                     batch_size=batch_size, epochs=epochs, seed=seed,
                     mixed_precision=mixed_precision)
-    inputs = build_inputs(run, reading)
+    state = resume.load_state(workdir, resume.run_settings(
+        network=network, optimizer=optimizer, reading=reading, batch_size=batch_size,
+        epochs=epochs, steps_per_epoch=run.steps_per_epoch, train_split=train_split,
+        policy=run.policy, augment_on_device=augment_on_device, deterministic=deterministic))
+    if resume.is_done(state, epochs, workdir):
+        return finished_metrics(run, state)
+    inputs = build_inputs(run, reading, state)
     net = build_model(run, network, optimizer)
     timer = InputTimer(batch_size)
-    history, seconds = fit(net, run, inputs, timer,
-                           callbacks.make_callbacks(workdir, timer, profile_batches, run.strategy)
-                           + list(extra_callbacks), verbose=verbose)
-    return finish_run(net, run, inputs, timer, epochs_this_run=len(history.epoch),
+    saver = checkpoints.StepCheckpoint(
+        workdir, state, steps_per_epoch=inputs.steps_per_epoch, epochs=epochs,
+        schedule=checkpoints.SaveSchedule(resume.save_every(checkpoint_every_steps,
+                                                            run.strategy)),
+        keep_metrics=run.strategy.num_replicas_in_sync == 1,
+        write_logs=lambda saved: run_files.write_train_log(workdir, saved.rows))
+    resume.begin(workdir, state, data_dir, run.manifest, before_training)  # the first write
+    resume.restore(net, state, workdir, run.strategy, inputs.steps_per_epoch)
+    epochs_this_run, seconds = fit(net, run, inputs, reading, timer, callbacks.make_callbacks(
+        workdir, timer, profile_batches, saver, run.strategy) + list(extra_callbacks),
+        verbose=verbose)
+    return finish_run(net, run, inputs, timer, state, epochs_this_run=epochs_this_run,
                       seconds=seconds)
 
 
@@ -143,12 +174,14 @@ class Run:
 
 @dataclasses.dataclass(frozen=True)
 class Inputs:
-    """The training and validation data, and the steps each epoch reads from them."""
+    """The training data from the run's step, the validation data, and the steps each epoch
+    reads from them."""
 
     train: Any  # a tf.data.Dataset, or a distributed dataset under a strategy
     val: Any
     steps_per_epoch: int
     val_steps: int
+    legs: list  # resume.Leg: the fits from the run's step; `train` is the first's input
 
 
 def start_run(data_dir: str, workdir: str, *, train_split: str, val_split: str,
@@ -159,8 +192,7 @@ def start_run(data_dir: str, workdir: str, *, train_split: str, val_split: str,
         raise TrainingError(
             f"{data_dir} has no {val_split!r} split (it has {sorted(manifest.splits)}); write "
             f"it with `python -m pipeline.write --val_fraction=0.1` or pass val_split")
-    os.makedirs(workdir, exist_ok=True)
-    run_files.check_run_file(workdir, data_dir, manifest)
+    run_files.check_run_file(workdir, data_dir, manifest)  # reads only: a refused run writes
     keras.utils.set_random_seed(seed)
     policy = resolve_mixed_precision(mixed_precision)
     keras.mixed_precision.set_global_policy(policy)
@@ -178,16 +210,11 @@ def start_run(data_dir: str, workdir: str, *, train_split: str, val_split: str,
                strategy, policy, steps_per_epoch)
 
 
-def build_inputs(run: Run, reading: ReadOptions) -> Inputs:
-    """Training batches as `reading` says; validation local, unaugmented, every record once."""
-    num_classes = run.manifest.num_classes
-    # The run's stream of batches from batch 0: epochs are steps_per_epoch of it, and one
-    # iterator serves every epoch.
-    train = distribute.make_input(run.strategy, run.data_dir, run.train_split, run.batch_size,
-                                  training=True, num_classes=num_classes,
-                                  reading=dataclasses.replace(reading, start_batch=0))
+def build_inputs(run: Run, reading: ReadOptions, state: checkpoints.RunState) -> Inputs:
+    """Training batches from the state's step as `reading` says; validation local,
+    unaugmented, every record once; the steps of both."""
     val = distribute.make_input(run.strategy, run.data_dir, run.val_split, run.batch_size,
-                                training=False, num_classes=num_classes,
+                                training=False, num_classes=run.manifest.num_classes,
                                 reading=dataclasses.replace(reading, augment=None, service=None))
     steps_per_epoch = run.steps_per_epoch
     val_steps = batches_per_epoch(run.manifest.split(run.val_split).count, run.batch_size,
@@ -198,7 +225,20 @@ def build_inputs(run: Run, reading: ReadOptions) -> Inputs:
         # on several workers.)
         steps_per_epoch = readable_batches(run, run.train_split, reading, training=True)
         val_steps = readable_batches(run, run.val_split, reading, training=False)
-    return Inputs(train, val, steps_per_epoch, val_steps)
+    legs = resume.training_legs(state.step, steps_per_epoch, run.epochs)
+    train = None  # no legs: killed after its last step, the run only finishes
+    if legs:
+        train = train_input(run, reading, resume.start_batch_for(
+            legs[0], run.data_dir, run.train_split, reading, resumed=state.step > 0))
+    return Inputs(train, val, steps_per_epoch, val_steps, legs)
+
+
+def train_input(run: Run, reading: ReadOptions, start_batch: int):
+    """The run's stream of batches from `start_batch`: epochs are steps_per_epoch of it, and
+    one iterator serves every epoch of a fit."""
+    return distribute.make_input(run.strategy, run.data_dir, run.train_split, run.batch_size,
+                                 training=True, num_classes=run.manifest.num_classes,
+                                 reading=dataclasses.replace(reading, start_batch=start_batch))
 
 
 def readable_batches(run: Run, split: str, reading: ReadOptions, *, training: bool) -> int:
@@ -234,36 +274,51 @@ def build_model(run: Run, network: ModelSettings, optimizer: OptimizerSettings) 
     return net
 
 
-def fit(net: keras.Model, run: Run, inputs: Inputs, timer: InputTimer,
+def fit(net: keras.Model, run: Run, inputs: Inputs, reading: ReadOptions, timer: InputTimer,
         run_callbacks: Sequence[keras.callbacks.Callback], *, verbose: int | str):
-    """model.fit, timed; (the Keras History, seconds). A damaged shard is named."""
+    """model.fit from the state's step to the last epoch, timed: (epochs trained, seconds).
+    A damaged shard is named."""
     timer.instrument(net)
-    started = time.perf_counter()
-    try:
-        history = net.fit(
-            inputs.train, epochs=run.epochs, steps_per_epoch=inputs.steps_per_epoch,
-            validation_data=inputs.val, validation_steps=inputs.val_steps,
-            callbacks=list(run_callbacks), verbose=verbose,
-            shuffle=False,  # make_dataset shuffles; Keras cannot shuffle a dataset
-        )
-    except tf.errors.OpError as err:
-        named = damaged.damage_named(err.message)
-        if named is not None and damaged.UNREAD_AFTER_DAMAGE not in named:
-            raise TrainingError(f"{named} (in a gin config: train_and_evaluate.on_corrupt="
-                                "'skip')") from err
-        if named is not None or isinstance(err, tf.errors.DataLossError):
-            raise TrainingError(damaged_shards_message(
-                run.data_dir, (run.train_split, run.val_split), err)) from err
-        raise
-    return history, time.perf_counter() - started
+    started, epochs_trained = time.perf_counter(), 0
+    for number, leg in enumerate(inputs.legs):
+        train = inputs.train if number == 0 else train_input(run, reading, resume.start_batch_for(
+            leg, run.data_dir, run.train_split, reading, resumed=True))
+        try:
+            history = net.fit(
+                train, initial_epoch=leg.initial_epoch,
+                epochs=leg.epochs, steps_per_epoch=leg.steps_per_epoch,
+                validation_data=inputs.val, validation_steps=inputs.val_steps,
+                callbacks=list(run_callbacks), verbose=verbose,
+                shuffle=False,  # make_dataset shuffles; Keras cannot shuffle a dataset
+            )
+        except tf.errors.OpError as err:
+            raise named_damage(run, err) from err
+        epochs_trained += len(history.epoch)
+    return epochs_trained, time.perf_counter() - started
 
 
-def finish_run(net: keras.Model, run: Run, inputs: Inputs, timer: InputTimer, *,
-               epochs_this_run: int, seconds: float) -> dict[str, Any]:
-    """Evaluate, save the model and the SavedModel, write metrics.json; returns the metrics."""
+def named_damage(run: Run, err: tf.errors.OpError) -> Exception:
+    """A TrainingError naming the damaged record or shard, or `err` when it is not damage."""
+    named = damaged.damage_named(err.message)
+    if named is not None and damaged.UNREAD_AFTER_DAMAGE not in named:
+        return TrainingError(f"{named} (in a gin config: train_and_evaluate.on_corrupt="
+                             "'skip')")
+    if named is not None or isinstance(err, tf.errors.DataLossError):
+        return TrainingError(damaged_shards_message(
+            run.data_dir, (run.train_split, run.val_split), err))
+    return err
+
+
+def finish_run(net: keras.Model, run: Run, inputs: Inputs, timer: InputTimer,
+               state: checkpoints.RunState, *, epochs_this_run: int,
+               seconds: float) -> dict[str, Any]:
+    """Evaluate, save the model and the SavedModel, write metrics.json (each atomically, so a
+    kill leaves the previous version and the rerun finishes again); returns the metrics."""
     evaluation = net.evaluate(inputs.val, steps=inputs.val_steps, return_dict=True, verbose=0)
-    net.save(os.path.join(run.workdir, run_files.MODEL_FILE))
-    net.export(os.path.join(run.workdir, run_files.EXPORT_DIR), verbose=False)
+    with files.atomic_path(os.path.join(run.workdir, run_files.MODEL_FILE), ".keras") as path:
+        net.save(path)
+    with files.staged_directory(os.path.join(run.workdir, run_files.EXPORT_DIR)) as staging:
+        net.export(staging, verbose=False)
     metrics = {
         "val_accuracy": float(evaluation["accuracy"]),
         "val_loss": float(evaluation["loss"]),
@@ -276,12 +331,29 @@ def finish_run(net: keras.Model, run: Run, inputs: Inputs, timer: InputTimer, *,
         "replicas": run.strategy.num_replicas_in_sync,
         "mixed_precision": run.policy,
         "input_verdict": input_verdict(timer.last_wait_fraction),
+        "resumes": state.resumes,
+        "best_epoch": (state.best or {}).get("epoch"),
+        "checkpoints": state.saves,
+        "checkpoint_seconds": state.save_seconds,
     }
     files.atomic_write_text(os.path.join(run.workdir, run_files.METRICS_FILE),
                             json.dumps(metrics, indent=2) + "\n")
+    state.finished = True
+    checkpoints.write_state(run.workdir, state)
     log.info("done: val_accuracy %.4f, val_loss %.4f, %.0f img/s, input wait %.0f%% (%s) -> %s",
              metrics["val_accuracy"], metrics["val_loss"], metrics["images_per_second"] or 0,
              100 * (metrics["input_wait_fraction"] or 0), metrics["input_verdict"], run.workdir)
+    return metrics
+
+
+def finished_metrics(run: Run, state: checkpoints.RunState) -> dict[str, Any]:
+    """A rerun of a finished run: nothing to train; its files made whole again, its metrics."""
+    checkpoints.publish(run.workdir, state)
+    run_files.write_train_log(run.workdir, state.rows)
+    with open(os.path.join(run.workdir, run_files.METRICS_FILE), encoding="utf-8") as f:
+        metrics = json.load(f)
+    log.info("%s has finished its %d epochs: nothing to train (val_accuracy %.4f); more "
+             "epochs continue it", run.workdir, run.epochs, metrics["val_accuracy"])
     return metrics
 
 

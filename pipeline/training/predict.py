@@ -34,10 +34,11 @@ class PredictError(errors.PipelineError, RuntimeError):
 def predict_split(workdir: str, split: str = schema.TEST, *, data_dir: str | None = None,
                   weights: str = "final", batch_size: int = 256) -> list[tuple[str, str]]:
     """[(image path, predicted class name)] for every record of `split`, in input order."""
-    model = load_model(workdir, weights)
-    data_dir = data_dir or read_run(workdir)["data_dir"]
+    run = read_run(workdir)
+    data_dir = data_dir or run["data_dir"]
     manifest = schema.read_manifest(data_dir)
-    manifest.split(split)  # a clear error naming the splits there are
+    check_dataset(run, data_dir, manifest, split)
+    model = load_model(workdir, weights)
     batches = dataset.make_dataset(data_dir, split, batch_size, training=False)
     logits = model.predict(batches.map(lambda images, labels: images), verbose=0)
     paths = dataset.split_paths(data_dir, split)
@@ -53,6 +54,22 @@ def read_run(workdir: str) -> dict:
         raise PredictError(f"{workdir} is not a training run (no {run_files.RUN_FILE}); train "
                            "first: python train.py --config=configs/smoke.gin")
     return run
+
+
+def check_dataset(run: dict, data_dir: str, manifest: schema.Manifest, split: str) -> None:
+    """Refuse a dataset the run was not trained for (other classes or image shape), and a
+    split that has nothing to predict."""
+    classes, shape = list(manifest.classes), list(manifest.image_shape)
+    if (classes, shape) != (run["classes"], run["image_shape"]):
+        raise PredictError(
+            f"{data_dir} does not match the run it would be predicted with: the run trained "
+            f"on {len(run['classes'])} classes {run['classes']} at {run['image_shape']}, the "
+            f"dataset has {len(classes)} classes {classes} at {shape}. Predict with a run "
+            "trained on this dataset's classes, or pass --data_dir of such a dataset")
+    count = manifest.split(split).count  # a clear error naming the splits there are
+    if count == 0:
+        raise PredictError(f"split {split!r} of {data_dir} has no records: nothing to "
+                           "predict; write it with python -m pipeline.write --test_input=...")
 
 
 def load_model(workdir: str, weights: str = "final"):

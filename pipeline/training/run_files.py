@@ -1,17 +1,24 @@
 """What a training run leaves in its workdir, and the run.json that ties it to one dataset.
 
     run.json          the dataset this run trains on (classes, shape); a rerun must match it
-    backup/           BackupAndRestore's state: a killed run started again resumes at the
-                      epoch it was in, not from scratch; removed when training finishes
-    checkpoints/      last.weights.h5 (every epoch) and best.weights.h5 (best val_accuracy)
+    config.gin        the resolved configuration (train.py)
+    checkpoints/      state.json and the step checkpoints a killed run continues from, exactly
+                      (pipeline.training.checkpoints); last.weights.h5 (the last epoch end)
+                      and best.weights.h5 (the best val_accuracy)
     tensorboard/      loss, accuracy, learning rate, images/s and input-wait fraction per epoch
-    train_log.csv     the same per epoch, appended across resumed runs
+    train_log.csv     the same, one row per epoch across resumed runs (rewritten whole)
     model.keras       the trained model (Keras format); export/ the SavedModel for serving
-    metrics.json      val_accuracy, val_loss, epochs, images/s, input-wait fraction, seconds
+    metrics.json      val_accuracy, val_loss, epochs, images/s, input-wait fraction, seconds,
+                      where the run resumed, what its checkpoints cost
+
+Every file is written atomically (a temporary name, fsync, rename): a kill at any moment
+leaves the previous whole version.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 
@@ -19,13 +26,23 @@ from pipeline.core import files, schema
 from pipeline.training.settings import TrainingError
 
 RUN_FILE = "run.json"
-BACKUP_DIR = "backup"
+BACKUP_DIR = "backup"  # an older train.py's epoch-level state (refused)
 CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
 CSV_LOG = "train_log.csv"
 MODEL_FILE = "model.keras"
 EXPORT_DIR = "export"
 METRICS_FILE = "metrics.json"
+
+
+def write_train_log(workdir: str, rows) -> None:
+    """train_log.csv from the epoch rows: `epoch` then the logged values, one row per epoch."""
+    names = sorted({name for row in rows for name in row} - {"epoch"})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, ["epoch", *names], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    files.atomic_write_text(os.path.join(workdir, CSV_LOG), buffer.getvalue())
 
 
 def read_run_file(workdir: str) -> dict | None:
@@ -37,18 +54,36 @@ def read_run_file(workdir: str) -> dict | None:
         return None
 
 
+def run_record(data_dir: str, manifest: schema.Manifest) -> dict:
+    return {"data_dir": os.path.abspath(data_dir), "classes": list(manifest.classes),
+            "image_shape": list(manifest.image_shape)}
+
+
 def check_run_file(workdir: str, data_dir: str, manifest: schema.Manifest) -> None:
-    """Write run.json on the first run; on later runs (resume) insist on the same classes."""
-    current = {"data_dir": os.path.abspath(data_dir), "classes": list(manifest.classes),
-               "image_shape": list(manifest.image_shape)}
+    """On a rerun (resume), insist on the classes and image shape of the first run; refuse
+    a workdir an older trainer left (its epoch-level backup/ cannot continue exactly)."""
     previous = read_run_file(workdir)
-    if previous is not None:
-        if (previous["classes"], previous["image_shape"]) != (current["classes"],
-                                                             current["image_shape"]):
-            raise TrainingError(
-                f"{workdir} holds a run on {previous['data_dir']} ({len(previous['classes'])} "
-                f"classes, images {previous['image_shape']}), but {data_dir} has "
-                f"{manifest.num_classes} classes, images {list(manifest.image_shape)}: its "
-                f"checkpoints cannot continue here. Use another --workdir, or remove {workdir}")
+    if previous is None:
         return
-    files.atomic_write_text(os.path.join(workdir, RUN_FILE), json.dumps(current, indent=2) + "\n")
+    current = run_record(data_dir, manifest)
+    if (previous["classes"], previous["image_shape"]) != (current["classes"],
+                                                         current["image_shape"]):
+        raise TrainingError(
+            f"{workdir} holds a run on {previous['data_dir']} ({len(previous['classes'])} "
+            f"classes, images {previous['image_shape']}), but {data_dir} has "
+            f"{manifest.num_classes} classes, images {list(manifest.image_shape)}: its "
+            f"checkpoints cannot continue here. Use another --workdir, or remove {workdir}")
+    older = (BACKUP_DIR, METRICS_FILE, os.path.join(CHECKPOINT_DIR, "last.weights.h5"))
+    if not os.path.exists(os.path.join(workdir, CHECKPOINT_DIR, "state.json")) and any(
+            os.path.exists(os.path.join(workdir, name)) for name in older):
+        raise TrainingError(
+            f"{workdir} holds a run of an older version of train.py, which cannot continue "
+            f"at its step; use another --workdir, or remove {workdir}")
+
+
+def write_run_file(workdir: str, data_dir: str, manifest: schema.Manifest) -> None:
+    """run.json, on the first run (before its first step)."""
+    path = os.path.join(workdir, RUN_FILE)
+    if not os.path.exists(path):
+        files.atomic_write_text(path, json.dumps(run_record(data_dir, manifest), indent=2)
+                                + "\n")

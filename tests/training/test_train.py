@@ -4,6 +4,7 @@ accuracy on the bundled digits, and the errors users hit first."""
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -25,8 +26,11 @@ TINY = dict(depth=10, width=4, stem="small", batch_size=4, base_learning_rate=0.
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
+    return write_train_dataset(tmp_path_factory.mktemp("train"))
+
+
+def write_train_dataset(root):
     """40 labeled 8x8 images (2 train shards, 1 val) and 6 unlabeled test images."""
-    root = tmp_path_factory.mktemp("train")
     rows = write_images(str(root / "src"), 46, size=(8, 8), classes=CLASSES)
     write_csv(root / "src" / "train.csv", ["image", "label"], rows[:40])
     # The test CSV lists images out of numeric order: predictions must keep the CSV's order.
@@ -98,17 +102,45 @@ def test_predict_without_a_trained_model_says_how_to_train(tmp_path):
     assert "python train.py" in result.stderr
 
 
-def test_rerun_on_another_dataset_refuses_the_workdir(trained, tmp_path):
-    workdir, _ = trained
+def _write_two_class_dataset(tmp_path):
+    """tmp_path/other: 12 images of classes a and b."""
     rows = write_images(str(tmp_path / "src"), 12, size=(8, 8), classes=("a", "b"))
     write_csv(tmp_path / "src" / "train.csv", ["image", "label"], rows)
     write_dataset(WriteConfig(
         output_dir=str(tmp_path / "other"), input=str(tmp_path / "src" / "train.csv"),
         image_size=8, shards=1, val_shards=1, val_fraction=0.3, num_workers=1,
         show_progress=False))
+
+
+def test_rerun_on_another_dataset_refuses_the_workdir(trained, tmp_path):
+    workdir, _ = trained
+    _write_two_class_dataset(tmp_path)
     with pytest.raises(TrainingError, match="3 classes.*2 classes.*another --workdir"):
         training.train_and_evaluate(data_dir=str(tmp_path / "other"), workdir=workdir,
                                     epochs=1, verbose=0, **TINY)
+
+
+def test_predict_refuses_a_dataset_of_other_classes(trained, tmp_path):
+    workdir, _ = trained
+    _write_two_class_dataset(tmp_path)
+    result = _run([sys.executable, "-m", "pipeline.predict", f"--workdir={workdir}",
+                   f"--data_dir={tmp_path / 'other'}", "--split=train",
+                   f"--output={tmp_path / 'out.csv'}"])
+    assert result.returncode == errors.EXIT_USAGE, result.stderr[-2000:]
+    assert "3 classes ['cat', 'dog', 'owl']" in result.stderr
+    assert "2 classes ['a', 'b']" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out.csv").exists()
+
+
+def test_predict_on_an_empty_split_names_the_split(trained, data_dir, tmp_path):
+    workdir, _ = trained
+    empty = tmp_path / "empty"
+    shutil.copytree(data_dir, empty)
+    manifest = json.loads((empty / "dataset.json").read_text())
+    manifest["splits"]["test"] = {"count": 0, "class_counts": {}, "shards": []}
+    (empty / "dataset.json").write_text(json.dumps(manifest))
+    with pytest.raises(predict.PredictError, match="split 'test' .* has no records"):
+        predict.predict_split(workdir, "test", data_dir=str(empty))
 
 
 def _run(command, **kwargs):
@@ -125,11 +157,12 @@ def _gin_file(path, data_dir, epochs, extra=""):
     return str(path)
 
 
-def test_killed_run_resumes_at_the_epoch_it_was_in(data_dir, tmp_path):
+def test_killed_run_with_epoch_checkpoints_resumes_at_the_epoch_it_was_in(data_dir, tmp_path):
     workdir = tmp_path / "run"
-    plain = _gin_file(tmp_path / "plain.gin", data_dir, epochs=4)
+    every_epoch = "train_and_evaluate.checkpoint_every_steps = 0\n"
+    plain = _gin_file(tmp_path / "plain.gin", data_dir, epochs=4, extra=every_epoch)
     crash = _gin_file(tmp_path / "crash.gin", data_dir, epochs=4, extra=(
-        "import tests.training.train_hooks\n"
+        every_epoch + "import tests.training.train_hooks\n"
         "train_and_evaluate.extra_callbacks = [@SigkillAt()]\n"
         "SigkillAt.epoch = 2\nSigkillAt.batch = 1\n"))
     first = _run([sys.executable, "train.py", f"--config={crash}", f"--workdir={workdir}"])

@@ -1,0 +1,152 @@
+"""Where a run starts: from scratch, or exactly where its last checkpoint left it.
+
+A run is a stream of batches (the reader's start_batch counts them across epochs) and a
+step count. Continuing at step S means: the weights and optimizer state of step S, the
+batches from S on, and the epochs cut where an uninterrupted run cuts them. Keras fit has no
+"initial step", so a run resumed inside epoch E trains the rest of E as a fit of its own
+(`Leg`), then the epochs after it.
+
+With `deterministic=True` (op determinism, and an input that is a pure function of the
+step) the result is bit-identical to a run that was never stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from pipeline.dataset import ReadOptions, positioned
+from pipeline.training import checkpoints, run_files
+from pipeline.training.checkpoints import RunState
+from pipeline.training.settings import ModelSettings, OptimizerSettings, TrainingError
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Leg:
+    """One model.fit call: `epochs` (Keras' meaning: the epoch to stop before) from
+    `initial_epoch`, `steps_per_epoch` each, reading the run's batches from `start_batch`."""
+
+    start_batch: int
+    initial_epoch: int
+    epochs: int
+    steps_per_epoch: int
+
+
+def training_legs(step: int, steps_per_epoch: int, epochs: int) -> list[Leg]:
+    """The fits that take a run from `step` to the end of `epochs`: the rest of a partial
+    epoch, then whole ones."""
+    epoch, within = divmod(step, steps_per_epoch)
+    legs = []
+    if within and epoch < epochs:
+        legs.append(Leg(step, epoch, epoch + 1, steps_per_epoch - within))
+        epoch += 1
+    if epoch < epochs:
+        legs.append(Leg(epoch * steps_per_epoch, epoch, epochs, steps_per_epoch))
+    return legs
+
+
+def run_settings(*, network: ModelSettings, optimizer: OptimizerSettings,
+                 reading: ReadOptions, batch_size: int, epochs: int, steps_per_epoch: int,
+                 train_split: str, policy: str, augment_on_device: bool,
+                 deterministic: bool) -> dict[str, Any]:
+    """The run's settings as JSON values: what a checkpoint is checked against."""
+    augment = network.augment if augment_on_device else reading.augment
+    return {
+        **{name: value for name, value in dataclasses.asdict(network).items()
+           if name != "augment"},
+        **dataclasses.asdict(optimizer),
+        "augment": augment if augment is None or isinstance(augment, str) else list(augment),
+        "augment_on_device": augment_on_device, "cache": reading.cache,
+        "access": reading.access, "batch_size": batch_size, "epochs": epochs,
+        "steps_per_epoch": steps_per_epoch, "train_split": train_split, "policy": policy,
+        "deterministic": deterministic,
+    }
+
+
+def load_state(workdir: str, settings: dict[str, Any]) -> RunState:
+    """The state to start from: the checkpoint's (checked against `settings`), or a new one."""
+    state = checkpoints.read_state(workdir)
+    if state is None:
+        return RunState(settings=settings)
+    checkpoints.check_resume(state, settings, workdir)
+    more = settings["epochs"] > state.epochs_done and state.finished
+    if more:
+        log.info("%s finished %d epochs; training on to %d (the learning-rate schedule is "
+                 "that of %d epochs from here on)", workdir, state.epochs_done,
+                 settings["epochs"], settings["epochs"])
+    state.finished = state.finished and not more
+    state.settings = settings
+    return state
+
+
+def is_done(state: RunState, epochs: int, workdir: str) -> bool:
+    """Finished with these epochs, its metrics there (else the rerun finishes it again)."""
+    return (state.finished and state.epochs_done == epochs
+            and os.path.exists(os.path.join(workdir, run_files.METRICS_FILE)))
+
+
+def restore(net: keras.Model, state: RunState, workdir: str,
+            strategy: tf.distribute.Strategy, steps_per_epoch: int) -> None:
+    """Put the checkpoint's weights and optimizer state into `net`; note the resume."""
+    if state.weights is None:
+        return
+    with strategy.scope():
+        net.optimizer.build(net.trainable_variables)
+    net.load_weights(os.path.join(checkpoints.checkpoint_dir(workdir), state.weights))
+    checkpoints.set_seed_states(net, state.seed_states)
+    epoch, within = divmod(state.step, steps_per_epoch)
+    state.resumes.append({"epoch": epoch, "step": within})
+    log.info("resuming %s at step %d (epoch %d, batch %d of %d)", workdir, state.step, epoch,
+             within, steps_per_epoch)
+
+
+def begin(workdir: str, state: RunState, data_dir: str, manifest, before_training) -> None:
+    """What a run writes before its first step (nothing is written before this): the workdir,
+    run.json, what `before_training` writes (train.py's config.gin), the logs so far."""
+    os.makedirs(checkpoints.checkpoint_dir(workdir), exist_ok=True)
+    run_files.write_run_file(workdir, data_dir, manifest)
+    if before_training is not None:
+        before_training()
+    checkpoints.publish(workdir, state)
+    run_files.write_train_log(workdir, state.rows)
+
+
+def start_batch_for(leg: Leg, data_dir: str, split: str, reading: ReadOptions,
+                    resumed: bool) -> int:
+    """The leg's first batch where the reader can find it; a streamed split cannot be
+    positioned, so a resumed run reads it from its start (in a new order)."""
+    where, reason = positioned(data_dir, split, reading)
+    if where or leg.start_batch == 0:
+        return leg.start_batch
+    if reading.deterministic:
+        raise TrainingError(f"deterministic=True needs an input read by position, and "
+                            f"{split!r} is streamed: {reason}")
+    if resumed:
+        log.warning("split %r is streamed (%s): the resumed run continues at its step with "
+                    "batches in a new order, not those an uninterrupted run would read",
+                    split, reason)
+    return 0
+
+
+def save_every(every_steps: int | None, strategy: tf.distribute.Strategy) -> int | None:
+    """The checkpoint schedule a strategy allows. Several workers each save into their own
+    workdir and must save at the same steps, which one clock per worker cannot promise: there
+    the time-based default saves at epoch ends only."""
+    if every_steps is None and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        log.info("several workers: checkpoints at epoch ends (set checkpoint_every_steps to "
+                 "save inside epochs)")
+        return 0
+    return every_steps
+
+
+def enable_determinism() -> None:
+    """Op determinism: the same inputs give bit-identical results (slower on a GPU: some
+    kernels switch to deterministic algorithms, and cuDNN's autotuning is off)."""
+    tf.config.experimental.enable_op_determinism()
