@@ -2,6 +2,8 @@ r"""Predict a split with a trained model and write a Kaggle-style `submission.cs
 
     python -m pipeline.predict --workdir=workspace/runs/smoke            # the test split
     python -m pipeline.predict --workdir=... --split=val --output=val_predictions.csv
+    python -m pipeline.predict --workdir=runs/fold0 --workdir=runs/fold1 --tta=flip \
+        --probabilities=probabilities.csv        # an ensemble, flips averaged, every class
 
 Reads the model `train.py` saved in --workdir (`model.keras`, or the best checkpoint with
 --weights=best) and the dataset named in its `run.json`. The CSV has one row per record,
@@ -26,8 +28,9 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    flags.DEFINE_string("workdir", None, "A training run's directory (train.py --workdir).",
-                        required=True)
+    flags.DEFINE_multi_string("workdir", None, "A training run's directory (train.py "
+                              "--workdir); several: an ensemble, their probabilities averaged.",
+                              required=True)
     flags.DEFINE_string("split", schema.TEST, "The manifest split to predict.")
     flags.DEFINE_string("data_dir", None, "The dataset (default: the one the run trained on).")
     flags.DEFINE_string("output", None, "The CSV to write (default: "
@@ -36,13 +39,18 @@ def define_flags() -> None:
                       "final: model.keras as training ended; best: the epoch with the best "
                       "val_accuracy; last: the last checkpoint.")
     flags.DEFINE_integer("batch_size", 256, "Images per prediction batch.", lower_bound=1)
+    flags.DEFINE_string("tta", None, "Test-time views averaged with the original: 'flip' "
+                        f"(= flip_lr) or a comma list of {', '.join(predict.TTA_VIEWS)}.")
+    flags.DEFINE_string("probabilities", None, "Also write every class's probability per "
+                        "image to this CSV (image,<class>,...).")
 
 
 def main(argv: Sequence[str]) -> None:
     cli.no_arguments(argv)
     output, rows = predict.write_predictions(
         FLAGS.workdir, FLAGS.split, data_dir=FLAGS.data_dir, weights=FLAGS.weights,
-        batch_size=FLAGS.batch_size, output=FLAGS.output)
+        batch_size=FLAGS.batch_size, output=FLAGS.output, tta=FLAGS.tta,
+        probabilities=FLAGS.probabilities)
     logging.info("%d predictions of %r -> %s", rows, FLAGS.split, output)
 
 

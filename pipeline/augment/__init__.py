@@ -29,10 +29,13 @@ order the parallel map calls happen to run.
 Each op is a tiny registered factory (big_vision's `pp/ops_image.py` pattern): `get_flip_lr()`
 returns the op closure, and adding an op never touches the reader or the trainer.
 
-    registry.py     register, OPS (name -> factory), which ops change labels or skip XLA
+    registry.py     register, OPS (name -> factory), which ops change labels or skip XLA;
+                    identity
     common.py       seeds, stateless random numbers, the pixel scale, argument checks
-    geometric.py    flip_lr, random_crop, random_resized_crop
-    photometric.py  brightness, contrast
+    geometric.py    flip_lr, flip_ud, random_crop, random_resized_crop, rotate
+    photometric.py  brightness, contrast, saturation, hue
+    erasing.py      random_erasing
+    policy.py       trivial_augment (one op per image, drawn from a list of candidates)
     mixing.py       mixup, cutmix (they change labels: tf.data only)
     spec.py         parse_spec and build: a spec string -> one op, each op XLA-compiled
     device.py       DevicePreprocess, the model's first layer (cast, normalise, augment)
@@ -40,7 +43,8 @@ returns the op closure, and adding an op never touches the reader or the trainer
 This package imports TensorFlow and Keras, and nothing of ours but pipeline.errors.
 """
 
-from pipeline.augment import geometric, mixing, photometric  # noqa: F401  (registers the ops)
+# Importing the op modules registers their ops.
+from pipeline.augment import erasing, geometric, mixing, photometric, policy  # noqa: F401
 from pipeline.augment.common import RNG_ALG
 from pipeline.augment.device import DevicePreprocess
 from pipeline.augment.registry import LABEL_OPS, NO_XLA_OPS, OPS, Op, identity, register

@@ -35,6 +35,14 @@ def split_seed(seed, num: int) -> list[tf.Tensor]:
     return tf.unstack(tf.random.experimental.stateless_split(as_seed(seed), num=num, alg=RNG_ALG))
 
 
+def fold_seed(seed, index: int) -> tf.Tensor:
+    """The seed of part `index` of a composition: op i of a spec (spec.build), candidate i of
+    trivial_augment. Folding the index in, rather than splitting into as many seeds as there
+    are parts, keeps part i's numbers the same when parts are added after it."""
+    return tf.random.experimental.stateless_fold_in(
+        as_seed(seed), tf.constant(index, tf.int64), alg=RNG_ALG)
+
+
 def uniform(shape, seed, minval: float = 0.0, maxval: float = 1.0) -> tf.Tensor:
     """float32 uniform in [minval, maxval), the same numbers on CPU, GPU and under XLA: drawn as
     integers (which agree everywhere) and scaled, since stateless_uniform's floats differ

@@ -6,7 +6,10 @@
 An op factory takes the op's arguments (as written in a spec, `random_crop(pad=8)`) and
 returns the op, `op(images, labels, seed) -> (images, labels)` (the contract is in
 pipeline.augment's docstring). Registering a new op in any module the program imports makes
-it usable in specs, gin files and DevicePreprocess; nothing else changes.
+it usable in specs, gin files and DevicePreprocess; nothing else changes. spec.build compiles
+each op with XLA unless registered with xla=False; an op may carry an `xla_kernel` (a version
+only XLA runs, as random_crop's) or `xla_parts` (a composite that compiles its parts apart, as
+trivial_augment).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import tensorflow as tf
+
+from pipeline import errors
 
 Op = Callable[[tf.Tensor, Any, tf.Tensor], "tuple[tf.Tensor, Any]"]
 
@@ -33,7 +38,9 @@ def register(name: str, *, changes_labels: bool = False, xla: bool = True):
 
     def _register(factory):
         if name in OPS:
-            raise ValueError(f"augment op {name!r} is registered twice")
+            raise errors.ConfigError(
+                f"augment op {name!r} is registered twice: by {_where(OPS[name])} and by "
+                f"{_where(factory)}; give the new op a name of its own")
         OPS[name] = factory
         if changes_labels:
             LABEL_OPS.add(name)
@@ -44,7 +51,17 @@ def register(name: str, *, changes_labels: bool = False, xla: bool = True):
     return _register
 
 
+def _where(factory) -> str:
+    return f"{factory.__module__}.{factory.__qualname__}"
+
+
 def identity(images, labels, seed):
     """The op of an empty spec."""
     del seed
     return images, labels
+
+
+@register("identity")
+def get_identity() -> Op:
+    """The op that changes nothing, by name: trivial_augment's "leave this image" candidate."""
+    return identity

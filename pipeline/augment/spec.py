@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import tensorflow as tf
 
 from pipeline import errors
-from pipeline.augment.common import RNG_ALG, as_seed
+from pipeline.augment.common import as_seed, fold_seed
 from pipeline.augment.registry import NO_XLA_OPS, OPS, Op, identity
 
 # The default training augmentation: a random translation by up to 16 px (zero-padded crop)
@@ -107,7 +107,7 @@ def build(spec: str | Sequence[str] | None, *, jit_compile: bool = True, **commo
 
     `common` holds arguments offered to every op whose factory takes them (e.g.
     `num_classes=manifest.num_classes` reaches mixup and cutmix, not flip_lr); an argument
-    written in the spec wins. Op i runs with the seed `stateless_fold_in(seed, i)`, so ops
+    written in the spec wins. Op i runs with the seed `fold_seed(seed, i)` (a fold_in), so ops
     never share random numbers and adding an op at the end leaves the earlier ones unchanged.
     An empty spec gives `identity`.
 
@@ -130,18 +130,14 @@ def build(spec: str | Sequence[str] | None, *, jit_compile: bool = True, **commo
     if not ops:
         return identity
     if jit_compile:
-        ops = [op if name in NO_XLA_OPS else _compiled(getattr(op, "xla_kernel", op), op)
-               for name, op in zip(names, ops)]
+        ops = [_with_xla(name, op) for name, op in zip(names, ops)]
 
     def _augment(images, labels, seed):
         seed = as_seed(seed)
         images = tf.convert_to_tensor(images)
         shape = images.shape
         for i, op in enumerate(ops):
-            op_seed = tf.random.experimental.stateless_fold_in(
-                seed, tf.constant(i, tf.int64), alg=RNG_ALG
-            )
-            images, labels = op(images, labels, op_seed)
+            images, labels = op(images, labels, fold_seed(seed, i))
             # Ops keep the images' shape, but XLA calls and conds hide it from shape
             # inference; a model (a keras.applications one, say) needs it known.
             images.set_shape(shape)
@@ -159,7 +155,19 @@ def _with_batch(labels, batch):
     return labels
 
 
-def _compiled(kernel: Op, plain: Op) -> Op:
+def _with_xla(name: str, op: Op) -> Op:
+    """The op as build runs it with jit_compile: as is for NO_XLA_OPS; an op made of other ops
+    (trivial_augment) gives its `xla_parts`, the version that compiles each part on its own
+    (for the reason build compiles each op of a spec apart); any other op is compiled whole."""
+    if name in NO_XLA_OPS:
+        return op
+    parts = getattr(op, "xla_parts", None)
+    if parts is not None:
+        return parts
+    return compile_op(getattr(op, "xla_kernel", op), op)
+
+
+def compile_op(kernel: Op, plain: Op) -> Op:
     """`kernel` compiled by XLA; `plain` (the op's TensorFlow formulation) for empty batches,
     which XLA kernels such as a window gather cannot express (there is no image to slice).
 

@@ -10,10 +10,12 @@
                     epoch ends, the settings a checkpoint insists on
     settings.py     ModelSettings, OptimizerSettings (the learning-rate schedule), TrainingError
     model.py        ResNets whose first layer takes the records' uint8 CHW batches
+    backbones.py    keras.applications backbones on the same batches, their weights, a head
     distribute.py   the tf.distribute strategy, its input pipelines, Keras multi-worker fixes
     callbacks.py    the callbacks in order: learning rate, timing, checkpoints, TensorBoard
     timing.py       InputTimer (images/s and the share of time waiting for input), the verdict
     run_files.py    what a run leaves in its workdir; run.json
+    damage.py       a damaged record or shard named when training meets one
     predict.py      a trained run's predictions of a split as submission.csv rows
 
 It imports the reader (pipeline.dataset), the augmentation ops and the record format, never

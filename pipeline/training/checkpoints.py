@@ -124,8 +124,8 @@ def publish(workdir: str, state: RunState) -> None:
 # Settings whose change makes the saved weights or the saved position mean something else:
 # a rerun that changes one is refused. The others may change (the run continues with the new
 # value, and is then no longer what an uninterrupted run would have been).
-MUST_MATCH = ("depth", "width", "stem", "input_pool", "data_format", "policy", "batch_size",
-              "seed", "train_split", "steps_per_epoch", "augment_on_device")
+MUST_MATCH = ("backbone", "depth", "width", "stem", "input_pool", "data_format", "policy",
+              "batch_size", "seed", "train_split", "steps_per_epoch", "augment_on_device")
 
 
 def compare_settings(saved: dict[str, Any], current: dict[str, Any]) -> tuple[list, list]:

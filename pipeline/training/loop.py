@@ -24,12 +24,11 @@ import keras
 import tensorflow as tf
 
 from pipeline import augment as augment_lib
-from pipeline.core import files, integrity, schema
+from pipeline.core import files, schema
 from pipeline.dataset import (DamagedShards, ReadOptions, ServiceSettings, batches_per_epoch,
                               readable_records)
-from pipeline.dataset import damaged
 from pipeline.dataset.options import DEFAULT_MAX_CORRUPT_FRACTION
-from pipeline.training import callbacks, checkpoints, distribute, model as model_lib, resume
+from pipeline.training import backbones, callbacks, checkpoints, damage, distribute, resume
 from pipeline.training import run_files
 from pipeline.training.settings import ModelSettings, OptimizerSettings, TrainingError
 from pipeline.training.timing import InputTimer, input_verdict
@@ -41,6 +40,9 @@ def train_and_evaluate(
     *,
     data_dir: str,
     workdir: str,
+    backbone: str = "resnet",
+    weights: str | None = None,
+    freeze_epochs: int = 0,
     depth: int = 50,
     width: int = 64,
     stem: str = "imagenet",
@@ -75,7 +77,13 @@ def train_and_evaluate(
     """Trains a ResNet on `data_dir` (written by `python -m pipeline.write`) into `workdir`.
 
     Args:
-      depth, width, stem, input_pool, data_format, weight_decay: the network (see
+      backbone: "resnet" (ours: depth, width, stem, input_pool, data_format, weight_decay) or
+        a keras.applications model by name (e.g. "EfficientNetV2B0", "ConvNeXtTiny"), with
+        its own preprocessing and a new head (pipeline.training.backbones).
+      weights: a keras.applications backbone's starting weights: None, "imagenet" (downloads
+        once, needs network) or a .weights.h5 file of the same model without its top.
+      freeze_epochs: train only the head for this many epochs, then the whole network.
+      depth, width, stem, input_pool, data_format, weight_decay: our ResNet (see
         model.build_resnet; data_format "auto" is channels_first on a GPU).
       epochs, batch_size: batch_size is global (split across replicas).
       base_learning_rate, warmup_epochs, momentum, label_smoothing: SGD with momentum; the
@@ -115,7 +123,8 @@ def train_and_evaluate(
         resume.enable_determinism()  # before anything is built
     network = ModelSettings(depth=depth, width=width, stem=stem, input_pool=input_pool,
                             data_format=data_format, weight_decay=weight_decay,
-                            augment=augment if augment_on_device else None, seed=seed)
+                            augment=augment if augment_on_device else None, seed=seed,
+                            backbone=backbone, weights=weights)
     optimizer = OptimizerSettings(base_learning_rate=base_learning_rate,
                                   warmup_epochs=warmup_epochs, momentum=momentum,
                                   label_smoothing=label_smoothing)
@@ -126,7 +135,7 @@ def train_and_evaluate(
                           service=ServiceSettings.from_args(service, processing_mode))
     run = start_run(data_dir, workdir, train_split=train_split, val_split=val_split,
                     batch_size=batch_size, epochs=epochs, seed=seed,
-                    mixed_precision=mixed_precision)
+                    mixed_precision=mixed_precision, freeze_epochs=freeze_epochs)
     state = resume.load_state(workdir, resume.run_settings(
         network=network, optimizer=optimizer, reading=reading, batch_size=batch_size,
         epochs=epochs, steps_per_epoch=run.steps_per_epoch, train_split=train_split,
@@ -170,6 +179,7 @@ class Run:
     strategy: tf.distribute.Strategy
     policy: str  # the Keras dtype policy: "float32" or "mixed_float16"
     steps_per_epoch: int  # from the manifest's count (the schedule's unit)
+    freeze_epochs: int = 0  # a keras.applications backbone's, frozen first
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,7 +195,8 @@ class Inputs:
 
 
 def start_run(data_dir: str, workdir: str, *, train_split: str, val_split: str,
-              batch_size: int, epochs: int, seed: int, mixed_precision: str | bool) -> Run:
+              batch_size: int, epochs: int, seed: int, mixed_precision: str | bool,
+              freeze_epochs: int = 0) -> Run:
     """Check the dataset and the workdir, seed everything, pick the precision and devices."""
     manifest = schema.read_manifest(data_dir)
     if val_split not in manifest.splits:
@@ -206,8 +217,12 @@ def start_run(data_dir: str, workdir: str, *, train_split: str, val_split: str,
     if steps_per_epoch == 0:
         raise TrainingError(f"split {train_split!r} has {train_count} records, fewer than "
                             f"batch_size={batch_size}; use batch_size<={train_count}")
+    if not isinstance(freeze_epochs, int) or isinstance(freeze_epochs, bool) or not (
+            0 <= freeze_epochs < max(epochs, 1)):
+        raise TrainingError(f"freeze_epochs={freeze_epochs!r}: a number of epochs from 0 to "
+                            f"epochs-1={epochs - 1} (the backbone trains after them)")
     return Run(data_dir, workdir, manifest, train_split, val_split, batch_size, epochs,
-               strategy, policy, steps_per_epoch)
+               strategy, policy, steps_per_epoch, freeze_epochs)
 
 
 def build_inputs(run: Run, reading: ReadOptions, state: checkpoints.RunState) -> Inputs:
@@ -225,7 +240,7 @@ def build_inputs(run: Run, reading: ReadOptions, state: checkpoints.RunState) ->
         # on several workers.)
         steps_per_epoch = readable_batches(run, run.train_split, reading, training=True)
         val_steps = readable_batches(run, run.val_split, reading, training=False)
-    legs = resume.training_legs(state.step, steps_per_epoch, run.epochs)
+    legs = resume.training_legs(state.step, steps_per_epoch, run.epochs, run.freeze_epochs)
     train = None  # no legs: killed after its last step, the run only finishes
     if legs:
         train = train_input(run, reading, resume.start_batch_for(
@@ -258,9 +273,7 @@ def build_model(run: Run, network: ModelSettings, optimizer: OptimizerSettings) 
              run.strategy.num_replicas_in_sync, run.policy)
     schedule = optimizer.schedule(run.batch_size, run.steps_per_epoch, run.epochs)
     with run.strategy.scope():
-        net = model_lib.build_resnet(
-            num_classes=manifest.num_classes, image_shape=manifest.image_shape,
-            mean=manifest.mean, std=manifest.std, **dataclasses.asdict(network))
+        net = backbones.build_network(network, manifest)
         net.compile(
             optimizer=keras.optimizers.SGD(learning_rate=schedule, momentum=optimizer.momentum),
             loss=keras.losses.CategoricalCrossentropy(
@@ -271,6 +284,10 @@ def build_model(run: Run, network: ModelSettings, optimizer: OptimizerSettings) 
         if isinstance(run.strategy, tf.distribute.MultiWorkerMirroredStrategy):
             distribute.work_around_keras_multi_worker(
                 net, run.batch_size // run.strategy.num_replicas_in_sync, manifest)
+        if backbones.backbone_of(net) is not None:
+            # Every variable the run will ever train gets its optimizer slots now, while the
+            # backbone is trainable: freezing it for some epochs then only skips them.
+            net.optimizer.build(net.trainable_variables)
     return net
 
 
@@ -281,6 +298,7 @@ def fit(net: keras.Model, run: Run, inputs: Inputs, reading: ReadOptions, timer:
     timer.instrument(net)
     started, epochs_trained = time.perf_counter(), 0
     for number, leg in enumerate(inputs.legs):
+        resume.set_frozen(net, leg.frozen)
         train = inputs.train if number == 0 else train_input(run, reading, resume.start_batch_for(
             leg, run.data_dir, run.train_split, reading, resumed=True))
         try:
@@ -292,21 +310,9 @@ def fit(net: keras.Model, run: Run, inputs: Inputs, reading: ReadOptions, timer:
                 shuffle=False,  # make_dataset shuffles; Keras cannot shuffle a dataset
             )
         except tf.errors.OpError as err:
-            raise named_damage(run, err) from err
+            raise damage.named_damage(run.data_dir, (run.train_split, run.val_split), err) from err
         epochs_trained += len(history.epoch)
     return epochs_trained, time.perf_counter() - started
-
-
-def named_damage(run: Run, err: tf.errors.OpError) -> Exception:
-    """A TrainingError naming the damaged record or shard, or `err` when it is not damage."""
-    named = damaged.damage_named(err.message)
-    if named is not None and damaged.UNREAD_AFTER_DAMAGE not in named:
-        return TrainingError(f"{named} (in a gin config: train_and_evaluate.on_corrupt="
-                             "'skip')")
-    if named is not None or isinstance(err, tf.errors.DataLossError):
-        return TrainingError(damaged_shards_message(
-            run.data_dir, (run.train_split, run.val_split), err))
-    return err
 
 
 def finish_run(net: keras.Model, run: Run, inputs: Inputs, timer: InputTimer,
@@ -368,15 +374,3 @@ def resolve_mixed_precision(mixed_precision: str | bool) -> str:
     if not isinstance(mixed_precision, bool):
         raise TrainingError(f"mixed_precision={mixed_precision!r}: use 'auto', True or False")
     return "mixed_float16" if mixed_precision else "float32"
-
-
-def damaged_shards_message(data_dir: str, splits: Sequence[str], err: Exception) -> str:
-    """Name the damaged shards (pipeline.core.integrity) and the ways on, where the error
-    does not: TensorFlow's DataLossError ("corrupted record at <offset>", e.g. from a cache
-    file), or a stream that names a record after the damaged one (damaged.UNREAD_AFTER_DAMAGE)."""
-    report = integrity.verify_dataset(data_dir, splits=list(splits))
-    named = "\n  ".join(str(problem) for problem in report.problems) or (
-        f"none found now (TensorFlow said: {err.message if hasattr(err, 'message') else err})")
-    return (f"a shard of {data_dir} is damaged:\n  {named}\nRewrite the dataset with "
-            "`python -m pipeline.write`, or train on without the damaged records with "
-            "train_and_evaluate.on_corrupt='skip'")

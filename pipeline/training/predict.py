@@ -6,6 +6,9 @@ r"""Predict a split with a trained run: the rows of a Kaggle-style `submission.c
 Reads the model `train.py` saved in the workdir (`model.keras`, or a checkpoint's weights)
 and the dataset named in its `run.json`. One row per record, `image,label`: the image path
 as given to `python -m pipeline.write` and the predicted class name, in the input's order.
+Several workdirs make an ensemble (e.g. one model per fold), and test-time views (`tta`:
+flips) are averaged with the original: the mean of the softmax probabilities of every model
+on every view, which predict_probabilities returns and probabilities_csv writes out.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from pipeline import augment, dataset, errors
 from pipeline.core import files, schema
@@ -31,21 +35,72 @@ class PredictError(errors.PipelineError, RuntimeError):
     """Nothing to predict with (no trained model) or nothing to predict (no such split)."""
 
 
-def predict_split(workdir: str, split: str = schema.TEST, *, data_dir: str | None = None,
-                  weights: str = "final", batch_size: int = 256) -> list[tuple[str, str]]:
-    """[(image path, predicted class name)] for every record of `split`, in input order."""
-    run = read_run(workdir)
-    data_dir = data_dir or run["data_dir"]
+# Test-time views: deterministic transforms of a uint8 [B, C, H, W] batch, each predicted and
+# the probabilities averaged with the original's (timm's --tta, without the crops).
+TTA_VIEWS = {
+    "flip_lr": lambda images: tf.reverse(images, axis=[3]),
+    "flip_ud": lambda images: tf.reverse(images, axis=[2]),
+    "rot180": lambda images: tf.reverse(images, axis=[2, 3]),
+}
+TTA_ALIASES = {"flip": ("flip_lr",), "none": ()}
+
+
+def tta_views(tta: str | Sequence[str] | None) -> tuple[str, ...]:
+    """"flip" or "flip_lr,flip_ud" -> the view names besides the original, checked."""
+    if tta is None:
+        return ()
+    names = tta.split(",") if isinstance(tta, str) else list(tta)
+    views = []
+    for name in (n.strip() for n in names if n.strip()):
+        views.extend(TTA_ALIASES.get(name, (name,)))
+    unknown = [name for name in views if name not in TTA_VIEWS]
+    if unknown:
+        raise PredictError(f"--tta={tta!r}: {', '.join(unknown)} unknown; use 'flip' or a "
+                           f"list of {', '.join(TTA_VIEWS)}")
+    return tuple(dict.fromkeys(views))
+
+
+def predict_probabilities(workdirs: str | Sequence[str], split: str = schema.TEST, *,
+                          data_dir: str | None = None, weights: str = "final",
+                          batch_size: int = 256, tta=None):
+    """(manifest, image paths, probabilities [N, K]) for every record of `split`, in input
+    order: the softmax of each model (an ensemble of workdirs, e.g. fold models) on each view
+    (the original and `tta`), averaged."""
+    workdirs = [workdirs] if isinstance(workdirs, str) else list(workdirs)
+    runs = [read_run(workdir) for workdir in workdirs]
+    data_dir = data_dir or runs[0]["data_dir"]
     manifest = schema.read_manifest(data_dir)
-    check_dataset(run, data_dir, manifest, split)
-    model = load_model(workdir, weights)
+    for run in runs:
+        check_dataset(run, data_dir, manifest, split)
+    views = (None, *tta_views(tta))
     batches = dataset.make_dataset(data_dir, split, batch_size, training=False)
-    logits = model.predict(batches.map(lambda images, labels: images), verbose=0)
     paths = dataset.split_paths(data_dir, split)
-    if len(paths) != len(logits):
-        raise PredictError(f"{len(logits)} predictions for {len(paths)} records of {split!r}")
+    total = np.zeros((len(paths), manifest.num_classes), np.float64)
+    for workdir in workdirs:
+        model = load_model(workdir, weights)
+        for view in views:
+            logits = model.predict(view_of(batches, view), verbose=0)
+            if len(logits) != len(paths):
+                raise PredictError(f"{len(logits)} predictions for {len(paths)} records of "
+                                   f"{split!r}")
+            total += tf.nn.softmax(tf.cast(logits, tf.float64)).numpy()
+    return manifest, paths, total / (len(workdirs) * len(views))
+
+
+def view_of(batches, view: str | None):
+    """The batches' images, as `view` transforms them (None: as they are)."""
+    transform = TTA_VIEWS[view] if view is not None else (lambda images: images)
+    return batches.map(lambda images, labels: transform(images))
+
+
+def predict_split(workdir: str | Sequence[str], split: str = schema.TEST, *,
+                  data_dir: str | None = None, weights: str = "final", batch_size: int = 256,
+                  tta=None) -> list[tuple[str, str]]:
+    """[(image path, predicted class name)] for every record of `split`, in input order."""
+    manifest, paths, probabilities = predict_probabilities(
+        workdir, split, data_dir=data_dir, weights=weights, batch_size=batch_size, tta=tta)
     return [(path, manifest.classes[index])
-            for path, index in zip(paths, np.argmax(logits, axis=1))]
+            for path, index in zip(paths, np.argmax(probabilities, axis=1))]
 
 
 def read_run(workdir: str) -> dict:
@@ -95,13 +150,30 @@ def submission_csv(rows: Sequence[tuple[str, str]]) -> str:
     return buffer.getvalue()
 
 
-def write_predictions(workdir: str, split: str = schema.TEST, *, data_dir: str | None = None,
-                      weights: str = "final", batch_size: int = 256,
-                      output: str | None = None) -> tuple[str, int]:
-    """predict_split as a CSV at `output` (default <workdir>/submission.csv), written
-    atomically; returns (its path, rows)."""
-    rows = predict_split(workdir, split, data_dir=data_dir, weights=weights,
-                         batch_size=batch_size)
-    output = output or os.path.join(workdir, SUBMISSION_NAME)
+def probabilities_csv(classes: Sequence[str], paths: Sequence[str], probabilities) -> str:
+    """`image,<class>,<class>...`: one row per record, the probability of each class."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(("image", *classes))
+    for path, row in zip(paths, probabilities):
+        writer.writerow((path, *(f"{p:.6g}" for p in row)))
+    return buffer.getvalue()
+
+
+def write_predictions(workdir: str | Sequence[str], split: str = schema.TEST, *,
+                      data_dir: str | None = None, weights: str = "final",
+                      batch_size: int = 256, output: str | None = None, tta=None,
+                      probabilities: str | None = None) -> tuple[str, int]:
+    """predict_split as a CSV at `output` (default <first workdir>/submission.csv), and with
+    `probabilities` a CSV of every class's probability; each written atomically. Returns
+    (the submission's path, rows)."""
+    manifest, paths, probs = predict_probabilities(
+        workdir, split, data_dir=data_dir, weights=weights, batch_size=batch_size, tta=tta)
+    rows = [(path, manifest.classes[index]) for path, index in zip(paths, np.argmax(probs, 1))]
+    first = workdir if isinstance(workdir, str) else workdir[0]
+    output = output or os.path.join(first, SUBMISSION_NAME)
     files.atomic_write_text(output, submission_csv(rows))
+    if probabilities:
+        files.atomic_write_text(probabilities,
+                                probabilities_csv(manifest.classes, paths, probs))
     return output, len(rows)

@@ -31,25 +31,45 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class Leg:
     """One model.fit call: `epochs` (Keras' meaning: the epoch to stop before) from
-    `initial_epoch`, `steps_per_epoch` each, reading the run's batches from `start_batch`."""
+    `initial_epoch`, `steps_per_epoch` each, reading the run's batches from `start_batch`;
+    `frozen`: with the backbone frozen (the first freeze_epochs epochs)."""
 
     start_batch: int
     initial_epoch: int
     epochs: int
     steps_per_epoch: int
+    frozen: bool = False
 
 
-def training_legs(step: int, steps_per_epoch: int, epochs: int) -> list[Leg]:
+def training_legs(step: int, steps_per_epoch: int, epochs: int,
+                  freeze_epochs: int = 0) -> list[Leg]:
     """The fits that take a run from `step` to the end of `epochs`: the rest of a partial
-    epoch, then whole ones."""
+    epoch, then whole ones, cut where the backbone's freeze ends."""
     epoch, within = divmod(step, steps_per_epoch)
     legs = []
     if within and epoch < epochs:
-        legs.append(Leg(step, epoch, epoch + 1, steps_per_epoch - within))
+        legs.append(Leg(step, epoch, epoch + 1, steps_per_epoch - within,
+                        frozen=epoch < freeze_epochs))
         epoch += 1
-    if epoch < epochs:
-        legs.append(Leg(epoch * steps_per_epoch, epoch, epochs, steps_per_epoch))
+    for start, stop in ((epoch, min(freeze_epochs, epochs)),
+                        (max(epoch, freeze_epochs), epochs)):
+        if start < stop:
+            legs.append(Leg(start * steps_per_epoch, start, stop, steps_per_epoch,
+                            frozen=start < freeze_epochs))
     return legs
+
+
+def set_frozen(net: keras.Model, frozen: bool) -> None:
+    """Freeze or unfreeze a keras.applications backbone (nothing for our ResNets). Keras
+    traces the train step with the trainable variables of the time, so it is traced again."""
+    from pipeline.training import backbones
+
+    base = backbones.backbone_of(net)
+    if base is None or base.trainable != frozen:
+        return
+    base.trainable = not frozen
+    net.train_function = None
+    log.info("backbone %s", "frozen: training the head only" if frozen else "unfrozen")
 
 
 def run_settings(*, network: ModelSettings, optimizer: OptimizerSettings,
@@ -97,8 +117,9 @@ def restore(net: keras.Model, state: RunState, workdir: str,
     """Put the checkpoint's weights and optimizer state into `net`; note the resume."""
     if state.weights is None:
         return
-    with strategy.scope():
-        net.optimizer.build(net.trainable_variables)
+    if not net.optimizer.built:
+        with strategy.scope():
+            net.optimizer.build(net.trainable_variables)
     net.load_weights(os.path.join(checkpoints.checkpoint_dir(workdir), state.weights))
     checkpoints.set_seed_states(net, state.seed_states)
     epoch, within = divmod(state.step, steps_per_epoch)

@@ -36,6 +36,8 @@ class ModelSettings:
     weight_decay: float = 1e-4
     augment: str | Sequence[str] | None = None  # run on the device (DevicePreprocess)
     seed: int | None = None  # of the device-side augmentation
+    backbone: str = "resnet"  # ours (depth, width, stem, ...), or a keras.applications name
+    weights: str | None = None  # a keras.applications backbone's: None, "imagenet" or a file
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,9 +1,12 @@
-"""pipeline.augment.geometric: flip_lr, random_crop, random_resized_crop, eagerly and in tf.data."""
+"""pipeline.augment.geometric: flip_lr, flip_ud, random_crop, random_resized_crop, rotate,
+eagerly and in tf.data."""
 
 import itertools
+import math
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from op_testing import both, eager, make_images, make_labels
 from pipeline.augment import geometric
@@ -22,6 +25,17 @@ def test_flip_lr_mirrors_about_half_the_images(dtype):
     kept = [np.array_equal(o, x) for o, x in zip(out, images)]
     assert all(f != k for f, k in zip(flipped, kept))  # every image is one or the other
     assert 0 < sum(flipped) < 64
+    np.testing.assert_array_equal(out_labels, labels)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_flip_ud_flips_about_half_the_images_top_bottom(dtype):
+    images, labels = make_images(64, dtype=dtype), make_labels(64)
+    out, out_labels = both(geometric.get_flip_ud(), images, labels)
+    flipped = [np.array_equal(o, x[:, ::-1, :]) for o, x in zip(out, images)]
+    kept = [np.array_equal(o, x) for o, x in zip(out, images)]
+    assert all(f != k for f, k in zip(flipped, kept))
+    assert 16 < sum(flipped) < 48
     np.testing.assert_array_equal(out_labels, labels)
 
 
@@ -117,3 +131,62 @@ def test_random_resized_crop_rejects_bad_ranges():
         geometric.get_random_resized_crop(scale=(0.5, 0.1))
     with pytest.raises(ValueError, match="random_resized_crop: ratio"):
         geometric.get_random_resized_crop(ratio=(2.0, 1.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# rotate
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+@pytest.mark.parametrize("quarter_turns", [1, -1, 2])
+def test_rotate_by_quarter_turns_is_rot90(interpolation, dtype, quarter_turns):
+    images = make_images(4, height=8, width=8, dtype=dtype)
+    angles = tf.fill([4], quarter_turns * math.pi / 2)
+    out = np.asarray(geometric.rotate_images(tf.constant(images), angles, interpolation))
+    expected = np.rot90(images, quarter_turns, axes=(2, 3))  # counter-clockwise as displayed
+    assert out.dtype == images.dtype
+    # float32 cos(pi / 2) is 4e-8, not 0: bilinear blends in a 1e-7 of the neighbour.
+    np.testing.assert_allclose(out, expected, atol=0 if dtype == np.uint8 else 1e-3)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_rotate_degrees_zero_and_angle_zero_are_identity(dtype):
+    images = make_images(8, dtype=dtype)
+    out, _ = both(geometric.get_rotate(degrees=0), images, make_labels())
+    np.testing.assert_array_equal(out, images)
+    still = geometric.rotate_images(tf.constant(images), tf.zeros([8]))  # bilinear weights 1, 0
+    np.testing.assert_array_equal(np.asarray(still), images)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_rotate_gives_each_image_its_own_angle_and_black_corners(dtype):
+    image = make_images(1, height=16, width=16, dtype=dtype, low=1)  # zeros come from outside
+    images = np.repeat(image, 16, axis=0)
+    out, _ = both(geometric.get_rotate(degrees=45), images, make_labels(16))
+    assert out.min() >= 0 and out.max() <= 255
+    assert len({o.tobytes() for o in out}) == 16  # 16 copies, 16 different angles
+    turned = geometric.rotate_images(tf.constant(image), tf.constant([math.pi / 4]))
+    assert np.all(np.asarray(turned)[0, :, [0, 0, -1, -1], [0, -1, 0, -1]] == 0)  # corners
+    assert np.all(np.asarray(turned)[0, :, 6:10, 6:10] > 0)  # the middle stays
+
+
+def test_rotate_nearest_only_moves_pixels():
+    images = make_images(8, height=16, width=16, low=1)
+    out, _ = both(geometric.get_rotate(degrees=30, interpolation="nearest"), images,
+                  make_labels())
+    for o, x in zip(out, images):
+        sources = {tuple(p) for p in x.reshape(3, -1).T} | {(0, 0, 0)}
+        assert {tuple(p) for p in o.reshape(3, -1).T} <= sources
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(degrees=-1), "rotate: degrees=-1"),
+    (dict(degrees=181), "rotate: degrees=181"),
+    (dict(degrees="15"), "rotate: degrees='15'"),
+    (dict(interpolation="cubic"), "rotate: interpolation='cubic' must be one of"),
+])
+def test_rotate_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        geometric.get_rotate(**kwargs)

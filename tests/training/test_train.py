@@ -8,10 +8,12 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import REPO_ROOT, write_csv, write_images
-from pipeline import errors, training
+from pipeline import dataset, errors, training
 from pipeline.core import schema
 from pipeline.training import predict, run_files
 from pipeline.training.settings import TrainingError
@@ -258,3 +260,40 @@ def test_smoke_config_learns_the_digits(tmp_path):
     metrics = json.loads((workdir / run_files.METRICS_FILE).read_text())
     assert metrics["val_accuracy"] >= 0.9, metrics
     assert schema.read_manifest(str(data_dir)).num_classes == 10
+
+
+def test_tta_and_an_ensemble_average_probabilities_in_input_order(trained, data_dir, tmp_path):
+    workdir, _ = trained
+    other = str(tmp_path / "seed1")
+    training.train_and_evaluate(data_dir=data_dir, workdir=other, epochs=1, verbose=0,
+                                **dict(TINY, seed=1))
+    _, paths, plain = predict.predict_probabilities(workdir, "test")
+    _, _, flipped_only = predict.predict_probabilities(workdir, "test", tta="flip_lr")
+    # The flip view alone, by hand: the model on mirrored images.
+    model = predict.load_model(workdir)
+    test = dataset.make_dataset(data_dir, "test", 4, training=False)
+    images = np.concatenate([x for x, _ in test.as_numpy_iterator()])
+    mirrored = tf.nn.softmax(tf.cast(model.predict(images[..., ::-1], verbose=0),
+                                     tf.float64)).numpy()
+    np.testing.assert_allclose(flipped_only, (plain + mirrored) / 2, rtol=1e-5, atol=1e-6)
+    _, _, theirs = predict.predict_probabilities(other, "test")
+    _, _, both = predict.predict_probabilities([workdir, other], "test")
+    np.testing.assert_allclose(both, (plain + theirs) / 2, rtol=1e-5, atol=1e-6)
+
+    submission, probabilities = tmp_path / "submission.csv", tmp_path / "probabilities.csv"
+    result = _run([sys.executable, "-m", "pipeline.predict", f"--workdir={workdir}",
+                   f"--workdir={other}", "--tta=flip", f"--output={submission}",
+                   f"--probabilities={probabilities}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(os.path.join(os.path.dirname(data_dir), "src", "test.csv"), newline="") as f:
+        expected_paths = [row["image"] for row in csv.DictReader(f)]
+    rows = list(csv.DictReader(submission.open(newline="")))
+    assert [row["image"] for row in rows] == expected_paths == paths
+    table = list(csv.DictReader(probabilities.open(newline="")))
+    assert list(table[0]) == ["image", *CLASSES]
+    for row, chosen in zip(table, rows):
+        values = [float(row[name]) for name in CLASSES]
+        assert abs(sum(values) - 1) < 1e-4
+        assert CLASSES[int(np.argmax(values))] == chosen["label"]
+    with pytest.raises(predict.PredictError, match="rot45 unknown.*flip_lr"):
+        predict.predict_probabilities(workdir, "test", tta="flip,rot45")

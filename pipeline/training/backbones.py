@@ -1,0 +1,130 @@
+"""keras.applications backbones on the records' uint8 CHW batches, with a new head.
+
+    net = build_application(name="EfficientNetV2B0", weights="imagenet", num_classes=176,
+                            image_shape=(3, 224, 224))
+
+The model is: DevicePreprocess (cast, optional augmentation, NHWC; no normalisation: the
+backbone wants its own), BackboneInput (the application's own `preprocess_input`, e.g. caffe
+BGR mean subtraction for ResNet50, nothing for EfficientNetV2 which normalises inside), the
+application without its top, global average pooling, and a float32 Dense head for the
+manifest's classes. `weights`: None (random), "imagenet" (Keras downloads the ImageNet weights
+once into ~/.keras/models on a machine with network access) or a path to a `.weights.h5` file
+of the same application without its top (`base.save_weights(path)`).
+
+Fine-tuning: `backbone_of(net).trainable = False` freezes it (its BatchNorm layers then run in
+inference mode, as Keras's transfer-learning guide recommends); the trainer does this for
+`freeze_epochs` epochs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Sequence
+
+import keras
+
+from pipeline import augment as augment_lib
+from pipeline import errors
+from pipeline.core import schema
+from pipeline.training import model as model_lib
+from pipeline.training.settings import ModelSettings, TrainingError
+
+BACKBONE_NAME = "backbone"  # the application's layer name inside our model
+OURS = "resnet"  # train_and_evaluate(backbone=...) for pipeline.training.model's ResNets
+
+
+def application(name: str):
+    """keras.applications.<name> (a function that builds the model), or ConfigError."""
+    builder = getattr(keras.applications, name, None)
+    if not callable(builder) or name.startswith("_") or not name[:1].isupper():
+        choices = sorted(n for n in dir(keras.applications)
+                         if n[:1].isupper() and callable(getattr(keras.applications, n)))
+        raise errors.ConfigError(
+            f"backbone={name!r}: use {OURS!r} (our ResNets, depth=10/18/34/50) or a "
+            f"keras.applications model, one of {', '.join(choices)}")
+    return builder
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class BackboneInput(keras.layers.Layer):
+    """The application's own `preprocess_input` as a layer that saves by name: float NHWC
+    pixels on the 0-255 scale in, what the backbone was trained on out."""
+
+    def __init__(self, backbone: str, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        module = importlib.import_module(application(backbone).__module__)
+        self._preprocess = module.preprocess_input
+
+    def call(self, pixels):
+        return self._preprocess(pixels)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "backbone": self.backbone}
+
+
+def build_application(*, name: str, num_classes: int, image_shape: Sequence[int],
+                      weights: str | None = None, augment=None, seed: int | None = None,
+                      dropout: float = 0.0) -> keras.Model:
+    """uint8 [B, 3, H, W] in, float32 logits out, through keras.applications.<name>."""
+    channels, height, width = image_shape
+    if channels != 3:
+        raise errors.ConfigError(f"backbone={name!r} needs 3-channel images; these have "
+                                 f"{channels}: write them with RGB conversion")
+    builder = application(name)
+    base = builder(include_top=False, weights="imagenet" if weights == "imagenet" else None,
+                   input_shape=(height, width, 3), pooling="avg")
+    base.name = BACKBONE_NAME
+    if weights not in (None, "imagenet"):
+        load_backbone_weights(base, weights)
+    images = keras.Input(shape=tuple(image_shape), dtype="uint8", name="images")
+    x = augment_lib.DevicePreprocess([0.0] * 3, [1.0] * 3, data_format="channels_last",
+                                     augment=augment, seed=seed, name="preprocess")(images)
+    x = BackboneInput(name, name="backbone_input")(x)
+    x = base(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, seed=seed)(x)
+    logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
+    return keras.Model(images, logits, name=f"{name}_classifier")
+
+
+def load_backbone_weights(base: keras.Model, path: str) -> None:
+    """A `.weights.h5` of the same application without its top, or a ConfigError that says
+    what the file must be."""
+    try:
+        base.load_weights(path)
+    except (OSError, ValueError) as err:
+        raise errors.ConfigError(
+            f"weights={path!r}: not loadable into {base.name!r} ({err}); pass a .weights.h5 "
+            "saved from the same keras.applications model with include_top=False, None, or "
+            "'imagenet'") from err
+
+
+def backbone_of(net: keras.Model) -> keras.Model | None:
+    """The application inside a model of build_application, or None for our ResNets."""
+    try:
+        return net.get_layer(BACKBONE_NAME)
+    except ValueError:
+        return None
+
+
+def build_network(network: ModelSettings, manifest: schema.Manifest) -> keras.Model:
+    """Our ResNet, or a keras.applications backbone with a new head."""
+    if network.backbone == OURS:
+        settings = {name: value for name, value in dataclasses.asdict(network).items()
+                    if name not in ("backbone", "weights")}
+        if network.weights is not None:
+            raise TrainingError(f"weights={network.weights!r} is for a keras.applications "
+                                "backbone; our ResNets start from scratch (backbone='ResNet50' "
+                                "is Keras's, which can load weights)")
+        return model_lib.build_resnet(num_classes=manifest.num_classes,
+                                      image_shape=manifest.image_shape, mean=manifest.mean,
+                                      std=manifest.std, **settings)
+    return build_application(
+        name=network.backbone, num_classes=manifest.num_classes,
+        image_shape=manifest.image_shape, weights=network.weights, augment=network.augment,
+        seed=network.seed)

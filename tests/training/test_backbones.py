@@ -1,0 +1,118 @@
+"""keras.applications backbones: built by name on uint8 CHW batches, started from a weights
+file (nothing downloads here), fine-tuned with the backbone frozen first."""
+
+import json
+import os
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import write_labeled_dataset
+from pipeline import errors, training
+from pipeline.training import backbones, predict
+
+BACKBONE = "MobileNetV3Small"  # the smallest application: seconds per epoch at 32x32
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("backbones")
+    return write_labeled_dataset(root, 48, "shards", side=32, shards=2, val_shards=1,
+                                 val_fraction=0.25)
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory):
+    """A .weights.h5 of the application without its top, as a user would save one."""
+    base = keras.applications.MobileNetV3Small(include_top=False, weights=None,
+                                               input_shape=(32, 32, 3), pooling="avg")
+    rng = np.random.default_rng(0)
+    base.set_weights([rng.normal(0, 0.05, w.shape).astype(w.dtype) if w.ndim > 1 else w
+                      for w in base.get_weights()])
+    path = str(tmp_path_factory.mktemp("weights") / "mobilenet.weights.h5")
+    base.save_weights(path)
+    return path, base.get_weights()
+
+
+@pytest.mark.parametrize("name", ["MobileNetV3Small", "EfficientNetV2B0", "ResNet50"])
+def test_an_application_takes_uint8_chw_batches(name):
+    net = backbones.build_application(name=name, num_classes=5, image_shape=(3, 32, 32))
+    images = np.random.default_rng(1).integers(0, 256, (2, 3, 32, 32), dtype=np.uint8)
+    logits = net(images, training=False)
+    assert logits.shape == (2, 5) and logits.dtype == "float32"
+
+
+def test_a_weights_file_is_what_the_backbone_starts_from(weights_file):
+    path, expected = weights_file
+    net = backbones.build_application(name=BACKBONE, num_classes=3, image_shape=(3, 32, 32),
+                                      weights=path)
+    loaded = backbones.backbone_of(net).get_weights()
+    assert len(loaded) == len(expected)
+    for mine, theirs in zip(loaded, expected):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_bad_names_and_files_say_what_works(tmp_path):
+    with pytest.raises(errors.ConfigError, match="backbone='ResNet51'.*EfficientNetV2B0"):
+        backbones.application("ResNet51")
+    bad = tmp_path / "bad.weights.h5"
+    bad.write_bytes(b"not h5")
+    with pytest.raises(errors.ConfigError, match="include_top=False"):
+        backbones.build_application(name=BACKBONE, num_classes=3, image_shape=(3, 32, 32),
+                                    weights=str(bad))
+
+
+class BackboneSnapshots(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        if not hasattr(self, "epochs"):
+            self.epochs = {-1: self._weights()}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs[epoch] = self._weights()
+
+    def _weights(self):
+        base = backbones.backbone_of(self.model)
+        head = self.model.get_layer("logits")
+        return ([w.copy() for w in base.get_weights()], [w.copy() for w in head.get_weights()])
+
+
+def test_fine_tune_freezes_the_backbone_then_trains_it(data_dir, weights_file, tmp_path):
+    path, _ = weights_file
+    snapshots = BackboneSnapshots()
+    workdir = str(tmp_path / "run")
+    metrics = training.train_and_evaluate(
+        data_dir=data_dir, workdir=workdir, backbone=BACKBONE, weights=path, freeze_epochs=1,
+        epochs=2, batch_size=8, base_learning_rate=0.05, warmup_epochs=0, cache=None,
+        augment="flip_lr", extra_callbacks=[snapshots], verbose=0)
+    (start_base, start_head), (frozen_base, frozen_head), (free_base, _) = (
+        snapshots.epochs[-1], snapshots.epochs[0], snapshots.epochs[1])
+    # Epoch 0: only the head learns (BatchNorm statistics included, the backbone is frozen).
+    assert all(np.array_equal(a, b) for a, b in zip(start_base, frozen_base))
+    assert not all(np.array_equal(a, b) for a, b in zip(start_head, frozen_head))
+    # Epoch 1: the backbone trains too.
+    assert not all(np.array_equal(a, b) for a, b in zip(frozen_base, free_base))
+    assert np.isfinite(metrics["val_loss"])
+    rows = predict.predict_split(workdir, "val")  # model.keras loads, with its layers
+    assert len(rows) == 12
+    with pytest.raises(training.settings.TrainingError, match="freeze_epochs=2"):
+        training.train_and_evaluate(data_dir=data_dir, workdir=str(tmp_path / "x"),
+                                    backbone=BACKBONE, freeze_epochs=2, epochs=2, batch_size=8,
+                                    verbose=0)
+    assert not os.path.exists(tmp_path / "x")
+
+
+def test_the_finetune_config_runs_offline(data_dir, tmp_path):
+    from test_train import _run
+
+    workdir = tmp_path / "run"
+    bindings = [f"data_dir = '{data_dir}'", "weights = None", f"backbone = '{BACKBONE}'",
+                "epochs = 2", "batch_size = 8", "cache = None"]
+    result = _run([sys.executable, "train.py", "--config=configs/finetune.gin",
+                   *[f"--gin_bindings=train_and_evaluate.{b}" for b in bindings],
+                   f"--workdir={workdir}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "backbone frozen: training the head only" in result.stderr
+    assert "backbone unfrozen" in result.stderr
+    assert json.loads((workdir / "metrics.json").read_text())["epochs"] == 2
