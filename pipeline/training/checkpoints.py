@@ -30,11 +30,11 @@ import keras
 import numpy as np
 
 from pipeline.core import files
+from pipeline.training.run_files import CHECKPOINT_DIR, STATE_FILE
 from pipeline.training.settings import TrainingError
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "state.json"
 STATE_FORMAT = 1
 WEIGHTS_SUFFIX = ".weights.h5"
 LAST_WEIGHTS = "last" + WEIGHTS_SUFFIX
@@ -65,8 +65,6 @@ class RunState:
 
 
 def checkpoint_dir(workdir: str) -> str:
-    from pipeline.training.run_files import CHECKPOINT_DIR
-
     return os.path.join(workdir, CHECKPOINT_DIR)
 
 
@@ -233,10 +231,12 @@ class StepCheckpoint(keras.callbacks.Callback):
         """The last epoch, an epoch better than the best (best.weights.h5 must be it), every
         epoch end with checkpoint_every_steps set; by default the others as the time
         budget allows (short epochs would otherwise spend more than it on saves)."""
+        return (self._improves(logs) or epoch + 1 == self.epochs
+                or self.schedule.every_steps is not None or self.schedule.due(self.state.step))
+
+    def _improves(self, logs: dict) -> bool:
         value, best = logs.get(self.monitor), self.state.best
-        improved = value is not None and (best is None or value > best["value"])
-        return (improved or epoch + 1 == self.epochs or self.schedule.every_steps is not None
-                or self.schedule.due(self.state.step))
+        return value is not None and (best is None or value > best["value"])
 
     def _save(self, *, epoch: int, logs: dict | None) -> None:
         state = self.state
@@ -248,10 +248,9 @@ class StepCheckpoint(keras.callbacks.Callback):
                               for v in self.model.metrics_variables]
                              if self.keep_metrics else None)
         else:
+            if self._improves(logs):
+                state.best = {"value": logs[self.monitor], "epoch": epoch, "weights": name}
             state.last, state.metrics = name, None
-            value = logs.get(self.monitor)
-            if value is not None and (state.best is None or value > state.best["value"]):
-                state.best = {"value": value, "epoch": epoch, "weights": name}
         state.saves += 1
         state.save_seconds += seconds
         write_state(self.workdir, state)

@@ -192,6 +192,7 @@ class Inputs:
     steps_per_epoch: int
     val_steps: int
     legs: list  # resume.Leg: the fits from the run's step; `train` is the first's input
+    unpositioned: str | None  # why the training reads cannot start at any batch, or None
 
 
 def start_run(data_dir: str, workdir: str, *, train_split: str, val_split: str,
@@ -241,11 +242,12 @@ def build_inputs(run: Run, reading: ReadOptions, state: checkpoints.RunState) ->
         steps_per_epoch = readable_batches(run, run.train_split, reading, training=True)
         val_steps = readable_batches(run, run.val_split, reading, training=False)
     legs = resume.training_legs(state.step, steps_per_epoch, run.epochs, run.freeze_epochs)
+    unpositioned = resume.why_unpositioned(run.data_dir, run.train_split, reading)
     train = None  # no legs: killed after its last step, the run only finishes
     if legs:
         train = train_input(run, reading, resume.start_batch_for(
-            legs[0], run.data_dir, run.train_split, reading, resumed=state.step > 0))
-    return Inputs(train, val, steps_per_epoch, val_steps, legs)
+            legs[0], unpositioned, run.train_split, resumed=state.step > 0))
+    return Inputs(train, val, steps_per_epoch, val_steps, legs, unpositioned)
 
 
 def train_input(run: Run, reading: ReadOptions, start_batch: int):
@@ -300,7 +302,7 @@ def fit(net: keras.Model, run: Run, inputs: Inputs, reading: ReadOptions, timer:
     for number, leg in enumerate(inputs.legs):
         resume.set_frozen(net, leg.frozen)
         train = inputs.train if number == 0 else train_input(run, reading, resume.start_batch_for(
-            leg, run.data_dir, run.train_split, reading, resumed=True))
+            leg, inputs.unpositioned, run.train_split, resumed=True))
         try:
             history = net.fit(
                 train, initial_epoch=leg.initial_epoch,

@@ -21,7 +21,7 @@ import keras
 import tensorflow as tf
 
 from pipeline.dataset import ReadOptions, positioned
-from pipeline.training import checkpoints, run_files
+from pipeline.training import backbones, checkpoints, run_files
 from pipeline.training.checkpoints import RunState
 from pipeline.training.settings import ModelSettings, OptimizerSettings, TrainingError
 
@@ -62,8 +62,6 @@ def training_legs(step: int, steps_per_epoch: int, epochs: int,
 def set_frozen(net: keras.Model, frozen: bool) -> None:
     """Freeze or unfreeze a keras.applications backbone (nothing for our ResNets). Keras
     traces the train step with the trainable variables of the time, so it is traced again."""
-    from pipeline.training import backbones
-
     base = backbones.backbone_of(net)
     if base is None or base.trainable != frozen:
         return
@@ -139,20 +137,27 @@ def begin(workdir: str, state: RunState, data_dir: str, manifest, before_trainin
     run_files.write_train_log(workdir, state.rows)
 
 
-def start_batch_for(leg: Leg, data_dir: str, split: str, reading: ReadOptions,
-                    resumed: bool) -> int:
-    """The leg's first batch where the reader can find it; a streamed split cannot be
-    positioned, so a resumed run reads it from its start (in a new order)."""
+def why_unpositioned(data_dir: str, split: str, reading: ReadOptions) -> str | None:
+    """None when the training reads of `split` can start at any batch (random access, the
+    table); else why not (a streamed split), which deterministic=True refuses."""
     where, reason = positioned(data_dir, split, reading)
-    if where or leg.start_batch == 0:
-        return leg.start_batch
+    if where:
+        return None
     if reading.deterministic:
         raise TrainingError(f"deterministic=True needs an input read by position, and "
                             f"{split!r} is streamed: {reason}")
+    return reason
+
+
+def start_batch_for(leg: Leg, unpositioned: str | None, split: str, resumed: bool) -> int:
+    """The leg's first batch where the reader can find it; a streamed split cannot be
+    positioned (`unpositioned` says why), so a resumed run reads it from its start."""
+    if unpositioned is None or leg.start_batch == 0:
+        return leg.start_batch
     if resumed:
         log.warning("split %r is streamed (%s): the resumed run continues at its step with "
                     "batches in a new order, not those an uninterrupted run would read",
-                    split, reason)
+                    split, unpositioned)
     return 0
 
 

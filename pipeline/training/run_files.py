@@ -28,6 +28,7 @@ from pipeline.training.settings import TrainingError
 RUN_FILE = "run.json"
 BACKUP_DIR = "backup"  # an older train.py's epoch-level state (refused)
 CHECKPOINT_DIR = "checkpoints"
+STATE_FILE = "state.json"  # in CHECKPOINT_DIR: what a killed run continues from
 TENSORBOARD_DIR = "tensorboard"
 CSV_LOG = "train_log.csv"
 MODEL_FILE = "model.keras"
@@ -74,7 +75,7 @@ def check_run_file(workdir: str, data_dir: str, manifest: schema.Manifest) -> No
             f"{manifest.num_classes} classes, images {list(manifest.image_shape)}: its "
             f"checkpoints cannot continue here. Use another --workdir, or remove {workdir}")
     older = (BACKUP_DIR, METRICS_FILE, os.path.join(CHECKPOINT_DIR, "last.weights.h5"))
-    if not os.path.exists(os.path.join(workdir, CHECKPOINT_DIR, "state.json")) and any(
+    if not os.path.exists(os.path.join(workdir, CHECKPOINT_DIR, STATE_FILE)) and any(
             os.path.exists(os.path.join(workdir, name)) for name in older):
         raise TrainingError(
             f"{workdir} holds a run of an older version of train.py, which cannot continue "

@@ -190,3 +190,17 @@ def test_a_workdir_of_the_epoch_level_trainer_is_refused(data_dir, tmp_path):
         training.train_and_evaluate(data_dir=data_dir, workdir=str(workdir), epochs=1,
                                     verbose=0, **TINY)
     assert sorted(os.listdir(workdir)) == [run_files.BACKUP_DIR, run_files.RUN_FILE]
+
+
+def test_deterministic_refuses_a_streamed_input_before_anything_is_written(tmp_path):
+    from conftest import write_labeled_dataset
+
+    gzip = write_labeled_dataset(tmp_path, 40, "gzip", shards=2, val_shards=1,
+                                 val_fraction=0.25, compression="GZIP")
+    workdir = tmp_path / "run"
+    config = _gin_file(tmp_path / "det.gin", gzip, epochs=1,
+                       extra="train_and_evaluate.deterministic = True\n")
+    result = _train(config, workdir)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "deterministic=True needs an input read by position" in result.stderr
+    assert not workdir.exists()
