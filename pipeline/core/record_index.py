@@ -162,13 +162,7 @@ def _table(rows) -> np.ndarray:
 
 def _framed_length(fd: int, offset: int, size: int) -> int:
     """The data length in the record header at `offset`, its CRC checked."""
-    header = os.pread(fd, records.HEADER_BYTES, offset)
-    if len(header) < records.HEADER_BYTES:
-        raise schema.FormatError(f"truncated header ({len(header)} of 12 bytes)")
-    (length,) = struct.unpack("<Q", header[:8])
-    (stored,) = struct.unpack("<I", header[8:])
-    if records.mask_crc(records.crc32c(header[:8])) != stored:
-        raise schema.FormatError("length CRC mismatch")
+    length = records.framed_length(os.pread(fd, records.HEADER_BYTES, offset))
     if offset + records.HEADER_BYTES + length + records.FOOTER_BYTES > size:
         raise schema.FormatError(f"truncated data (the record says {length} bytes)")
     return length

@@ -104,6 +104,17 @@ def dali_index_text(spans: Sequence[tuple[int, int]]) -> str:
     return "".join(f"{offset} {size}\n" for offset, size in spans)
 
 
+def framed_length(header: bytes) -> int:
+    """The data length a record's 12-byte header gives, or FormatError when the header is
+    cut short or its length CRC does not match."""
+    if len(header) < HEADER_BYTES:
+        raise FormatError(f"truncated header ({len(header)} of {HEADER_BYTES} bytes)")
+    if _masked_crc(header[:8]) != header[8:HEADER_BYTES]:
+        raise FormatError("length CRC mismatch")
+    (length,) = struct.unpack("<Q", header[:8])
+    return length
+
+
 def iter_framed_records(stream: BinaryIO):
     """Yield the payloads of an uncompressed TFRecord stream, checking both CRCs.
 
@@ -111,15 +122,13 @@ def iter_framed_records(stream: BinaryIO):
     """
     index = 0
     while True:
-        header = stream.read(12)
+        header = stream.read(HEADER_BYTES)
         if not header:
             return
-        if len(header) < 12:
-            raise FormatError(f"record {index}: truncated header ({len(header)} of 12 bytes)")
-        length_bytes, length_crc = header[:8], header[8:]
-        if _masked_crc(length_bytes) != length_crc:
-            raise FormatError(f"record {index}: length CRC mismatch")
-        (length,) = struct.unpack("<Q", length_bytes)
+        try:
+            length = framed_length(header)
+        except FormatError as err:
+            raise FormatError(f"record {index}: {err}") from None
         data = stream.read(length)
         data_crc = stream.read(4)
         if len(data) < length or len(data_crc) < 4:

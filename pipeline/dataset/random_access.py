@@ -162,10 +162,10 @@ class RecordReader:
 
 
 def _framing_problem(header: bytes, length: int) -> str | None:
-    (stored_length,) = struct.unpack("<Q", header[:8])
-    (stored_crc,) = struct.unpack("<I", header[8:])
-    if records.mask_crc(records.crc32c(header[:8])) != stored_crc:
-        return "length CRC mismatch"
+    try:
+        stored_length = records.framed_length(header)
+    except schema.FormatError as err:
+        return str(err)
     if stored_length != length:
         return (f"the record holds {stored_length} bytes where its index says {length}: "
                 "the index does not describe this shard")
