@@ -4,6 +4,8 @@ r"""Predict a split with a trained model and write a Kaggle-style `submission.cs
     python -m pipeline.predict --workdir=... --split=val --output=val_predictions.csv
     python -m pipeline.predict --workdir=runs/fold0 --workdir=runs/fold1 --tta=flip \
         --probabilities=probabilities.csv        # an ensemble, flips averaged, every class
+    python -m pipeline.predict --workdir=runs/fold2 --split=val --probabilities=oof2.csv
+                                                 # fold 2's out-of-fold predictions
 
 Reads the model `train.py` saved in --workdir (`model.keras`, or the best checkpoint with
 --weights=best) and the dataset named in its `run.json`. The CSV has one row per record,
@@ -43,6 +45,10 @@ def define_flags() -> None:
                         f"(= flip_lr) or a comma list of {', '.join(predict.TTA_VIEWS)}.")
     flags.DEFINE_string("probabilities", None, "Also write every class's probability per "
                         "image to this CSV (image,<class>,...).")
+    flags.DEFINE_integer("fold", None, "A dataset written with --folds: the fold whose view "
+                         "to read (default: the one the run held out); --split=val then "
+                         "predicts that fold's held-out images: out-of-fold predictions.",
+                         lower_bound=0)
 
 
 def main(argv: Sequence[str]) -> None:
@@ -50,7 +56,7 @@ def main(argv: Sequence[str]) -> None:
     output, rows = predict.write_predictions(
         FLAGS.workdir, FLAGS.split, data_dir=FLAGS.data_dir, weights=FLAGS.weights,
         batch_size=FLAGS.batch_size, output=FLAGS.output, tta=FLAGS.tta,
-        probabilities=FLAGS.probabilities)
+        probabilities=FLAGS.probabilities, fold=FLAGS.fold)
     logging.info("%d predictions of %r -> %s", rows, FLAGS.split, output)
 
 

@@ -10,8 +10,9 @@ Every op works on a whole batch, as the reader produces it after `batch -> parse
     labels: int64 [B] class indices, or float32 [B, K] soft / one-hot rows
     seed:   int32 or int64 [2], the seed of the stateless random ops
 
-and returns `(images, labels)` with the images' dtype and shape unchanged. Only mixup and
-cutmix touch the labels: they return float32 [B, K] rows.
+and returns `(images, labels)` with the images' dtype and shape unchanged (but for the ops
+that size them: resize, center_crop, random_resized_crop(size=S)). Only mixup and cutmix
+touch the labels: they return float32 [B, K] rows.
 
 Why batched: the reader parses whole batches, and one op on a [256, 3, 224, 224] tensor costs a
 few kernel launches where a per-image `map` would cost 256 times as many, plus the Python-free
@@ -37,6 +38,8 @@ returns the op closure, and adding an op never touches the reader or the trainer
     erasing.py      random_erasing
     policy.py       trivial_augment (one op per image, drawn from a list of candidates)
     mixing.py       mixup, cutmix (they change labels: tf.data only)
+    resizing.py     resize, center_crop, sized_spec (training at another resolution) and
+                    EvalResize (the model's evaluation-time centre crop)
     spec.py         parse_spec and build: a spec string -> one op, each op XLA-compiled
     device.py       DevicePreprocess, the model's first layer (cast, normalise, augment)
 
@@ -45,10 +48,12 @@ This package imports TensorFlow and Keras, and nothing of ours but pipeline.erro
 
 # Importing the op modules registers their ops.
 from pipeline.augment import erasing, geometric, mixing, photometric, policy  # noqa: F401
+from pipeline.augment import resizing  # noqa: F401
 from pipeline.augment.common import RNG_ALG
 from pipeline.augment.device import DevicePreprocess
 from pipeline.augment.registry import LABEL_OPS, NO_XLA_OPS, OPS, Op, identity, register
+from pipeline.augment.resizing import EvalResize, sized_spec
 from pipeline.augment.spec import DEFAULT_TRAIN_AUGMENT, build, parse_spec
 
-__all__ = ["DEFAULT_TRAIN_AUGMENT", "DevicePreprocess", "LABEL_OPS", "NO_XLA_OPS", "OPS", "Op",
-           "RNG_ALG", "build", "identity", "parse_spec", "register"]
+__all__ = ["DEFAULT_TRAIN_AUGMENT", "DevicePreprocess", "EvalResize", "LABEL_OPS", "NO_XLA_OPS",
+           "OPS", "Op", "RNG_ALG", "build", "identity", "parse_spec", "register", "sized_spec"]

@@ -12,6 +12,7 @@ from pipeline import errors
 from pipeline.augment.common import (RNG_ALG, as_seed, batch_height_width, check_pair, check_range,
                                      restore_pixels, uniform)
 from pipeline.augment.registry import Op, register
+from pipeline.augment.resizing import check_size, resample_boxes
 
 
 @register("flip_lr")
@@ -137,11 +138,12 @@ def _crop_columns_by_offset(images, offsets, width, pad: int) -> tf.Tensor:
 
 @register("random_resized_crop", xla=False)
 def get_random_resized_crop(
-    scale: Sequence[float] = (0.08, 1.0), ratio: Sequence[float] = (3 / 4, 4 / 3)
+    scale: Sequence[float] = (0.08, 1.0), ratio: Sequence[float] = (3 / 4, 4 / 3),
+    size: int | None = None,
 ) -> Op:
     """Inception-style crop: per image a box covering `scale` of the image's area (uniform)
     with width/height aspect `ratio` (log-uniform), clipped into the image, resized back to
-    H x W with bilinear sampling.
+    H x W (or to size x size: training at another resolution) with bilinear sampling.
 
     A box that would not fit is clipped (torchvision retries up to 10 times instead), so very
     elongated boxes cover somewhat less area than drawn. scale=(1, 1), ratio=(1, 1) on a square
@@ -154,6 +156,8 @@ def get_random_resized_crop(
             f"random_resized_crop: scale={scale!r} and ratio={ratio!r} must be positive"
         )
     log_ratio_lo, log_ratio_hi = math.log(ratio_lo), math.log(ratio_hi)
+    if size is not None:
+        check_size("random_resized_crop", size)
 
     def _random_resized_crop(images, labels, seed):
         images = tf.convert_to_tensor(images)
@@ -168,18 +172,12 @@ def get_random_resized_crop(
         top = u_y * (1.0 - box_h)
         left = u_x * (1.0 - box_w)
         boxes = tf.stack([top, left, top + box_h, left + box_w], axis=1)
-        # crop_and_resize wants NHWC and reads uint8 directly (transposing uint8 moves a quarter
-        # of the bytes float32 would); other float dtypes (bfloat16) go through float32.
-        source = images if images.dtype in (tf.uint8, tf.float32) else tf.cast(images, tf.float32)
-        out = tf.image.crop_and_resize(
-            tf.transpose(source, [0, 2, 3, 1]),
-            boxes,
-            tf.range(batch),
-            tf.stack([height, width]),
-            method="bilinear",
-        )
-        out = restore_pixels(tf.transpose(out, [0, 3, 1, 2]), images.dtype)
-        out.set_shape(images.shape)
+        if size is None:
+            out = resample_boxes(images, boxes, height, width)
+            out.set_shape(images.shape)
+        else:
+            out = resample_boxes(images, boxes, size, size)
+            out.set_shape([images.shape[0], images.shape[1], size, size])
         return out, labels
 
     return _random_resized_crop

@@ -138,9 +138,12 @@ def build(spec: str | Sequence[str] | None, *, jit_compile: bool = True, **commo
         shape = images.shape
         for i, op in enumerate(ops):
             images, labels = op(images, labels, fold_seed(seed, i))
-            # Ops keep the images' shape, but XLA calls and conds hide it from shape
-            # inference; a model (a keras.applications one, say) needs it known.
-            images.set_shape(shape)
+            # Ops keep the images' shape (but the sizing ones, which set their own), and XLA
+            # calls and conds hide it from shape inference; a model (a keras.applications
+            # one, say) needs it known.
+            if images.shape.is_compatible_with(shape):
+                images.set_shape(shape)
+            shape = images.shape
         return images, _with_batch(labels, shape[0])
 
     return _augment

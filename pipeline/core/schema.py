@@ -21,6 +21,7 @@ are the only places that know the format; the writer, the reader and the tools i
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -120,6 +121,14 @@ class ShardInfo:
     count: int
     bytes: int
     sha256: str
+    fold: int | None = None  # in a dataset written with folds: the fold of all its records
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's entry: "fold" only where there is one (other manifests unchanged)."""
+        entry = dataclasses.asdict(self)
+        if self.fold is None:
+            del entry["fold"]
+        return entry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +136,14 @@ class SplitInfo:
     count: int
     shards: tuple[ShardInfo, ...]
     class_counts: Mapping[str, int]  # class name -> records; empty for unlabeled splits
+
+
+def merged_split(shards: Sequence[ShardInfo], parts: Sequence[SplitInfo]) -> SplitInfo:
+    """The SplitInfo of `shards`, whose records are those of `parts` together."""
+    class_counts: collections.Counter = collections.Counter()
+    for part in parts:
+        class_counts.update(part.class_counts)
+    return SplitInfo(sum(shard.count for shard in shards), tuple(shards), dict(class_counts))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,10 +163,39 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     dtype: str = DTYPE
     layout: str = LAYOUT
+    # Written with --folds=K: the train split's records in K stratified folds, each in whole
+    # shards of its own (ShardInfo.fold), one SplitInfo per fold. Empty: no folds.
+    folds: tuple[SplitInfo, ...] = ()
+    # A view for one fold (for_fold): its train split is every fold but this one, its val
+    # split this fold. None: the manifest as stored.
+    fold: int | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def for_fold(self, fold: int | None) -> "Manifest":
+        """The dataset as fold `fold` of a cross-validation reads it: "train" all folds but
+        `fold`, "val" fold `fold`, other splits as they are. None: as stored (a folded
+        dataset's "train" is then every fold)."""
+        if fold is None:
+            return self
+        if not self.folds:
+            raise FormatError(f"fold={fold}: this dataset has no folds; write one with "
+                              "`python -m pipeline.write --folds=K`")
+        if not 0 <= fold < len(self.folds) or self.fold is not None:
+            raise FormatError(f"fold={fold}: this dataset has folds 0..{len(self.folds) - 1}")
+        shards = self.splits[TRAIN].shards
+        rest = [number for number in range(len(self.folds)) if number != fold]
+        splits = {**self.splits,
+                  TRAIN: merged_split([s for s in shards if s.fold != fold],
+                                      [self.folds[number] for number in rest]),
+                  VAL: merged_split([s for s in shards if s.fold == fold], [self.folds[fold]])}
+        return dataclasses.replace(self, splits=splits, fold=fold)
+
+    def stored_split(self, name: str) -> str:
+        """The stored split holding `name`'s records (a fold view's "val" is in "train")."""
+        return TRAIN if self.fold is not None and name in (TRAIN, VAL) else name
 
     @property
     def image_bytes(self) -> int:
@@ -160,14 +206,18 @@ class Manifest:
         try:
             return self.splits[name]
         except KeyError:
+            folds = (f", its {TRAIN!r} in {len(self.folds)} folds: read fold k's held-out "
+                     f"records as split {VAL!r} with fold=k") if self.folds else ""
             raise FormatError(
-                f"split {name!r} is not in this dataset; it has {sorted(self.splits)}"
+                f"split {name!r} is not in this dataset; it has {sorted(self.splits)}{folds}"
             ) from None
 
     def shard_paths(self, data_dir: str, split: str) -> list[str]:
         return [os.path.join(data_dir, shard.file) for shard in self.split(split).shards]
 
     def to_json(self) -> str:
+        if self.fold is not None:
+            raise ValueError("a fold view is not a manifest to store; store the dataset's")
         document = {
             "format_version": self.format_version,
             "image_shape": list(self.image_shape),
@@ -182,13 +232,16 @@ class Manifest:
                 name: {
                     "count": info.count,
                     "class_counts": dict(info.class_counts),
-                    "shards": [dataclasses.asdict(shard) for shard in info.shards],
+                    "shards": [shard.to_dict() for shard in info.shards],
                 }
                 for name, info in self.splits.items()
             },
             "flags": dict(self.flags),
             "fingerprint": self.fingerprint,
         }
+        if self.folds:
+            document["folds"] = [{"count": fold.count, "class_counts": dict(fold.class_counts)}
+                                 for fold in self.folds]
         return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
     @classmethod
@@ -226,6 +279,8 @@ class Manifest:
                 fingerprint=doc.get("fingerprint", ""),
                 dtype=doc["dtype"],
                 layout=doc["layout"],
+                folds=tuple(SplitInfo(int(fold["count"]), (), dict(fold["class_counts"]))
+                            for fold in doc.get("folds", ())),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise FormatError(f"{source} is missing or has a malformed field: {err!r}") from err
@@ -234,7 +289,7 @@ class Manifest:
 
 
 def validate_manifest(manifest: Manifest, source: str = MANIFEST_NAME) -> None:
-    if manifest.dtype != DTYPE or manifest.layout != LAYOUT:
+    if (manifest.dtype, manifest.layout) != (DTYPE, LAYOUT):
         raise FormatError(
             f"{source}: dtype/layout {manifest.dtype}/{manifest.layout}; expected {DTYPE}/{LAYOUT}"
         )
@@ -247,6 +302,21 @@ def validate_manifest(manifest: Manifest, source: str = MANIFEST_NAME) -> None:
             raise FormatError(
                 f"{source}: split {name!r} says count={info.count} but its shards hold {total}"
             )
+    validate_folds(manifest, source)
+
+
+def validate_folds(manifest: Manifest, source: str) -> None:
+    """Every shard of a folded train split in a fold, each fold's count its shards'."""
+    if not manifest.folds:
+        return
+    shards = manifest.split(TRAIN).shards
+    for number, fold in enumerate(manifest.folds):
+        total = sum(shard.count for shard in shards if shard.fold == number)
+        if total != fold.count:
+            raise FormatError(f"{source}: fold {number} says count={fold.count} but its "
+                              f"shards hold {total}")
+    if sum(fold.count for fold in manifest.folds) != manifest.split(TRAIN).count:
+        raise FormatError(f"{source}: a {TRAIN!r} shard is in none of its folds")
 
 
 def manifest_path(data_dir: str) -> str:

@@ -104,6 +104,7 @@ class ReadOptions:
     to_device: str | None = None
     damaged: DamagedShards = DamagedShards()
     service: ServiceSettings | None = None
+    fold: int | None = None
 
     def for_training(self, training: bool) -> "ReadOptions":
         """The defaults that depend on the mode filled in: deterministic only when evaluating,

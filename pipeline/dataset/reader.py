@@ -64,6 +64,7 @@ def make_dataset(
     service: str | None = None,
     processing_mode: str = "distributed_epoch",
     job_name: str | None = None,
+    fold: int | None = None,
 ) -> tf.data.Dataset:
     """A dataset of `(images, labels)`: uint8 `[B, 3, H, W]` and int64 `[B]` (or float `[B, K]`
     when mixup/cutmix is in `augment`).
@@ -111,13 +112,16 @@ def make_dataset(
         epoch from batches_per_epoch, as Keras's steps_per_epoch does): one service job serves
         the whole run, so the workers reshuffle on every pass, and a lost worker never leaves
         the reader waiting for its share.
+      fold: in a dataset written with `--folds=K`, the cross-validation fold k: split "train"
+        reads every fold but k, "val" fold k (schema.Manifest.for_fold). None: "train" is
+        every fold.
     """
     options = ReadOptions(
         cache=cache, access=access, start_batch=start_batch, shuffle_buffer=shuffle_buffer,
         seed=seed, deterministic=deterministic,
         augment=augment, num_parallel_reads=num_parallel_reads, to_device=to_device,
         damaged=DamagedShards(on_corrupt, max_corrupt_fraction),
-        service=ServiceSettings.from_args(service, processing_mode, job_name))
+        service=ServiceSettings.from_args(service, processing_mode, job_name), fold=fold)
     return build_dataset(data_dir, split, batch_size, training, options,
                          input_context=input_context)
 
@@ -185,7 +189,7 @@ class ReadPlan:
 def plan_read(data_dir: str, split: str, training: bool, options: ReadOptions,
               input_context: tf.distribute.InputContext | None) -> ReadPlan:
     """What a pipeline reads and how, checked: its shards exist, the cache, the access."""
-    manifest = schema.read_manifest(data_dir)
+    manifest = read_manifest(data_dir, options.fold)
     shards = pipeline_shards(manifest, split, input_context)
     paths = [os.path.join(data_dir, shard.file) for shard in shards]
     streaming.check_files_exist(paths)
@@ -193,6 +197,16 @@ def plan_read(data_dir: str, split: str, training: bool, options: ReadOptions,
     cache_mode = choose_cache(options, manifest, sum(shard.count for shard in shards))
     chosen = access_lib.choose_access(options.access, data_dir, manifest, cache_mode, options)
     return ReadPlan(manifest, shards, paths, options, cache_mode, chosen)
+
+
+def read_manifest(data_dir: str, fold: int | None = None) -> schema.Manifest:
+    """The manifest as fold `fold` reads it, a bad fold a DatasetError."""
+    try:
+        return schema.read_manifest(data_dir).for_fold(fold)
+    except schema.FormatError as err:
+        if fold is None:
+            raise
+        raise DatasetError(f"{data_dir}: {err}") from None
 
 
 def _check_start_batch(start_batch: int | None, training: bool,

@@ -220,10 +220,10 @@ def check_files_exist(paths: Sequence[str]) -> None:
         )
 
 
-def split_paths(data_dir: str, split: str) -> list[str]:
-    """The source path of every record of `split`, in the order evaluation reads them (shard
-    order, then record order: for a test split, the order of the input CSV)."""
-    manifest = schema.read_manifest(data_dir)
+def split_paths(data_dir: str, split: str, fold: int | None = None) -> list[str]:
+    """The source path of every record of `split` (of `fold`'s view), in the order evaluation
+    reads them (shard order, then record order: for a test split, the input CSV's)."""
+    manifest = schema.read_manifest(data_dir).for_fold(fold)
     paths = manifest.shard_paths(data_dir, split)
     check_files_exist(paths)
     records = read_shards(paths, schema.tf_compression_type(manifest.compression))

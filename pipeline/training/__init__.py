@@ -4,19 +4,24 @@
 
     loop.py         train_and_evaluate: check the run, build the input, build the model, fit,
                     finish (evaluate, save, metrics.json)
+    start.py        Run: the dataset (as the run's fold sees it), workdir, seed, precision,
+                    devices and image sizes, checked before anything is built
+    resolution.py   training at other sizes than the stored one, progressive resizing
     resume.py       where a run starts: from scratch or at its checkpoint's step (the fits
                     that finish a partial epoch, then whole ones); deterministic runs
     checkpoints.py  the run's state (state.json + weights) saved atomically at steps and
                     epoch ends, the settings a checkpoint insists on
     settings.py     ModelSettings, OptimizerSettings (the learning-rate schedule), TrainingError
     model.py        ResNets whose first layer takes the records' uint8 CHW batches
-    backbones.py    keras.applications backbones on the same batches, their weights, a head
+    backbones.py    keras.applications backbones on the same batches, their weights, a head,
+                    the backbone's learning-rate factor (GradientScale)
     distribute.py   the tf.distribute strategy, its input pipelines, Keras multi-worker fixes
     callbacks.py    the callbacks in order: learning rate, timing, checkpoints, TensorBoard
     timing.py       InputTimer (images/s and the share of time waiting for input), the verdict
     run_files.py    what a run leaves in its workdir; run.json
     damage.py       a damaged record or shard named when training meets one
-    predict.py      a trained run's predictions of a split as submission.csv rows
+    predict.py      a trained run's predictions of a split as submission.csv rows (TTA,
+                    ensembles, a fold's out-of-fold predictions)
 
 It imports the reader (pipeline.dataset), the augmentation ops and the record format, never
 the writer or the tools. No gin: train.py wraps train_and_evaluate in its main only.

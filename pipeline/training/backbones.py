@@ -23,6 +23,7 @@ import importlib
 from typing import Sequence
 
 import keras
+import tensorflow as tf
 
 from pipeline import augment as augment_lib
 from pipeline import errors
@@ -67,9 +68,35 @@ class BackboneInput(keras.layers.Layer):
         return {**super().get_config(), "backbone": self.backbone}
 
 
+@keras.saving.register_keras_serializable(package="pipeline")
+class GradientScale(keras.layers.Layer):
+    """The identity forward; backward, the gradient times `factor`. After a backbone, every
+    backbone weight learns at `factor` times the learning rate: exactly so for SGD with
+    momentum (linear in the gradient), under any strategy or loss scaling, in one layer."""
+
+    def __init__(self, factor: float, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = float(factor)
+
+    def call(self, x):
+        factor = self.factor
+
+        @tf.custom_gradient
+        def scaled(inputs):
+            def gradient(upstream):
+                return upstream * tf.cast(factor, upstream.dtype)
+            return tf.identity(inputs), gradient
+
+        return scaled(x)
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
 def build_application(*, name: str, num_classes: int, image_shape: Sequence[int],
                       weights: str | None = None, augment=None, seed: int | None = None,
-                      dropout: float = 0.0) -> keras.Model:
+                      dropout: float = 0.0, eval_resize: tuple[int, float] | None = None,
+                      backbone_lr_factor: float = 1.0) -> keras.Model:
     """uint8 [B, 3, H, W] in, float32 logits out, through keras.applications.<name>."""
     channels, height, width = image_shape
     if channels != 3:
@@ -81,11 +108,13 @@ def build_application(*, name: str, num_classes: int, image_shape: Sequence[int]
     base.name = BACKBONE_NAME
     if weights not in (None, "imagenet"):
         load_backbone_weights(base, weights)
-    images = keras.Input(shape=tuple(image_shape), dtype="uint8", name="images")
+    images, x = model_lib.model_input(image_shape, eval_resize)
     x = augment_lib.DevicePreprocess([0.0] * 3, [1.0] * 3, data_format="channels_last",
-                                     augment=augment, seed=seed, name="preprocess")(images)
+                                     augment=augment, seed=seed, name="preprocess")(x)
     x = BackboneInput(name, name="backbone_input")(x)
     x = base(x)
+    if backbone_lr_factor != 1.0:
+        x = GradientScale(backbone_lr_factor, name="backbone_lr")(x)
     if dropout:
         x = keras.layers.Dropout(dropout, seed=seed)(x)
     logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
@@ -114,17 +143,23 @@ def backbone_of(net: keras.Model) -> keras.Model | None:
 
 def build_network(network: ModelSettings, manifest: schema.Manifest) -> keras.Model:
     """Our ResNet, or a keras.applications backbone with a new head."""
+    if not network.backbone_lr_factor > 0:
+        raise TrainingError(f"backbone_lr_factor={network.backbone_lr_factor!r}: the backbone's "
+                            "share of the learning rate, > 0 (freeze_epochs freezes it)")
+    image_shape = ((manifest.image_shape[0], None, None) if network.any_size
+                   else manifest.image_shape)
     if network.backbone == OURS:
         settings = {name: value for name, value in dataclasses.asdict(network).items()
-                    if name not in ("backbone", "weights")}
-        if network.weights is not None:
-            raise TrainingError(f"weights={network.weights!r} is for a keras.applications "
+                    if name not in ("backbone", "weights", "any_size", "backbone_lr_factor")}
+        if network.weights is not None or network.backbone_lr_factor != 1.0:
+            raise TrainingError(f"weights={network.weights!r}, backbone_lr_factor="
+                                f"{network.backbone_lr_factor!r} are for a keras.applications "
                                 "backbone; our ResNets start from scratch (backbone='ResNet50' "
                                 "is Keras's, which can load weights)")
         return model_lib.build_resnet(num_classes=manifest.num_classes,
-                                      image_shape=manifest.image_shape, mean=manifest.mean,
+                                      image_shape=image_shape, mean=manifest.mean,
                                       std=manifest.std, **settings)
     return build_application(
-        name=network.backbone, num_classes=manifest.num_classes,
-        image_shape=manifest.image_shape, weights=network.weights, augment=network.augment,
-        seed=network.seed)
+        name=network.backbone, num_classes=manifest.num_classes, image_shape=image_shape,
+        weights=network.weights, augment=network.augment, seed=network.seed,
+        eval_resize=network.eval_resize, backbone_lr_factor=network.backbone_lr_factor)

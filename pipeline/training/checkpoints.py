@@ -123,7 +123,7 @@ def publish(workdir: str, state: RunState) -> None:
 # a rerun that changes one is refused. The others may change (the run continues with the new
 # value, and is then no longer what an uninterrupted run would have been).
 MUST_MATCH = ("backbone", "depth", "width", "stem", "input_pool", "data_format", "policy",
-              "batch_size", "seed", "train_split", "steps_per_epoch", "augment_on_device")
+              "batch_size", "seed", "train_split", "steps_per_epoch", "augment_on_device", "fold")
 
 
 def compare_settings(saved: dict[str, Any], current: dict[str, Any]) -> tuple[list, list]:

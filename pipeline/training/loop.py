@@ -30,7 +30,8 @@ from pipeline.dataset import (DamagedShards, ReadOptions, ServiceSettings, batch
 from pipeline.dataset.options import DEFAULT_MAX_CORRUPT_FRACTION
 from pipeline.training import backbones, callbacks, checkpoints, damage, distribute, resume
 from pipeline.training import run_files
-from pipeline.training.settings import ModelSettings, OptimizerSettings, TrainingError
+from pipeline.training.start import Run, start_run
+from pipeline.training.settings import ModelSettings, OptimizerSettings
 from pipeline.training.timing import InputTimer, input_verdict
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,11 @@ def train_and_evaluate(
     backbone: str = "resnet",
     weights: str | None = None,
     freeze_epochs: int = 0,
+    backbone_lr_factor: float = 1.0,
+    image_size: int | None = None,
+    eval_image_size: int | None = None,
+    eval_crop: float = 1.0,
+    progressive_resizing: Sequence[int] | None = None,
     depth: int = 50,
     width: int = 64,
     stem: str = "imagenet",
@@ -63,6 +69,7 @@ def train_and_evaluate(
     seed: int = 0,
     train_split: str = schema.TRAIN,
     val_split: str = schema.VAL,
+    fold: int | None = None,
     profile_batches: Sequence[int] | int = 0,
     on_corrupt: str = "fail",
     max_corrupt_fraction: float = DEFAULT_MAX_CORRUPT_FRACTION,
@@ -83,6 +90,14 @@ def train_and_evaluate(
       weights: a keras.applications backbone's starting weights: None, "imagenet" (downloads
         once, needs network) or a .weights.h5 file of the same model without its top.
       freeze_epochs: train only the head for this many epochs, then the whole network.
+      backbone_lr_factor: the backbone learns at this times the learning rate (e.g. 0.1: the
+        pretrained features move slower than the new head; backbones.GradientScale).
+      image_size, eval_image_size, eval_crop, progressive_resizing: train at image_size
+        (default: the stored size; random_resized_crop outputs it, else a resize ends the
+        augmentation) and evaluate the central eval_crop of each image resized to
+        eval_image_size (default image_size); progressive_resizing=(min_size, start_epoch,
+        end_epoch[, step]) grows the training size from min_size to image_size
+        (pipeline.training.resolution).
       depth, width, stem, input_pool, data_format, weight_decay: our ResNet (see
         model.build_resnet; data_format "auto" is channels_first on a GPU).
       epochs, batch_size: batch_size is global (split across replicas).
@@ -97,6 +112,8 @@ def train_and_evaluate(
       mixed_precision: "auto" (mixed_float16 on a GPU), True or False.
       seed: the file order, shuffling, augmentation and weight initialisation.
       train_split, val_split: manifest split names.
+      fold: in a dataset written with --folds=K, the cross-validation fold to hold out: train
+        on every other fold, validate on this one (pipeline.dataset.make_dataset's fold).
       profile_batches: batches TensorBoard profiles (e.g. (10, 20)); 0 for none.
       on_corrupt, max_corrupt_fraction: "fail" (a damaged record stops training, named:
         shard file and record) or "skip" (damaged records are left out), losing at most
@@ -124,7 +141,8 @@ def train_and_evaluate(
     network = ModelSettings(depth=depth, width=width, stem=stem, input_pool=input_pool,
                             data_format=data_format, weight_decay=weight_decay,
                             augment=augment if augment_on_device else None, seed=seed,
-                            backbone=backbone, weights=weights)
+                            backbone=backbone, weights=weights,
+                            backbone_lr_factor=float(backbone_lr_factor))
     optimizer = OptimizerSettings(base_learning_rate=base_learning_rate,
                                   warmup_epochs=warmup_epochs, momentum=momentum,
                                   label_smoothing=label_smoothing)
@@ -132,14 +150,20 @@ def train_and_evaluate(
                           augment=None if augment_on_device else augment,
                           deterministic=True if deterministic else None,
                           damaged=DamagedShards(on_corrupt, max_corrupt_fraction),
-                          service=ServiceSettings.from_args(service, processing_mode))
+                          service=ServiceSettings.from_args(service, processing_mode),
+                          fold=fold)
     run = start_run(data_dir, workdir, train_split=train_split, val_split=val_split,
                     batch_size=batch_size, epochs=epochs, seed=seed,
-                    mixed_precision=mixed_precision, freeze_epochs=freeze_epochs)
+                    mixed_precision=mixed_precision, freeze_epochs=freeze_epochs, fold=fold,
+                    sizes=dict(image_size=image_size, eval_image_size=eval_image_size,
+                               eval_crop=eval_crop, progressive_resizing=progressive_resizing))
+    network = dataclasses.replace(network, any_size=run.resolution.any_size,
+                                  eval_resize=run.resolution.eval_resize)
     state = resume.load_state(workdir, resume.run_settings(
         network=network, optimizer=optimizer, reading=reading, batch_size=batch_size,
         epochs=epochs, steps_per_epoch=run.steps_per_epoch, train_split=train_split,
-        policy=run.policy, augment_on_device=augment_on_device, deterministic=deterministic))
+        policy=run.policy, augment_on_device=augment_on_device, deterministic=deterministic,
+        resolution=run.resolution))
     if resume.is_done(state, epochs, workdir):
         return finished_metrics(run, state)
     inputs = build_inputs(run, reading, state)
@@ -166,23 +190,6 @@ def train_and_evaluate(
 
 
 @dataclasses.dataclass(frozen=True)
-class Run:
-    """What a run is, checked before anything is built."""
-
-    data_dir: str
-    workdir: str
-    manifest: schema.Manifest
-    train_split: str
-    val_split: str
-    batch_size: int
-    epochs: int
-    strategy: tf.distribute.Strategy
-    policy: str  # the Keras dtype policy: "float32" or "mixed_float16"
-    steps_per_epoch: int  # from the manifest's count (the schedule's unit)
-    freeze_epochs: int = 0  # a keras.applications backbone's, frozen first
-
-
-@dataclasses.dataclass(frozen=True)
 class Inputs:
     """The training data from the run's step, the validation data, and the steps each epoch
     reads from them."""
@@ -193,37 +200,6 @@ class Inputs:
     val_steps: int
     legs: list  # resume.Leg: the fits from the run's step; `train` is the first's input
     unpositioned: str | None  # why the training reads cannot start at any batch, or None
-
-
-def start_run(data_dir: str, workdir: str, *, train_split: str, val_split: str,
-              batch_size: int, epochs: int, seed: int, mixed_precision: str | bool,
-              freeze_epochs: int = 0) -> Run:
-    """Check the dataset and the workdir, seed everything, pick the precision and devices."""
-    manifest = schema.read_manifest(data_dir)
-    if val_split not in manifest.splits:
-        raise TrainingError(
-            f"{data_dir} has no {val_split!r} split (it has {sorted(manifest.splits)}); write "
-            f"it with `python -m pipeline.write --val_fraction=0.1` or pass val_split")
-    run_files.check_run_file(workdir, data_dir, manifest)  # reads only: a refused run writes
-    keras.utils.set_random_seed(seed)
-    policy = resolve_mixed_precision(mixed_precision)
-    keras.mixed_precision.set_global_policy(policy)
-    strategy = distribute.choose_strategy()
-    replicas = strategy.num_replicas_in_sync
-    if batch_size % replicas:
-        raise TrainingError(f"batch_size={batch_size} must be a multiple of the {replicas} "
-                            "replicas")
-    train_count = manifest.split(train_split).count
-    steps_per_epoch = batches_per_epoch(train_count, batch_size, training=True)
-    if steps_per_epoch == 0:
-        raise TrainingError(f"split {train_split!r} has {train_count} records, fewer than "
-                            f"batch_size={batch_size}; use batch_size<={train_count}")
-    if not isinstance(freeze_epochs, int) or isinstance(freeze_epochs, bool) or not (
-            0 <= freeze_epochs < max(epochs, 1)):
-        raise TrainingError(f"freeze_epochs={freeze_epochs!r}: a number of epochs from 0 to "
-                            f"epochs-1={epochs - 1} (the backbone trains after them)")
-    return Run(data_dir, workdir, manifest, train_split, val_split, batch_size, epochs,
-               strategy, policy, steps_per_epoch, freeze_epochs)
 
 
 def build_inputs(run: Run, reading: ReadOptions, state: checkpoints.RunState) -> Inputs:
@@ -241,21 +217,27 @@ def build_inputs(run: Run, reading: ReadOptions, state: checkpoints.RunState) ->
         # on several workers.)
         steps_per_epoch = readable_batches(run, run.train_split, reading, training=True)
         val_steps = readable_batches(run, run.val_split, reading, training=False)
-    legs = resume.training_legs(state.step, steps_per_epoch, run.epochs, run.freeze_epochs)
+    legs = resume.training_legs(state.step, steps_per_epoch, run.epochs, run.freeze_epochs,
+                                size_at=run.resolution.size_at)
     unpositioned = resume.why_unpositioned(run.data_dir, run.train_split, reading)
     train = None  # no legs: killed after its last step, the run only finishes
     if legs:
-        train = train_input(run, reading, resume.start_batch_for(
+        train = train_input(run, reading, legs[0], resume.start_batch_for(
             legs[0], unpositioned, run.train_split, resumed=state.step > 0))
     return Inputs(train, val, steps_per_epoch, val_steps, legs, unpositioned)
 
 
-def train_input(run: Run, reading: ReadOptions, start_batch: int):
-    """The run's stream of batches from `start_batch`: epochs are steps_per_epoch of it, and
-    one iterator serves every epoch of a fit."""
+def train_input(run: Run, reading: ReadOptions, leg: resume.Leg, start_batch: int):
+    """The run's stream of batches from `start_batch`, at `leg`'s image size: epochs are
+    steps_per_epoch of it, and one iterator serves every epoch of a fit."""
+    spec = run.resolution.train_augment(reading.augment, leg.initial_epoch)
+    if run.resolution.any_size:
+        log.info("epochs %d-%d: training at %dx%d", leg.initial_epoch + 1, leg.epochs,
+                 leg.image_size, leg.image_size)
     return distribute.make_input(run.strategy, run.data_dir, run.train_split, run.batch_size,
                                  training=True, num_classes=run.manifest.num_classes,
-                                 reading=dataclasses.replace(reading, start_batch=start_batch))
+                                 reading=dataclasses.replace(reading, start_batch=start_batch,
+                                                             augment=spec))
 
 
 def readable_batches(run: Run, split: str, reading: ReadOptions, *, training: bool) -> int:
@@ -301,8 +283,9 @@ def fit(net: keras.Model, run: Run, inputs: Inputs, reading: ReadOptions, timer:
     started, epochs_trained = time.perf_counter(), 0
     for number, leg in enumerate(inputs.legs):
         resume.set_frozen(net, leg.frozen)
-        train = inputs.train if number == 0 else train_input(run, reading, resume.start_batch_for(
-            leg, inputs.unpositioned, run.train_split, resumed=True))
+        train = inputs.train if number == 0 else train_input(
+            run, reading, leg, resume.start_batch_for(leg, inputs.unpositioned,
+                                                      run.train_split, resumed=True))
         try:
             history = net.fit(
                 train, initial_epoch=leg.initial_epoch,
@@ -312,7 +295,9 @@ def fit(net: keras.Model, run: Run, inputs: Inputs, reading: ReadOptions, timer:
                 shuffle=False,  # make_dataset shuffles; Keras cannot shuffle a dataset
             )
         except tf.errors.OpError as err:
-            raise damage.named_damage(run.data_dir, (run.train_split, run.val_split), err) from err
+            stored = {run.manifest.stored_split(name) for name in (run.train_split,
+                                                                     run.val_split)}
+            raise damage.named_damage(run.data_dir, sorted(stored), err) from err
         epochs_trained += len(history.epoch)
     return epochs_trained, time.perf_counter() - started
 
@@ -363,16 +348,3 @@ def finished_metrics(run: Run, state: checkpoints.RunState) -> dict[str, Any]:
     log.info("%s has finished its %d epochs: nothing to train (val_accuracy %.4f); more "
              "epochs continue it", run.workdir, run.epochs, metrics["val_accuracy"])
     return metrics
-
-
-# ---------------------------------------------------------------------------------------------
-# Pieces
-# ---------------------------------------------------------------------------------------------
-
-
-def resolve_mixed_precision(mixed_precision: str | bool) -> str:
-    if mixed_precision == "auto":
-        mixed_precision = bool(tf.config.list_physical_devices("GPU"))
-    if not isinstance(mixed_precision, bool):
-        raise TrainingError(f"mixed_precision={mixed_precision!r}: use 'auto', True or False")
-    return "mixed_float16" if mixed_precision else "float32"

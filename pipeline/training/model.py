@@ -62,6 +62,7 @@ def build_resnet(
     weight_decay: float = 0.0,
     augment: str | Sequence[str] | None = None,
     seed: int | None = None,
+    eval_resize: tuple[int, float] | None = None,
     name: str | None = None,
 ) -> keras.Model:
     """A ResNet-`depth` classifier of uint8 `[B, *image_shape]` (C, H, W) images.
@@ -86,9 +87,9 @@ def build_resnet(
     regularizer = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
     layers = _Layers(data_format, 1 if data_format == "channels_first" else -1, regularizer)
 
-    images = keras.Input(shape=tuple(image_shape), dtype="uint8", name="images")
+    images, x = model_input(image_shape, eval_resize)
     x = augment_lib.DevicePreprocess(mean, std, data_format=data_format, augment=augment,
-                                     seed=seed, name="preprocess")(images)
+                                     seed=seed, name="preprocess")(x)
     if input_pool > 1:
         x = keras.layers.AveragePooling2D(input_pool, data_format=data_format,
                                           name="input_pool")(x)
@@ -100,6 +101,16 @@ def build_resnet(
     return keras.Model(images, logits, name=name or f"resnet{depth}")
 
 
+def model_input(image_shape: Sequence[int | None], eval_resize: tuple[int, float] | None):
+    """(the uint8 [B, C, H, W] input, what the network reads): with `eval_resize` (size,
+    crop), evaluation's centre crop first (augment.EvalResize)."""
+    images = keras.Input(shape=tuple(image_shape), dtype="uint8", name="images")
+    if eval_resize is None:
+        return images, images
+    size, crop = eval_resize
+    return images, augment_lib.EvalResize(size, crop, name="eval_resize")(images)
+
+
 def _check_resnet_args(depth: int, stem: str, image_shape: Sequence[int],
                        input_pool: int) -> None:
     if depth not in ARCHITECTURES:
@@ -109,7 +120,7 @@ def _check_resnet_args(depth: int, stem: str, image_shape: Sequence[int],
     if len(image_shape) != 3:
         raise errors.ConfigError(f"image_shape={tuple(image_shape)} must be (C, H, W), as in "
                                  "the manifest")
-    if input_pool < 1 or any(side % input_pool for side in image_shape[1:]):
+    if input_pool < 1 or any(side % input_pool for side in image_shape[1:] if side):
         raise errors.ConfigError(f"input_pool={input_pool} must be >= 1 and divide the image "
                                  f"size {tuple(image_shape[1:])}")
 

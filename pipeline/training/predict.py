@@ -62,19 +62,24 @@ def tta_views(tta: str | Sequence[str] | None) -> tuple[str, ...]:
 
 def predict_probabilities(workdirs: str | Sequence[str], split: str = schema.TEST, *,
                           data_dir: str | None = None, weights: str = "final",
-                          batch_size: int = 256, tta=None):
+                          batch_size: int = 256, tta=None, fold: int | None = None):
     """(manifest, image paths, probabilities [N, K]) for every record of `split`, in input
     order: the softmax of each model (an ensemble of workdirs, e.g. fold models) on each view
-    (the original and `tta`), averaged."""
+    (the original and `tta`), averaged. `fold` (default: the one the runs held out) picks a
+    folded dataset's view: split "val" of a fold run is its out-of-fold predictions."""
     workdirs = [workdirs] if isinstance(workdirs, str) else list(workdirs)
     runs = [read_run(workdir) for workdir in workdirs]
     data_dir = data_dir or runs[0]["data_dir"]
-    manifest = schema.read_manifest(data_dir)
+    fold = choose_fold(runs, workdirs, split, fold)
+    try:
+        manifest = schema.read_manifest(data_dir).for_fold(fold)
+    except schema.FormatError as err:
+        raise PredictError(f"{data_dir}: {err}") from None
     for run in runs:
         check_dataset(run, data_dir, manifest, split)
     views = (None, *tta_views(tta))
-    batches = dataset.make_dataset(data_dir, split, batch_size, training=False)
-    paths = dataset.split_paths(data_dir, split)
+    batches = dataset.make_dataset(data_dir, split, batch_size, training=False, fold=fold)
+    paths = dataset.split_paths(data_dir, split, fold)
     total = np.zeros((len(paths), manifest.num_classes), np.float64)
     for workdir in workdirs:
         model = load_model(workdir, weights)
@@ -87,6 +92,25 @@ def predict_probabilities(workdirs: str | Sequence[str], split: str = schema.TES
     return manifest, paths, total / (len(workdirs) * len(views))
 
 
+def choose_fold(runs: Sequence[dict], workdirs: Sequence[str], split: str,
+                fold: int | None) -> int | None:
+    """The fold to read: `fold`, else the one every run held out. Refused: held-out records
+    predicted by a model that trained on them (not out-of-fold), and runs that held out
+    different folds predicting one of them."""
+    held = {run.get("fold") for run in runs}
+    if fold is None and len(held) > 1 and split in (schema.TRAIN, schema.VAL):
+        raise PredictError(f"the runs hold out different folds ({sorted(held, key=str)}): "
+                           f"predict split {split!r} of one fold with --fold, or each fold's "
+                           "run alone")
+    fold = fold if fold is not None else held.pop() if len(held) == 1 else None
+    for run, workdir in zip(runs, workdirs):
+        if split == schema.VAL and run.get("fold") not in (None, fold):
+            raise PredictError(f"the model in {workdir} held out fold {run['fold']} and "
+                               f"trained on fold {fold}: its predictions of fold {fold} would "
+                               "not be out-of-fold. Predict it with that fold's run")
+    return fold
+
+
 def view_of(batches, view: str | None):
     """The batches' images, as `view` transforms them (None: as they are)."""
     transform = TTA_VIEWS[view] if view is not None else (lambda images: images)
@@ -95,10 +119,11 @@ def view_of(batches, view: str | None):
 
 def predict_split(workdir: str | Sequence[str], split: str = schema.TEST, *,
                   data_dir: str | None = None, weights: str = "final", batch_size: int = 256,
-                  tta=None) -> list[tuple[str, str]]:
+                  tta=None, fold: int | None = None) -> list[tuple[str, str]]:
     """[(image path, predicted class name)] for every record of `split`, in input order."""
     manifest, paths, probabilities = predict_probabilities(
-        workdir, split, data_dir=data_dir, weights=weights, batch_size=batch_size, tta=tta)
+        workdir, split, data_dir=data_dir, weights=weights, batch_size=batch_size, tta=tta,
+        fold=fold)
     return [(path, manifest.classes[index])
             for path, index in zip(paths, np.argmax(probabilities, axis=1))]
 
@@ -163,12 +188,14 @@ def probabilities_csv(classes: Sequence[str], paths: Sequence[str], probabilitie
 def write_predictions(workdir: str | Sequence[str], split: str = schema.TEST, *,
                       data_dir: str | None = None, weights: str = "final",
                       batch_size: int = 256, output: str | None = None, tta=None,
-                      probabilities: str | None = None) -> tuple[str, int]:
+                      probabilities: str | None = None,
+                      fold: int | None = None) -> tuple[str, int]:
     """predict_split as a CSV at `output` (default <first workdir>/submission.csv), and with
     `probabilities` a CSV of every class's probability; each written atomically. Returns
     (the submission's path, rows)."""
     manifest, paths, probs = predict_probabilities(
-        workdir, split, data_dir=data_dir, weights=weights, batch_size=batch_size, tta=tta)
+        workdir, split, data_dir=data_dir, weights=weights, batch_size=batch_size, tta=tta,
+        fold=fold)
     rows = [(path, manifest.classes[index]) for path, index in zip(paths, np.argmax(probs, 1))]
     first = workdir if isinstance(workdir, str) else workdir[0]
     output = output or os.path.join(first, SUBMISSION_NAME)

@@ -13,9 +13,10 @@ step) the result is bit-identical to a run that was never stopped.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
-from typing import Any
+from typing import Any, Callable
 
 import keras
 import tensorflow as tf
@@ -39,23 +40,28 @@ class Leg:
     epochs: int
     steps_per_epoch: int
     frozen: bool = False
+    image_size: int | None = None  # the side it trains at, when the run changes sizes
 
 
-def training_legs(step: int, steps_per_epoch: int, epochs: int,
-                  freeze_epochs: int = 0) -> list[Leg]:
+def training_legs(step: int, steps_per_epoch: int, epochs: int, freeze_epochs: int = 0,
+                  size_at: Callable[[int], int] | None = None) -> list[Leg]:
     """The fits that take a run from `step` to the end of `epochs`: the rest of a partial
-    epoch, then whole ones, cut where the backbone's freeze ends."""
+    epoch, then whole ones, cut where the backbone's freeze ends and where the training image
+    size `size_at(epoch)` changes."""
+    def phase(epoch):
+        return epoch < freeze_epochs, None if size_at is None else size_at(epoch)
+
     epoch, within = divmod(step, steps_per_epoch)
     legs = []
     if within and epoch < epochs:
-        legs.append(Leg(step, epoch, epoch + 1, steps_per_epoch - within,
-                        frozen=epoch < freeze_epochs))
+        legs.append(Leg(step, epoch, epoch + 1, steps_per_epoch - within, *phase(epoch)))
         epoch += 1
-    for start, stop in ((epoch, min(freeze_epochs, epochs)),
-                        (max(epoch, freeze_epochs), epochs)):
-        if start < stop:
-            legs.append(Leg(start * steps_per_epoch, start, stop, steps_per_epoch,
-                            frozen=start < freeze_epochs))
+    while epoch < epochs:
+        stop = epoch + 1
+        while stop < epochs and phase(stop) == phase(epoch):
+            stop += 1
+        legs.append(Leg(epoch * steps_per_epoch, epoch, stop, steps_per_epoch, *phase(epoch)))
+        epoch = stop
     return legs
 
 
@@ -73,10 +79,13 @@ def set_frozen(net: keras.Model, frozen: bool) -> None:
 def run_settings(*, network: ModelSettings, optimizer: OptimizerSettings,
                  reading: ReadOptions, batch_size: int, epochs: int, steps_per_epoch: int,
                  train_split: str, policy: str, augment_on_device: bool,
-                 deterministic: bool) -> dict[str, Any]:
+                 deterministic: bool, resolution=None) -> dict[str, Any]:
     """The run's settings as JSON values: what a checkpoint is checked against."""
     augment = network.augment if augment_on_device else reading.augment
-    return {
+    sizes = {} if resolution is None else {
+        name: value for name, value in dataclasses.asdict(resolution).items() if name != "stored"}
+    return json.loads(json.dumps({
+        **sizes,
         **{name: value for name, value in dataclasses.asdict(network).items()
            if name != "augment"},
         **dataclasses.asdict(optimizer),
@@ -84,8 +93,8 @@ def run_settings(*, network: ModelSettings, optimizer: OptimizerSettings,
         "augment_on_device": augment_on_device, "cache": reading.cache,
         "access": reading.access, "batch_size": batch_size, "epochs": epochs,
         "steps_per_epoch": steps_per_epoch, "train_split": train_split, "policy": policy,
-        "deterministic": deterministic,
-    }
+        "deterministic": deterministic, "fold": reading.fold,
+    }))
 
 
 def load_state(workdir: str, settings: dict[str, Any]) -> RunState:

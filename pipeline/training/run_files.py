@@ -56,8 +56,10 @@ def read_run_file(workdir: str) -> dict | None:
 
 
 def run_record(data_dir: str, manifest: schema.Manifest) -> dict:
+    """run.json: the dataset, its classes and image shape, and the fold held out (if any)."""
+    fold = {} if manifest.fold is None else {"fold": manifest.fold}
     return {"data_dir": os.path.abspath(data_dir), "classes": list(manifest.classes),
-            "image_shape": list(manifest.image_shape)}
+            "image_shape": list(manifest.image_shape), **fold}
 
 
 def check_run_file(workdir: str, data_dir: str, manifest: schema.Manifest) -> None:

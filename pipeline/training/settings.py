@@ -38,6 +38,9 @@ class ModelSettings:
     seed: int | None = None  # of the device-side augmentation
     backbone: str = "resnet"  # ours (depth, width, stem, ...), or a keras.applications name
     weights: str | None = None  # a keras.applications backbone's: None, "imagenet" or a file
+    backbone_lr_factor: float = 1.0  # a keras.applications backbone's share of the rate
+    any_size: bool = False  # takes images of any side (trained at other sizes: resolution.py)
+    eval_resize: tuple[int, float] | None = None  # (size, crop) evaluation sees (EvalResize)
 
 
 @dataclasses.dataclass(frozen=True)

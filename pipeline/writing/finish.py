@@ -9,6 +9,7 @@ the dataset is complete.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import os
 import shutil
@@ -103,24 +104,37 @@ def finish(output_dir, shards, results, classes, config: WriteConfig, fingerprin
     return manifest
 
 
+def split_info(specs, results, classes) -> schema.SplitInfo:
+    """The manifest's entry for the shards `specs`, from what writing them counted."""
+    split_results = [results[(spec.split, spec.index)] for spec in specs]
+    label_counts: dict[int, int] = {}
+    for result in split_results:
+        for label, n in result.label_counts.items():
+            label_counts[label] = label_counts.get(label, 0) + n
+    return schema.SplitInfo(
+        count=sum(r.count for r in split_results),
+        shards=tuple(schema.ShardInfo(r.file, r.count, r.bytes, r.sha256, spec.fold)
+                     for spec, r in zip(specs, split_results)),
+        class_counts={classes[label]: label_counts[label] for label in sorted(label_counts)
+                      if label != schema.UNLABELED},
+    )
+
+
+def fold_infos(shards, results, classes) -> tuple[schema.SplitInfo, ...]:
+    """One entry per fold (count and class counts; its shards are in the train split's)."""
+    folds = sorted({spec.fold for spec in shards if spec.fold is not None})
+    return tuple(dataclasses.replace(split_info([s for s in shards if s.fold == fold], results,
+                                                classes), shards=())
+                 for fold in folds)
+
+
 def build_manifest(shards, results, classes, config: WriteConfig, fingerprint: str,
                    sources: Mapping | None = None):
     splits = {}
     stats = {}
     for split in sorted({spec.split for spec in shards}):
         split_results = [results[(s.split, s.index)] for s in shards if s.split == split]
-        label_counts: dict[int, int] = {}
-        for result in split_results:
-            for label, n in result.label_counts.items():
-                label_counts[label] = label_counts.get(label, 0) + n
-        class_counts = {classes[label]: label_counts[label] for label in sorted(label_counts)
-                        if label != schema.UNLABELED}
-        splits[split] = schema.SplitInfo(
-            count=sum(r.count for r in split_results),
-            shards=tuple(schema.ShardInfo(r.file, r.count, r.bytes, r.sha256)
-                         for r in split_results),
-            class_counts=class_counts,
-        )
+        splits[split] = split_info([s for s in shards if s.split == split], results, classes)
         stats[split] = schema.channel_stats(
             [sum(r.pixel_sum[c] for r in split_results) for c in range(schema.CHANNELS)],
             [sum(r.pixel_sq_sum[c] for r in split_results) for c in range(schema.CHANNELS)],
@@ -137,4 +151,5 @@ def build_manifest(shards, results, classes, config: WriteConfig, fingerprint: s
         rejects=sum(len(r.rejects) for r in results.values()),
         flags={**settings.manifest_flags(config), **(sources or {})},
         fingerprint=fingerprint,
+        folds=fold_infos(shards, results, classes),
     )

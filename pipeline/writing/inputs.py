@@ -86,16 +86,14 @@ def split_listings(main: Listing, test: Listing | None,
                    config: WriteConfig) -> dict[str, list[SourceImage]]:
     """{split name: images}: train/val from a labeled --input (or all of an unlabeled one as
     test), and --test_input as test."""
-    if config.folds > 1 and not 0 <= config.fold < config.folds:
-        raise plan.PlanError(f"--fold={config.fold} must be in [0, {config.folds - 1}]")
     if config.folds == 1 or config.folds < 0:
         raise plan.PlanError(f"--folds={config.folds}: use 0 (no folds) or at least 2")
     if not 0.0 <= config.val_fraction < 1.0:
         raise plan.PlanError(f"--val_fraction={config.val_fraction} must be in [0, 1)")
-    if main.labeled:
-        splits = plan.split_labeled(
-            main.images, val_fraction=config.val_fraction, folds=config.folds, fold=config.fold
-        )
+    if main.labeled and config.folds:
+        splits = {schema.TRAIN: list(main.images)}  # the folds: plan.fold_shards
+    elif main.labeled:
+        splits = plan.split_labeled(main.images, val_fraction=config.val_fraction)
     else:
         splits = {schema.TEST: list(main.images)}
     if test is not None:

@@ -9,15 +9,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import random
 from typing import Mapping, Sequence
 
 from pipeline import errors
 from pipeline.core import schema
 from pipeline.writing.sources import SourceImage
-
-_HASH_SCALE = float(1 << 64)
-
 
 class PlanError(errors.PipelineError, ValueError):
     """The flags cannot produce a valid plan for this listing (e.g. more shards than images)."""
@@ -29,6 +27,7 @@ class ShardSpec:
     index: int
     num_shards: int
     images: tuple[SourceImage, ...]
+    fold: int | None = None  # written with --folds: the fold all its images are in
 
     def filename(self, compression: str = "NONE") -> str:
         return schema.shard_filename(self.split, self.index, self.num_shards, compression)
@@ -39,27 +38,82 @@ def path_hash(path: str) -> int:
     return int.from_bytes(hashlib.sha256(path.encode("utf-8")).digest()[:8], "big")
 
 
-def assign_split(path: str, *, val_fraction: float, folds: int = 0, fold: int = 0) -> str:
-    """train or val, decided by the path alone: adding images never moves existing ones.
-
-    With `folds` > 1 the hash picks one of `folds` buckets and bucket `fold` is validation,
-    so the k runs of a cross-validation see disjoint validation sets covering everything.
-    """
-    digest = path_hash(path)
-    if folds > 1:
-        return schema.VAL if digest % folds == fold else schema.TRAIN
-    return schema.VAL if digest / _HASH_SCALE < val_fraction else schema.TRAIN
-
-
-def split_labeled(
-    images: Sequence[SourceImage], *, val_fraction: float, folds: int = 0, fold: int = 0
-) -> dict[str, list[SourceImage]]:
-    splits: dict[str, list[SourceImage]] = {schema.TRAIN: [], schema.VAL: []}
+def by_class(images: Sequence[SourceImage]) -> dict[int, list[SourceImage]]:
+    """Each class's images in path-hash order: an order no listing decides, in which an added
+    image lands at a random place and moves no other."""
+    classes: dict[int, list[SourceImage]] = {}
     for image in images:
-        splits[assign_split(image.path, val_fraction=val_fraction, folds=folds, fold=fold)].append(
-            image
-        )
+        classes.setdefault(image.label, []).append(image)
+    return {label: sorted(members, key=lambda image: (path_hash(image.path), image.path))
+            for label, members in sorted(classes.items())}
+
+
+def val_count(count: int, val_fraction: float) -> int:
+    """A class's val images: its share, rounded, but at least one where the class has two or
+    more images, and never all of them."""
+    if count < 2 or val_fraction <= 0:
+        return 0
+    return min(count - 1, max(1, math.floor(count * val_fraction + 0.5)))
+
+
+def split_labeled(images: Sequence[SourceImage], *,
+                  val_fraction: float) -> dict[str, list[SourceImage]]:
+    """train and val, stratified: each class's first val_count images in path-hash order are
+    val. Adding an image to a class moves at most one of its images between the splits (the
+    one at the boundary); no other class changes."""
+    splits: dict[str, list[SourceImage]] = {schema.TRAIN: [], schema.VAL: []}
+    for members in by_class(images).values():
+        held = val_count(len(members), val_fraction)
+        splits[schema.VAL] += members[:held]
+        splits[schema.TRAIN] += members[held:]
     return {name: members for name, members in splits.items() if members}
+
+
+def fold_sizes(count: int, folds: int, first_larger: int) -> list[int]:
+    """`count` images in `folds` sizes differing by at most one, the larger ones from fold
+    `first_larger` on (cyclically)."""
+    base, extra = divmod(count, folds)
+    return [base + int((number - first_larger) % folds < extra) for number in range(folds)]
+
+
+def assign_folds(images: Sequence[SourceImage], classes: Sequence[str],
+                 folds: int) -> list[list[SourceImage]]:
+    """The images of each of `folds` folds, stratified like scikit-learn's StratifiedKFold:
+    each class's images, in path-hash order, cut into contiguous blocks whose sizes differ by
+    at most one, so a class with at least `folds` images is in every fold. Which folds get a
+    class's larger blocks follows a hash of its name: fold sizes balance without one class's
+    count moving another's images. Adding an image to a class moves at most folds-1 of its
+    images to another fold (each boundary shifts by at most one)."""
+    per_fold: list[list[SourceImage]] = [[] for _ in range(folds)]
+    for label, members in by_class(images).items():
+        first_larger = path_hash(classes[label]) % folds
+        start = 0
+        for number, size in enumerate(fold_sizes(len(members), folds, first_larger)):
+            per_fold[number] += members[start:start + size]
+            start += size
+    return per_fold
+
+
+def fold_shards(images: Sequence[SourceImage], classes: Sequence[str], *, folds: int,
+                num_shards: int, seed: int) -> list[ShardSpec]:
+    """The train split in `folds` folds, one copy: each fold in whole shards of its own
+    (ShardSpec.fold), folds in order, `num_shards` in all, as evenly as the folds allow."""
+    if num_shards < folds:
+        raise PlanError(f"--shards={num_shards} with --folds={folds}: every fold needs shards "
+                        f"of its own; use --shards>={folds}")
+    shards: list[ShardSpec] = []
+    for number, members in enumerate(assign_folds(images, classes, folds)):
+        count = fold_sizes(num_shards, folds, 0)[number]
+        if count > len(members):
+            raise PlanError(f"fold {number} has {len(members)} images, fewer than its {count} "
+                            f"shards; use --shards<={folds * len(members)} or fewer --folds")
+        ordered = order_split(members, split=f"{schema.TRAIN}/fold{number}", seed=seed,
+                              shuffle=True)
+        first = len(shards)
+        shards += [dataclasses.replace(spec, index=first + spec.index, num_shards=num_shards,
+                                       fold=number)
+                   for spec in cut_into_shards(ordered, split=schema.TRAIN, num_shards=count)]
+    return shards
 
 
 def shard_counts(
@@ -142,7 +196,8 @@ def fingerprint(shards: Sequence[ShardSpec], settings: Mapping[str, object]) -> 
     """
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for shard in shards:
-        digest.update(f"\n{shard.split}/{shard.index}/{shard.num_shards}".encode())
+        fold = "" if shard.fold is None else f"/fold{shard.fold}"
+        digest.update(f"\n{shard.split}/{shard.index}/{shard.num_shards}{fold}".encode())
         for image in shard.images:
             digest.update(f"\n{image.path}\t{image.label}".encode("utf-8"))
     return digest.hexdigest()

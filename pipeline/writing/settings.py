@@ -91,12 +91,14 @@ class WriteConfig:
         "fit inside a black square.", group="image", choices=list(RESIZE_MODES),
         recorded=True)
     val_fraction: float = setting(
-        0.1, "Share of labeled images in the val split, chosen by a hash of each image's path "
-        "(stable: adding images never moves old ones).", group="splits", recorded=True)
-    folds: int = setting(0, "k-fold cross-validation: split into this many folds (0: off).",
-                         group="splits", recorded=True)
-    fold: int = setting(0, "With --folds: which fold is the val split (0-based).",
-                        group="splits", recorded=True)
+        0.1, "Share of each class's labeled images in the val split (at least one of every "
+        "class with two or more), chosen by a hash of each image's path: adding an image moves "
+        "at most one other of its class. Not with --folds.", group="splits", recorded=True)
+    folds: int = setting(
+        0, "K-fold cross-validation from one copy: every labeled image in the train split, in "
+        "K folds stratified by class, each fold in shards of its own; a run reads fold k as "
+        "val and the others as train (make_dataset(fold=k), train_and_evaluate.fold=k). "
+        "0: off, a val split from --val_fraction.", group="splits", recorded=True)
     seed: int = setting(0, "Seed of the record order across shards.", group="splits",
                         recorded=True)
     num_workers: int = setting(

@@ -107,7 +107,7 @@ def make_plan(config: WriteConfig) -> WritePlan:
         {name: len(images) for name, images in splits.items()}, config.shards,
         {schema.VAL: config.val_shards, schema.TEST: config.test_shards},
     )
-    shards = plan.plan_shards(splits, counts, seed=config.seed)
+    shards = plan_all_shards(splits, counts, main.classes, config)
     sources = inputs.source_ids(main, test)
     fingerprint = plan.fingerprint(shards, {**config.output_settings(), **sources})
     logging.info("input: %s%s", main.description, f"; test: {test.description}" if test else "")
@@ -115,6 +115,17 @@ def make_plan(config: WriteConfig) -> WritePlan:
         f"{name} {len(images):,} images in {counts[name]} shards"
         for name, images in sorted(splits.items())), config.output_dir)
     return WritePlan(main, test, tuple(shards), sources, fingerprint)
+
+
+def plan_all_shards(splits, counts, classes, config: WriteConfig) -> list[plan.ShardSpec]:
+    """Every shard in plan order (split by name, then index): with --folds, train's in folds."""
+    if not config.folds or schema.TRAIN not in splits:
+        return plan.plan_shards(splits, counts, seed=config.seed)
+    folded = plan.fold_shards(splits[schema.TRAIN], classes, folds=config.folds,
+                              num_shards=counts[schema.TRAIN], seed=config.seed)
+    others = plan.plan_shards({name: images for name, images in splits.items()
+                               if name != schema.TRAIN}, counts, seed=config.seed)
+    return sorted(folded + others, key=lambda spec: (spec.split, spec.index))
 
 
 def own_files(config: WriteConfig, write_plan: WritePlan) -> set[str] | None:

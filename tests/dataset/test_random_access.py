@@ -101,11 +101,16 @@ def test_start_batch_is_a_position_in_a_training_run(data_dir):
     assert streamed.cardinality() == tf.data.INFINITE_CARDINALITY  # the run's stream
 
 
+# The ops without defaults for every argument, as a spec would give them.
+OPS_NEEDING_ARGUMENTS = {"resize": "resize(size=6)", "center_crop": "center_crop(size=6)"}
+
+
 @pytest.mark.parametrize("read", ["random", "table", "stream"])
 def test_every_op_gives_fully_known_shapes(data_dir, read):
     how = READS.get(read, dict(access="stream"))
     for name in sorted(augment.registry.OPS):
-        ds = dataset.make_dataset(data_dir, "train", batch_size=8, augment=name, **how)
+        spec = OPS_NEEDING_ARGUMENTS.get(name, name)
+        ds = dataset.make_dataset(data_dir, "train", batch_size=8, augment=spec, **how)
         images, labels = ds.element_spec
         assert images.shape.is_fully_defined() and labels.shape.is_fully_defined(), name
         x, y = next(iter(ds))

@@ -8,6 +8,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import write_labeled_dataset
 from pipeline import errors, training
@@ -116,3 +117,34 @@ def test_the_finetune_config_runs_offline(data_dir, tmp_path):
     assert "backbone frozen: training the head only" in result.stderr
     assert "backbone unfrozen" in result.stderr
     assert json.loads((workdir / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_the_backbone_learns_at_its_factor_of_the_rate(weights_file):
+    path, _ = weights_file
+    nets = [backbones.build_application(name=BACKBONE, num_classes=3, image_shape=(3, 32, 32),
+                                        weights=path, backbone_lr_factor=factor)
+            for factor in (1.0, 0.25)]
+    nets[1].get_layer("logits").set_weights(nets[0].get_layer("logits").get_weights())
+    images = np.random.default_rng(1).integers(0, 256, (4, 3, 32, 32), np.uint8)
+    labels = tf.one_hot([0, 1, 2, 0], 3)
+    grads = []
+    for net in nets:
+        with tf.GradientTape() as tape:
+            loss = keras.losses.categorical_crossentropy(labels, net(images, training=True),
+                                                         from_logits=True)
+        grads.append(tape.gradient(loss, [net.get_layer("logits").kernel,
+                                          backbones.backbone_of(net).trainable_variables[0]]))
+    np.testing.assert_allclose(grads[1][0], grads[0][0], rtol=1e-5, atol=1e-7)  # the head
+    np.testing.assert_allclose(grads[1][1], 0.25 * grads[0][1], rtol=1e-4, atol=1e-8)
+    assert np.abs(grads[0][1]).max() > 0
+
+
+def test_a_learning_rate_factor_is_for_an_application(data_dir, tmp_path):
+    from pipeline.training.settings import TrainingError
+
+    for backbone, factor in (("resnet", 0.5), (BACKBONE, 0.0)):
+        with pytest.raises(TrainingError, match="backbone_lr_factor="):
+            training.train_and_evaluate(data_dir=data_dir, workdir=str(tmp_path / backbone),
+                                        backbone=backbone, backbone_lr_factor=factor,
+                                        depth=10, epochs=1, batch_size=4, verbose=0)
+        assert not os.path.exists(tmp_path / backbone)  # refused before writing anything

@@ -9,6 +9,10 @@ access) into a second one, so that adding them provably changed no other byte. A
 means the output changed: that needs a new FORMAT_VERSION (pipeline.core.schema) or a
 deliberate update here, with the reason (a pinned dependency such as Pillow's resampling or
 scikit-learn's digits moving counts as one).
+
+Updates so far: the val split and the folds became stratified by class (plan.split_labeled,
+plan.assign_folds), and --folds writes every fold into one copy (--fold went: a run picks
+its fold when reading), which moved images between splits and changed dataset.json.
 """
 
 import hashlib
@@ -23,17 +27,17 @@ from pipeline.core.schema import RECORD_INDEX_SUFFIX
 
 GOLDEN = {
     # The bundled sample (digits) at 32x32 in 4 train shards.
-    "sample": "99b767f7d2c96edde5a06f356643b1cb40ae1a75479e6515b46febc3a3326513",
+    "sample": "987b66607c4ede7b66968a653722d9dcafca57d9f2ffcee09af491503c1af6a1",
     # A labeled CSV with one undecodable image, an unlabeled test CSV, center_crop, GZIP.
-    "csv_gzip": "64ee02ae37284bd14b3ebb1d93f97993d6e76854399410bc58d3aef750821472",
-    # The same labeled CSV as fold 1 of 3, padded.
-    "csv_folds": "6abc99369cb37b5750db7d048f91425b449b24eadb1486fd175e7d835d9b706c",
+    "csv_gzip": "e07cd7c17acc133c025d376b101f4e081d732fc29d330dce697585fd2e8bef50",
+    # The same labeled CSV in 3 folds, padded.
+    "csv_folds": "cea1edafd5f4663669b6cc5d4a0c28071d82d2945cfc5b6eebf5c2bbeabc4a08",
 }
 # The record indexes of the same writes (a GZIP dataset has none).
 GOLDEN_RECORD_INDEXES = {
-    "sample": "c6139823141c6fd79a51baa4669e024d66aae14f4dcb8880b9b0fec4b20487c9",
+    "sample": "679ad34cf76805941cb3ab04aaa5d107730495ec0b097479f3d50be602da17c7",
     "csv_gzip": hashlib.sha256().hexdigest(),
-    "csv_folds": "956048df9637f81bfdadb8f717e7e0d56d8f738156ccae3a038dbd2dd062b6be",
+    "csv_folds": "53e3603edf3836586542c1b74b3030543b765bb2f3d9c394a821a9c014a9ef63",
 }
 
 
@@ -91,8 +95,8 @@ def test_a_csv_write_with_rejects_a_test_split_and_gzip_is_byte_identical(csv_fo
 
 def test_a_fold_write_is_byte_identical(csv_folder):
     write_command(str(csv_folder), "--input=src/train.csv", "--output_dir=out_folds",
-                  "--image_size=12", "--shards=2", "--resize=pad", "--max_reject_fraction=0.1",
-                  "--folds=3", "--fold=1")
+                  "--image_size=12", "--shards=3", "--resize=pad", "--max_reject_fraction=0.1",
+                  "--folds=3")
     assert tree_sha256(csv_folder / "out_folds") == GOLDEN["csv_folds"]
     assert tree_sha256(csv_folder / "out_folds", record_indexes=True) == (
         GOLDEN_RECORD_INDEXES["csv_folds"])

@@ -2,7 +2,6 @@
 
 import pytest
 
-from pipeline.core import schema
 from pipeline.writing import plan
 from pipeline.writing.sources import SourceImage
 
@@ -11,31 +10,99 @@ def _images(n, prefix="img"):
     return [SourceImage(f"{prefix}/{i}.jpg", f"/data/{prefix}/{i}.jpg", i % 3) for i in range(n)]
 
 
-def test_split_is_stable_when_images_are_added():
-    before = plan.split_labeled(_images(500), val_fraction=0.2)
-    after = plan.split_labeled(_images(500) + _images(300, "new"), val_fraction=0.2)
-    old_val = {image.path for image in before["val"]}
-    assert old_val == {image.path for image in after["val"] if image.path.startswith("img/")}
+def _classes(counts, prefix="img"):
+    """Images of len(counts) classes, counts[c] of class c."""
+    return [SourceImage(f"{prefix}/{c}/{i}.jpg", f"/d/{c}/{i}.jpg", c)
+            for c, count in enumerate(counts) for i in range(count)]
 
 
-def test_split_fraction_is_close_to_asked():
-    splits = plan.split_labeled(_images(5000), val_fraction=0.1)
-    assert 400 < len(splits["val"]) < 600
-    assert len(splits["train"]) + len(splits["val"]) == 5000
+CLASS_COUNTS = [1, 2, 3, 4, 5, 7, 10, 11, 29, 60, 133]
+CLASS_NAMES = [f"class{c}" for c in range(len(CLASS_COUNTS))]
+
+
+def _per_class(images):
+    counts = {}
+    for image in images:
+        counts[image.label] = counts.get(image.label, 0) + 1
+    return counts
+
+
+def test_the_val_split_is_stratified():
+    images = _classes(CLASS_COUNTS)
+    splits = plan.split_labeled(images, val_fraction=0.1)
+    val, train = _per_class(splits["val"]), _per_class(splits["train"])
+    assert sorted(i.path for i in splits["val"] + splits["train"]) == sorted(
+        i.path for i in images)
+    for label, count in enumerate(CLASS_COUNTS):
+        # Every class with two images or more in both splits, val about its share.
+        expected = 0 if count < 2 else min(count - 1, max(1, int(count * 0.1 + 0.5)))
+        assert val.get(label, 0) == expected, (label, count)
+        assert train[label] == count - expected
+
+
+def test_adding_images_moves_at_most_one_image_of_their_class():
+    before = plan.split_labeled(_classes(CLASS_COUNTS), val_fraction=0.2)
+    grown = list(CLASS_COUNTS)
+    for label in (3, 9, 10):
+        grown[label] += 1
+        after = plan.split_labeled(_classes(grown), val_fraction=0.2)
+        old_val = {i.path for i in before["val"]}
+        new_val = {i.path for i in after["val"]}
+        old_paths = {i.path for i in _classes(grown[:label] + [grown[label] - 1] +
+                                              grown[label + 1:])}
+        moved = {path for path in old_paths if (path in old_val) != (path in new_val)}
+        assert len(moved) <= 1 and all(f"/{label}/" in path for path in moved), moved
+        before = after
 
 
 def test_zero_val_fraction_gives_only_train():
     assert list(plan.split_labeled(_images(50), val_fraction=0.0)) == ["train"]
 
 
-def test_folds_partition_everything_once():
-    images = _images(300)
-    val_sets = [
-        {i.path for i in plan.split_labeled(images, val_fraction=0.1, folds=5, fold=k)["val"]}
-        for k in range(5)
-    ]
-    assert sum(len(s) for s in val_sets) == 300
-    assert set().union(*val_sets) == {i.path for i in images}
+def test_folds_partition_the_images_stratified_by_class():
+    images = _classes(CLASS_COUNTS)
+    folds = plan.assign_folds(images, CLASS_NAMES, 5)
+    paths = [i.path for fold in folds for i in fold]
+    assert sorted(paths) == sorted(i.path for i in images)  # disjoint and complete
+    per_fold = [_per_class(fold) for fold in folds]
+    for label, count in enumerate(CLASS_COUNTS):
+        counts = [fold.get(label, 0) for fold in per_fold]
+        assert max(counts) - min(counts) <= 1, (label, counts)
+        if count >= 5:
+            assert min(counts) >= 1
+    sizes = [len(fold) for fold in folds]
+    # Totals: not balanced across classes (that would let one class move another's images).
+    assert sum(c // 5 for c in CLASS_COUNTS) <= min(sizes) <= max(sizes) <= sum(
+        -(-c // 5) for c in CLASS_COUNTS), sizes
+
+
+def test_adding_an_image_moves_few_of_its_class_to_other_folds():
+    def fold_of(counts):
+        return {i.path: number for number, fold in
+                enumerate(plan.assign_folds(_classes(counts), CLASS_NAMES, 5)) for i in fold}
+
+    before = fold_of(CLASS_COUNTS)
+    grown = list(CLASS_COUNTS)
+    grown[10] += 1
+    after = fold_of(grown)
+    moved = [path for path in before if before[path] != after[path]]
+    assert len(moved) <= 4 and all(path.startswith("img/10/") for path in moved), moved
+    assert len(after) == len(before) + 1
+
+
+def test_fold_shards_hold_one_fold_each_numbered_through():
+    images = _classes(CLASS_COUNTS)
+    shards = plan.fold_shards(images, CLASS_NAMES, folds=3, num_shards=8, seed=0)
+    assert [s.index for s in shards] == list(range(8))
+    assert {s.num_shards for s in shards} == {8} and {s.split for s in shards} == {"train"}
+    assert [s.fold for s in shards] == [0, 0, 0, 1, 1, 1, 2, 2]
+    assert sorted(i.path for s in shards for i in s.images) == sorted(i.path for i in images)
+    folds = plan.assign_folds(images, CLASS_NAMES, 3)
+    for number in range(3):
+        held = {i.path for s in shards if s.fold == number for i in s.images}
+        assert held == {i.path for i in folds[number]}
+    with pytest.raises(plan.PlanError, match="use --shards>=3"):
+        plan.fold_shards(images, CLASS_NAMES, folds=3, num_shards=2, seed=0)
 
 
 def test_shard_counts_proportional_with_overrides():
@@ -109,4 +176,3 @@ def test_fingerprint_changes_with_plan_and_settings():
 def test_path_hash_is_fixed():
     assert plan.path_hash("images/0.jpg") == int.from_bytes(
         __import__("hashlib").sha256(b"images/0.jpg").digest()[:8], "big")
-    assert plan.assign_split("x", val_fraction=1.0 - 1e-12) == schema.VAL

@@ -12,7 +12,7 @@ from pipeline.writing.settings import WriteConfig
 NOT_FLAGS = {"label_column_required", "show_progress"}
 # dataset.json's "flags", in this order, as every manifest written so far has them.
 RECORDED = ["input", "test_input", "image_column", "label_column", "shards", "val_shards",
-            "test_shards", "image_size", "resize", "val_fraction", "folds", "fold", "seed",
+            "test_shards", "image_size", "resize", "val_fraction", "folds", "seed",
             "compression", "max_reject_fraction"]
 TFDS_RECORDED = ["tfds_data_dir", "tfds_image_key", "tfds_label_key"]
 

@@ -323,16 +323,25 @@ def test_numeric_class_names_sort_as_numbers(tmp_path):
     assert manifest.classes == ("1", "2", "10")
 
 
-def test_folds_are_recorded_and_disjoint(kaggle_folder, tmp_path):
-    vals = []
-    for fold in range(3):
-        out = tmp_path / f"fold{fold}"
-        write_dataset(_config(kaggle_folder, out, folds=3, fold=fold, test_input=None,
-                                    shards=2, val_shards=1))
-        vals.append({path for _, _, path in read_records(out, "val")})
-    assert sum(map(len, vals)) == 40 and len(set().union(*vals)) == 40
-    with pytest.raises(plan.PlanError, match="--fold=3"):
-        write_dataset(_config(kaggle_folder, tmp_path / "x", folds=3, fold=3))
+def test_folds_are_one_copy_in_shards_of_their_own(kaggle_folder, tmp_path):
+    out = tmp_path / "folds"
+    manifest = write_dataset(_config(kaggle_folder, out, folds=3, shards=5)).manifest
+    assert sorted(manifest.splits) == ["test", "train"]  # no val split: a fold is one
+    records = read_records(out, "train")
+    listed = (kaggle_folder / "train.csv").read_text().splitlines()[1:]
+    assert sorted(path for _, _, path in records) == sorted(line.split(",")[0]
+                                                            for line in listed)  # each once
+    shards = manifest.split("train").shards
+    assert [shard.fold for shard in shards] == [0, 0, 1, 1, 2]
+    assert [fold.count for fold in manifest.folds] == [
+        sum(shard.count for shard in shards if shard.fold == k) for k in range(3)]
+    for k, fold in enumerate(manifest.folds):
+        assert sum(fold.class_counts.values()) == fold.count
+        assert manifest.for_fold(k).split("val").class_counts == fold.class_counts
+    on_disk = schema.read_manifest(str(out))
+    assert on_disk.folds == manifest.folds and on_disk.split("train") == manifest.split("train")
+    with pytest.raises(plan.PlanError, match="use --shards>=3"):
+        write_dataset(_config(kaggle_folder, tmp_path / "x", folds=3, shards=2))
 
 
 def test_too_many_shards_names_the_fix(kaggle_folder, tmp_path):
