@@ -23,9 +23,10 @@ never the writer, the trainer or the tools.
 
 from pipeline.dataset.options import DamagedShards, DatasetError, ReadOptions, ServiceSettings
 from pipeline.dataset.order import batches_per_epoch
-from pipeline.dataset.reader import build_dataset, make_dataset, positioned, readable_records
+from pipeline.dataset.reader import (build_dataset, make_dataset, positioned, read_manifest,
+                                     readable_records)
 from pipeline.dataset.streaming import split_paths
 
 __all__ = ["DamagedShards", "DatasetError", "ReadOptions", "ServiceSettings",
-           "batches_per_epoch", "build_dataset", "make_dataset", "positioned", "readable_records",
-           "split_paths"]
+           "batches_per_epoch", "build_dataset", "make_dataset", "positioned", "read_manifest",
+           "readable_records", "split_paths"]

@@ -200,7 +200,8 @@ def plan_read(data_dir: str, split: str, training: bool, options: ReadOptions,
 
 
 def read_manifest(data_dir: str, fold: int | None = None) -> schema.Manifest:
-    """The manifest as fold `fold` reads it, a bad fold a DatasetError."""
+    """The manifest as fold `fold` reads it (schema.Manifest.for_fold), a fold the dataset
+    does not have a DatasetError. The trainer and predict read their folds through it."""
     try:
         return schema.read_manifest(data_dir).for_fold(fold)
     except schema.FormatError as err:

@@ -71,10 +71,7 @@ def predict_probabilities(workdirs: str | Sequence[str], split: str = schema.TES
     runs = [read_run(workdir) for workdir in workdirs]
     data_dir = data_dir or runs[0]["data_dir"]
     fold = choose_fold(runs, workdirs, split, fold)
-    try:
-        manifest = schema.read_manifest(data_dir).for_fold(fold)
-    except schema.FormatError as err:
-        raise PredictError(f"{data_dir}: {err}") from None
+    manifest = dataset.read_manifest(data_dir, fold)
     for run in runs:
         check_dataset(run, data_dir, manifest, split)
     views = (None, *tta_views(tta))

@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 
 from pipeline.core import schema
-from pipeline.dataset import batches_per_epoch
+from pipeline.dataset import batches_per_epoch, read_manifest
 from pipeline.training import distribute, run_files
 from pipeline.training.resolution import Resolution, make_resolution
 from pipeline.training.settings import TrainingError
@@ -43,7 +43,7 @@ def start_run(data_dir: str, workdir: str, *, train_split: str, val_split: str,
               sizes: dict | None = None) -> Run:
     """Check the dataset and the workdir, seed everything, pick the precision and devices.
     `sizes`: make_resolution's arguments."""
-    manifest = read_fold(data_dir, fold)
+    manifest = read_manifest(data_dir, fold)
     if val_split not in manifest.splits:
         how = (f"it is in {len(manifest.folds)} folds: pass fold=0..{len(manifest.folds) - 1}"
                if manifest.folds else "write it with `python -m pipeline.write "
@@ -71,16 +71,6 @@ def start_run(data_dir: str, workdir: str, *, train_split: str, val_split: str,
     resolution = make_resolution(manifest.image_shape, **(sizes or NATIVE_SIZES))
     return Run(data_dir, workdir, manifest, train_split, val_split, batch_size, epochs,
                strategy, policy, steps_per_epoch, freeze_epochs, resolution)
-
-
-def read_fold(data_dir: str, fold: int | None) -> schema.Manifest:
-    """The manifest as the run's fold sees it (schema.Manifest.for_fold)."""
-    try:
-        return schema.read_manifest(data_dir).for_fold(fold)
-    except schema.FormatError as err:
-        if fold is None:
-            raise
-        raise TrainingError(f"{data_dir}: {err}") from None
 
 
 def resolve_mixed_precision(mixed_precision: str | bool) -> str:

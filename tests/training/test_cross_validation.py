@@ -48,7 +48,7 @@ def test_a_fold_run_trains_on_the_other_folds_and_validates_on_its_own(folded_di
                                     **dict(TINY, epochs=2))
     with pytest.raises(TrainingError, match="in 3 folds: pass fold=0..2"):
         training.train_and_evaluate(data_dir=folded_dir, workdir=workdir + "-none", **TINY)
-    with pytest.raises(TrainingError, match="has folds 0..2"):
+    with pytest.raises(dataset.DatasetError, match="has folds 0..2"):
         training.train_and_evaluate(data_dir=folded_dir, workdir=workdir + "-5", fold=5, **TINY)
 
 
