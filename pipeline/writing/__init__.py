@@ -15,6 +15,7 @@
     images.py        decode one image file to uint8 CHW (Pillow)
     shard_writer.py  what a worker process runs: decode and serialise one shard
     output_dir.py    whose the output directory is, what is complete, what may be removed
+    lock.py          one writer per output directory (flock), the holder named to others
     progress.py      the progress bar or log line of a long write
     finish.py        check what was written, then rejects.csv, TFDS metadata, dataset.json
     tfds_export.py   the TFDS metadata beside the shards (tfds.builder_from_directory)

@@ -63,6 +63,8 @@ def prepare_output_dir(output_dir: str, fingerprint: str, overwrite: bool) -> st
     `overwrite`, which removes this tool's files there (and only those).
     """
     entries = sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []
+    if entries == [PROGRESS_DIR] and read_plan_fingerprint(output_dir) is None:
+        entries = []  # only the locks of writers that had not planned yet: nothing to keep
     if entries:
         owner = read_plan_fingerprint(output_dir)
         if owner == fingerprint and not overwrite:

@@ -31,7 +31,7 @@ from absl import logging
 
 from pipeline import cli, errors
 from pipeline.core import files, schema
-from pipeline.writing import inputs, output_dir, plan, settings, shard_writer, tfds_export
+from pipeline.writing import inputs, lock, output_dir, plan, settings, shard_writer, tfds_export
 from pipeline.writing.finish import finish, too_many_rejects
 from pipeline.writing.progress import Progress
 from pipeline.writing.settings import WriteConfig
@@ -77,12 +77,27 @@ def write_dataset(config: WriteConfig) -> Summary:
     start = time.monotonic()
     settings.check(config)
     write_plan = make_plan(config)
-    state = output_dir.prepare_output_dir(config.output_dir, write_plan.fingerprint,
-                                          config.overwrite)
-    if state == "complete":
-        logging.info("%s is already complete for this command; nothing to do", config.output_dir)
-        return Summary(config.output_dir, schema.read_manifest(config.output_dir), 0,
-                       len(write_plan.shards), time.monotonic() - start)
+    tasks = config.num_tasks > 1 and not config.finalize
+    with lock.locked_output_dir(config.output_dir, shared=tasks):  # one writer: lock.py
+        state = output_dir.prepare_output_dir(config.output_dir, write_plan.fingerprint,
+                                              config.overwrite)
+        if state == "complete":
+            logging.info("%s is already complete for this command; nothing to do",
+                         config.output_dir)
+            return Summary(config.output_dir, schema.read_manifest(config.output_dir), 0,
+                           len(write_plan.shards), time.monotonic() - start)
+        holder = lock.record_holder(config.output_dir)
+        try:
+            with (lock.locked_task(config.output_dir, config.task_index, config.num_tasks)
+                  if tasks else contextlib.nullcontext()):
+                return write_locked(config, write_plan, start)
+        finally:
+            with contextlib.suppress(FileNotFoundError):  # finish removes .progress/
+                os.remove(holder)
+
+
+def write_locked(config: WriteConfig, write_plan: WritePlan, start: float) -> Summary:
+    """write_dataset's work once the directory is this writer's."""
     results = completed_shards(config, write_plan)
     if config.finalize:
         check_all_written(config, write_plan, results)
