@@ -22,6 +22,9 @@ EXIT_FAILED = 1
 # Unusable input: bad flags or arguments, a missing, foreign or incomplete directory, a bad
 # configuration value. Nothing was changed that a corrected command cannot redo.
 EXIT_USAGE = 2
+# The machine failed the command: the disk is full, or a file could not be written. What was
+# complete is kept; the same command again, once there is room, finishes the work.
+EXIT_IO = 3
 
 
 class PipelineError(Exception):

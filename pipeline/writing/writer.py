@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import multiprocessing
 import os
+import shutil
 import time
 from typing import Iterator, Mapping, Sequence
 
@@ -91,9 +93,39 @@ def write_dataset(config: WriteConfig) -> Summary:
             with (lock.locked_task(config.output_dir, config.task_index, config.num_tasks)
                   if tasks else contextlib.nullcontext()):
                 return write_locked(config, write_plan, start)
+        except OSError as err:
+            raise write_failed(err, config, write_plan) from err
         finally:
             with contextlib.suppress(FileNotFoundError):  # finish removes .progress/
                 os.remove(holder)
+
+
+class WriteFailed(errors.PipelineError, OSError):
+    """The disk (or the file system) failed the write: exit 3, the complete shards kept."""
+
+    exit_code = errors.EXIT_IO
+
+
+# A record's bytes beyond its pixels (the path, the Example's keys, the framing), for the
+# room a write still needs: a 224x224 record is ~150 KB, so this need not be exact.
+RECORD_OVERHEAD_BYTES = 256
+
+
+def write_failed(err: OSError, config: WriteConfig, write_plan: WritePlan) -> WriteFailed:
+    """One line for an OSError while writing: the path, and with a full disk the bytes the
+    write still needs and the bytes free."""
+    path = err.filename or config.output_dir
+    done = completed_shards(config, write_plan)
+    left = sum(len(spec.images) for spec in write_plan.shards
+               if (spec.split, spec.index) not in done)
+    image_bytes = schema.CHANNELS * config.image_size * config.image_size
+    needed = left * (image_bytes + RECORD_OVERHEAD_BYTES)
+    free = shutil.disk_usage(config.output_dir).free
+    room = (f"about {needed:,} bytes still to write and {free:,} free there. Make room (or "
+            "choose another --output_dir), then run the same command again: the "
+            f"{len(done)} complete shard(s) are kept") if err.errno in (
+                errno.ENOSPC, errno.EDQUOT) else "run the same command again once it is fixed"
+    return WriteFailed(f"cannot write {path}: {err.strerror or err}; {room}")
 
 
 def write_locked(config: WriteConfig, write_plan: WritePlan, start: float) -> Summary:
