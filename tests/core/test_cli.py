@@ -54,7 +54,7 @@ def test_every_error_class_derives_from_pipeline_error():
             assert not issubclass(cls, errors.PipelineError), name
             continue
         assert issubclass(cls, errors.PipelineError), f"{cls.__module__}.{name}"
-        assert cls.exit_code in (errors.EXIT_FAILED, errors.EXIT_USAGE), cls
+        assert cls.exit_code in (errors.EXIT_FAILED, errors.EXIT_USAGE, errors.EXIT_IO), cls
 
 
 def test_exit_code_of_maps_errors_and_keeps_bugs(caplog):
