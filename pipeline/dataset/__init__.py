@@ -5,7 +5,8 @@
 
     reader.py         make_dataset and build_dataset: checks, the cache choice, the steps
                       after the batches (service, prefetch); readable_records, positioned
-    options.py        ReadOptions, DamagedShards, ServiceSettings: what the reader is asked
+    options.py        ReadOptions, DamagedShards, ServiceSettings: what the reader is asked;
+                      read_manifest (the manifest as a fold reads it)
     access.py         which read (random access, the table, streaming), in which order, and
                       the log line that says why
     order.py          which records make batch g: a pure function of (seed, g)
@@ -21,10 +22,10 @@ It imports the record format (pipeline.core) and the augmentation ops (pipeline.
 never the writer, the trainer or the tools.
 """
 
-from pipeline.dataset.options import DamagedShards, DatasetError, ReadOptions, ServiceSettings
+from pipeline.dataset.options import (DamagedShards, DatasetError, ReadOptions, ServiceSettings,
+                                      read_manifest)
 from pipeline.dataset.order import batches_per_epoch
-from pipeline.dataset.reader import (build_dataset, make_dataset, positioned, read_manifest,
-                                     readable_records)
+from pipeline.dataset.reader import build_dataset, make_dataset, positioned, readable_records
 from pipeline.dataset.streaming import split_paths
 
 __all__ = ["DamagedShards", "DatasetError", "ReadOptions", "ServiceSettings",

@@ -14,6 +14,7 @@ from typing import Sequence
 
 from pipeline import errors
 from pipeline.augment import DEFAULT_TRAIN_AUGMENT
+from pipeline.core import schema
 
 # on_corrupt="skip" tolerates losing this share of a split's records to damaged shards.
 DEFAULT_MAX_CORRUPT_FRACTION = 0.01
@@ -114,3 +115,14 @@ class ReadOptions:
         if seed is None and training:
             seed = random.SystemRandom().randrange(FRESH_SEED_MAX)
         return dataclasses.replace(self, deterministic=deterministic, seed=seed)
+
+
+def read_manifest(data_dir: str, fold: int | None = None) -> schema.Manifest:
+    """The manifest as fold `fold` reads it (schema.Manifest.for_fold), a fold the dataset
+    does not have a DatasetError. The trainer and predict read their folds through it."""
+    try:
+        return schema.read_manifest(data_dir).for_fold(fold)
+    except schema.FormatError as err:
+        if fold is None:
+            raise
+        raise DatasetError(f"{data_dir}: {err}") from None

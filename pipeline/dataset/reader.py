@@ -33,7 +33,7 @@ from pipeline.core import schema
 from pipeline.dataset import access as access_lib
 from pipeline.dataset import damaged, indexed, random_access, streaming
 from pipeline.dataset.options import (DEFAULT_MAX_CORRUPT_FRACTION, DamagedShards, DatasetError,
-                                      ReadOptions, ServiceSettings)
+                                      ReadOptions, ServiceSettings, read_manifest)
 from pipeline.dataset.order import require_batches
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -197,17 +197,6 @@ def plan_read(data_dir: str, split: str, training: bool, options: ReadOptions,
     cache_mode = choose_cache(options, manifest, sum(shard.count for shard in shards))
     chosen = access_lib.choose_access(options.access, data_dir, manifest, cache_mode, options)
     return ReadPlan(manifest, shards, paths, options, cache_mode, chosen)
-
-
-def read_manifest(data_dir: str, fold: int | None = None) -> schema.Manifest:
-    """The manifest as fold `fold` reads it (schema.Manifest.for_fold), a fold the dataset
-    does not have a DatasetError. The trainer and predict read their folds through it."""
-    try:
-        return schema.read_manifest(data_dir).for_fold(fold)
-    except schema.FormatError as err:
-        if fold is None:
-            raise
-        raise DatasetError(f"{data_dir}: {err}") from None
 
 
 def _check_start_batch(start_batch: int | None, training: bool,

@@ -27,7 +27,7 @@ import tensorflow as tf
 from pipeline import augment as augment_lib
 from pipeline.core import files, schema
 from pipeline.dataset import damaged
-from pipeline.dataset.options import DatasetError, ReadOptions
+from pipeline.dataset.options import DatasetError, ReadOptions, read_manifest
 from pipeline.dataset.order import require_batches
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -223,7 +223,7 @@ def check_files_exist(paths: Sequence[str]) -> None:
 def split_paths(data_dir: str, split: str, fold: int | None = None) -> list[str]:
     """The source path of every record of `split` (of `fold`'s view), in the order evaluation
     reads them (shard order, then record order: for a test split, the input CSV's)."""
-    manifest = schema.read_manifest(data_dir).for_fold(fold)
+    manifest = read_manifest(data_dir, fold)
     paths = manifest.shard_paths(data_dir, split)
     check_files_exist(paths)
     records = read_shards(paths, schema.tf_compression_type(manifest.compression))

@@ -118,9 +118,14 @@ def predict_split(workdir: str | Sequence[str], split: str = schema.TEST, *,
                   data_dir: str | None = None, weights: str = "final", batch_size: int = 256,
                   tta=None, fold: int | None = None) -> list[tuple[str, str]]:
     """[(image path, predicted class name)] for every record of `split`, in input order."""
-    manifest, paths, probabilities = predict_probabilities(
+    return predicted_rows(*predict_probabilities(
         workdir, split, data_dir=data_dir, weights=weights, batch_size=batch_size, tta=tta,
-        fold=fold)
+        fold=fold))
+
+
+def predicted_rows(manifest: schema.Manifest, paths: Sequence[str],
+                   probabilities) -> list[tuple[str, str]]:
+    """[(image path, the most probable class's name)]."""
     return [(path, manifest.classes[index])
             for path, index in zip(paths, np.argmax(probabilities, axis=1))]
 
@@ -164,22 +169,22 @@ def load_model(workdir: str, weights: str = "final"):
     return model
 
 
-def submission_csv(rows: Sequence[tuple[str, str]]) -> str:
+def csv_text(header: Sequence[str], rows) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(HEADER)
+    writer.writerow(header)
     writer.writerows(rows)
     return buffer.getvalue()
 
 
+def submission_csv(rows: Sequence[tuple[str, str]]) -> str:
+    return csv_text(HEADER, rows)
+
+
 def probabilities_csv(classes: Sequence[str], paths: Sequence[str], probabilities) -> str:
     """`image,<class>,<class>...`: one row per record, the probability of each class."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(("image", *classes))
-    for path, row in zip(paths, probabilities):
-        writer.writerow((path, *(f"{p:.6g}" for p in row)))
-    return buffer.getvalue()
+    return csv_text(("image", *classes), ((path, *(f"{p:.6g}" for p in row))
+                                          for path, row in zip(paths, probabilities)))
 
 
 def write_predictions(workdir: str | Sequence[str], split: str = schema.TEST, *,
@@ -193,7 +198,7 @@ def write_predictions(workdir: str | Sequence[str], split: str = schema.TEST, *,
     manifest, paths, probs = predict_probabilities(
         workdir, split, data_dir=data_dir, weights=weights, batch_size=batch_size, tta=tta,
         fold=fold)
-    rows = [(path, manifest.classes[index]) for path, index in zip(paths, np.argmax(probs, 1))]
+    rows = predicted_rows(manifest, paths, probs)
     first = workdir if isinstance(workdir, str) else workdir[0]
     output = output or os.path.join(first, SUBMISSION_NAME)
     files.atomic_write_text(output, submission_csv(rows))

@@ -133,8 +133,9 @@ def build_manifest(shards, results, classes, config: WriteConfig, fingerprint: s
     splits = {}
     stats = {}
     for split in sorted({spec.split for spec in shards}):
-        split_results = [results[(s.split, s.index)] for s in shards if s.split == split]
-        splits[split] = split_info([s for s in shards if s.split == split], results, classes)
+        specs = [spec for spec in shards if spec.split == split]
+        split_results = [results[(spec.split, spec.index)] for spec in specs]
+        splits[split] = split_info(specs, results, classes)
         stats[split] = schema.channel_stats(
             [sum(r.pixel_sum[c] for r in split_results) for c in range(schema.CHANNELS)],
             [sum(r.pixel_sq_sum[c] for r in split_results) for c in range(schema.CHANNELS)],

@@ -102,8 +102,9 @@ def fold_shards(images: Sequence[SourceImage], classes: Sequence[str], *, folds:
         raise PlanError(f"--shards={num_shards} with --folds={folds}: every fold needs shards "
                         f"of its own; use --shards>={folds}")
     shards: list[ShardSpec] = []
+    shard_counts = fold_sizes(num_shards, folds, 0)
     for number, members in enumerate(assign_folds(images, classes, folds)):
-        count = fold_sizes(num_shards, folds, 0)[number]
+        count = shard_counts[number]
         if count > len(members):
             raise PlanError(f"fold {number} has {len(members)} images, fewer than its {count} "
                             f"shards; use --shards<={folds * len(members)} or fewer --folds")
