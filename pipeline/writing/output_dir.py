@@ -17,7 +17,7 @@ from absl import logging
 
 from pipeline import errors
 from pipeline.core import files, schema
-from pipeline.writing import plan, tfds_export
+from pipeline.writing import kept, plan, tfds_export
 from pipeline.writing.shard_writer import PROGRESS_DIR, ShardResult, progress_record_path
 from pipeline.writing.sources import MAX_EXAMPLES
 
@@ -115,21 +115,19 @@ def shard_files(spec: plan.ShardSpec, compression: str) -> list[str]:
     return [filename, *(name for name in indexes if name is not None)]
 
 
-def load_completed_shard(output_dir: str, spec: plan.ShardSpec, compression: str):
-    """The ShardResult of a shard an earlier run completed, or None if it must be (re)written."""
+def load_completed_shard(output_dir: str, spec: plan.ShardSpec, compression: str,
+                         image_bytes: int):
+    """The ShardResult of a shard an earlier run completed, or None if it must be (re)written:
+    its progress record is missing, or the shard is not the one recorded (kept.py)."""
     filename = spec.filename(compression)
     try:
         with open(progress_record_path(output_dir, filename), encoding="utf-8") as f:
             result = ShardResult.from_json(f.read())
-        size = os.path.getsize(os.path.join(output_dir, filename))
     except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
         return None
-    # The index is written before the progress record, so it is there unless someone removed it.
-    if not all(os.path.exists(os.path.join(output_dir, name))
-               for name in shard_files(spec, compression)):
+    if result.file != filename or result.images_seen != len(spec.images):
         return None
-    if result.file != filename or size != result.bytes:
-        return None
-    if result.images_seen != len(spec.images):
+    if kept.check_kept_shard(output_dir, result, compression=compression,
+                             image_bytes=image_bytes) is not None:
         return None
     return result

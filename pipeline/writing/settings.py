@@ -144,6 +144,11 @@ class WriteConfig:
         "(the same command without --task_index). Exit 2 naming the missing shards and their "
         "tasks otherwise.", group="multi-host")
 
+    @property
+    def image_bytes(self) -> int:
+        """Bytes of one written image (uint8 CHW)."""
+        return schema.CHANNELS * self.image_size * self.image_size
+
     def output_settings(self) -> dict:
         """The settings that decide output bytes (with the plan: see plan.fingerprint)."""
         return {

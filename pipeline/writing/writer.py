@@ -13,7 +13,8 @@ metadata `tfds.builder_from_directory` reads (tfds_export).
 
 Interrupting the writer at any moment (even SIGKILL) is safe: each shard is written under a
 temporary name and renamed when complete, and a small record of it goes to `.progress/`; the
-same command run again keeps those shards and writes the rest (output_dir). Output bytes
+same command run again keeps those shards, once their bytes are checked (kept), and writes
+the rest (output_dir); over a complete dataset it checks and repairs every shard. Output bytes
 depend only on the input, the settings and the seed, never on --num_workers or on
 interruptions.
 """
@@ -33,8 +34,9 @@ from absl import logging
 
 from pipeline import cli, errors
 from pipeline.core import files, schema
-from pipeline.writing import inputs, lock, output_dir, plan, settings, shard_writer, tfds_export
-from pipeline.writing.finish import finish, too_many_rejects
+from pipeline.writing import (inputs, kept, lock, output_dir, plan, settings, shard_writer,
+                              tfds_export)
+from pipeline.writing.finish import VerificationError, finish, too_many_rejects
 from pipeline.writing.progress import Progress
 from pipeline.writing.settings import WriteConfig
 from pipeline.writing.shard_writer import ShardResult
@@ -83,13 +85,10 @@ def write_dataset(config: WriteConfig) -> Summary:
     with lock.locked_output_dir(config.output_dir, shared=tasks):  # one writer: lock.py
         state = output_dir.prepare_output_dir(config.output_dir, write_plan.fingerprint,
                                               config.overwrite)
-        if state == "complete":
-            logging.info("%s is already complete for this command; nothing to do",
-                         config.output_dir)
-            return Summary(config.output_dir, schema.read_manifest(config.output_dir), 0,
-                           len(write_plan.shards), time.monotonic() - start)
         holder = lock.record_holder(config.output_dir)
         try:
+            if state == "complete":
+                return repair_complete(config, write_plan, start)
             with (lock.locked_task(config.output_dir, config.task_index, config.num_tasks)
                   if tasks else contextlib.nullcontext()):
                 return write_locked(config, write_plan, start)
@@ -98,6 +97,39 @@ def write_dataset(config: WriteConfig) -> Summary:
         finally:
             with contextlib.suppress(FileNotFoundError):  # finish removes .progress/
                 os.remove(holder)
+            if state == "complete":
+                with contextlib.suppress(OSError):  # only if nothing else is left there
+                    os.rmdir(os.path.join(config.output_dir, shard_writer.PROGRESS_DIR))
+
+
+def repair_complete(config: WriteConfig, write_plan: WritePlan, start: float) -> Summary:
+    """The same command over its complete dataset: check this task's shards (every shard for
+    one task or --finalize) against dataset.json and rewrite those that differ (kept.py)."""
+    manifest = schema.read_manifest(config.output_dir)
+    listed = {shard.file: shard for info in manifest.splits.values() for shard in info.shards}
+    mine = [listed[spec.filename(config.compression)] for spec in (
+        write_plan.shards if config.finalize else
+        task_shards(write_plan.shards, config.num_tasks, config.task_index))]
+    damaged = {shard.file for shard in mine if kept.check_kept_shard(
+        config.output_dir, shard, compression=config.compression,
+        image_bytes=config.image_bytes) is not None}
+    todo = [spec for spec in write_plan.shards if spec.filename(config.compression) in damaged]
+    results: dict = {}
+    # No reject limit: a rewritten shard must be the listed one, its rejects included.
+    _run_shards(todo, results, config, sum(len(spec.images) for spec in todo), max_rejects=None)
+    for result in results.values():
+        if result.sha256 != listed[result.file].sha256:
+            raise VerificationError(
+                f"{result.file} was written again but differs from the one dataset.json lists: "
+                "the source images changed since the dataset was written. Write it again "
+                "with --overwrite")
+        os.remove(shard_writer.progress_record_path(config.output_dir, result.file))
+    checked = sum(shard.bytes for shard in mine)
+    seconds = time.monotonic() - start
+    logging.info("%s is complete for this command: %d shard(s) (%.1f MB) checked against %s, "
+                 "%d rewritten, in %.1f s", config.output_dir, len(mine), checked / 1e6,
+                 schema.MANIFEST_NAME, len(todo), seconds)
+    return Summary(config.output_dir, manifest, len(todo), len(mine) - len(todo), seconds)
 
 
 class WriteFailed(errors.PipelineError, OSError):
@@ -118,8 +150,7 @@ def write_failed(err: OSError, config: WriteConfig, write_plan: WritePlan) -> Wr
     done = completed_shards(config, write_plan)
     left = sum(len(spec.images) for spec in write_plan.shards
                if (spec.split, spec.index) not in done)
-    image_bytes = schema.CHANNELS * config.image_size * config.image_size
-    needed = left * (image_bytes + RECORD_OVERHEAD_BYTES)
+    needed = left * (config.image_bytes + RECORD_OVERHEAD_BYTES)
     free = shutil.disk_usage(config.output_dir).free
     room = (f"about {needed:,} bytes still to write and {free:,} free there. Make room (or "
             "choose another --output_dir), then run the same command again: the "
@@ -197,7 +228,8 @@ def completed_shards(config: WriteConfig,
         logging.info("removed %d temporary file(s) of an interrupted run", len(leftovers))
     results = {}
     for spec in write_plan.shards:
-        done = output_dir.load_completed_shard(config.output_dir, spec, config.compression)
+        done = output_dir.load_completed_shard(config.output_dir, spec, config.compression,
+                                               config.image_bytes)
         if done is not None:
             results[(spec.split, spec.index)] = done
     if results:
@@ -228,7 +260,8 @@ def write_missing_shards(config: WriteConfig, write_plan: WritePlan,
     mine = task_shards(write_plan.shards, config.num_tasks, config.task_index)
     todo = [spec for spec in mine if (spec.split, spec.index) not in results]
     try:
-        _run_shards(todo, results, config, write_plan.total_images)
+        _run_shards(todo, results, config, write_plan.total_images,
+                    config.max_reject_fraction * write_plan.total_images)
     finally:
         files.remove_temp_files(config.output_dir, own_files(config, write_plan))
     return todo
@@ -248,9 +281,11 @@ def _task_summary(config: WriteConfig, write_plan: WritePlan, todo, seconds: flo
     return Summary(config.output_dir, None, len(todo), mine - len(todo), seconds)
 
 
-def _run_shards(todo, results, config: WriteConfig, total_images: int) -> None:
-    """Write the `todo` shards into `results`, stopping as soon as too many images are
-    rejected (the fraction can only grow from there: decoding the rest would be wasted)."""
+def _run_shards(todo, results, config: WriteConfig, total_images: int,
+                max_rejects: float | None) -> None:
+    """Write the `todo` shards into `results`, stopping as soon as more than `max_rejects`
+    images are rejected (the fraction can only grow from there: decoding the rest would be
+    wasted)."""
     done_images = sum(r.images_seen for r in results.values())
     progress = Progress(total_images, done_images, config.show_progress)
     rejects = sum(len(r.rejects) for r in results.values())
@@ -261,7 +296,7 @@ def _run_shards(todo, results, config: WriteConfig, total_images: int) -> None:
             for spec, result in shard_results:
                 results[(spec.split, spec.index)] = result
                 rejects += len(result.rejects)
-                if rejects > config.max_reject_fraction * total_images:
+                if max_rejects is not None and rejects > max_rejects:
                     raise too_many_rejects(results, rejects, total_images,
                                            config.max_reject_fraction, config.output_dir)
     finally:

@@ -78,7 +78,7 @@ class _Crash(Exception):
     pass
 
 
-def test_a_kept_shard_whose_index_is_gone_is_rewritten(tmp_path, monkeypatch):
+def test_a_kept_shard_whose_index_is_gone_gets_it_rebuilt(tmp_path, monkeypatch):
     reference = _labeled_with_test_split(tmp_path, "reference").output_dir
     real_write_shard = shard_writer.write_shard
     written = []
@@ -97,7 +97,7 @@ def test_a_kept_shard_whose_index_is_gone_is_rewritten(tmp_path, monkeypatch):
 
     monkeypatch.setattr(shard_writer, "write_shard", real_write_shard)
     summary = _labeled_with_test_split(tmp_path)
-    assert summary.reused == 1  # the second shard; the first is written again, with its index
+    assert summary.reused == 2  # both shards: the first's index is rebuilt from its bytes
     assert tree_digest(out) == tree_digest(reference)
 
 

@@ -1,0 +1,103 @@
+"""Reruns verify what they keep: a kept shard's bytes against its digest, its indexes against it.
+
+A rerun keeps the shards an earlier run completed (output_dir) and, once the dataset is
+complete, every shard dataset.json lists. Checking their sizes alone let a damaged shard
+through ("already complete ... nothing to do" over a flipped byte), so each kept shard is
+hashed (sha256, as MosaicML Streaming's `validate_hash`) and compared with what was recorded
+when it was written: its `.progress/` record while the write is unfinished, dataset.json after.
+A shard that differs is rewritten; the plan makes it byte-identical to the first.
+
+The indexes beside an uncompressed shard (the DALI `.idx`, the record index) are derived from
+its bytes: they are rebuilt from the shard (record_index.scan_shard, small preads) and
+compared byte for byte, and one that differs is replaced without rewriting the shard.
+Checking costs one read of every kept byte: ~1 s per GB here from the page cache (sha256
+alone 0.6 s per GB; 271 MB of 224x224 shards checked, indexes included, in 0.24 s); a cold
+disk reads slower than that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from absl import logging
+
+from pipeline.core import files, record_index, records, schema
+
+# Bytes hashed per read: large enough that the per-call cost vanishes next to sha256's.
+HASH_CHUNK_BYTES = 1 << 20
+
+
+def file_digest(path: str) -> tuple[int, str]:
+    """(size, sha256 hex) of the file at `path`."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def shard_problem(output_dir: str, filename: str, size: int, sha256: str) -> str | None:
+    """Why the shard `filename` is not the one of `size` bytes and digest `sha256` (missing,
+    another size, other bytes), or None when it is."""
+    path = os.path.join(output_dir, filename)
+    if not os.path.exists(path):
+        return "missing"
+    if os.path.getsize(path) != size:
+        return f"{os.path.getsize(path):,} bytes, {size:,} when written"
+    found = file_digest(path)[1]
+    if found != sha256:
+        return f"damaged (sha256 {found[:16]}..., {sha256[:16]}... when written)"
+    return None
+
+
+def expected_indexes(output_dir: str, filename: str, size: int, sha256: str,
+                     image_bytes: int) -> dict[str, bytes] | None:
+    """{index file name: its bytes} of the intact uncompressed shard `filename`, rebuilt from
+    the shard; None when its records cannot be framed (the shard must be rewritten)."""
+    table, problem = record_index.scan_shard(os.path.join(output_dir, filename), image_bytes)
+    if problem is not None:
+        return None
+    framing = records.HEADER_BYTES + records.FOOTER_BYTES
+    dali = records.dali_index_text([(int(offset), int(length) + framing)
+                                    for offset, length in table[:, :2]])
+    index = record_index.RecordIndex(filename, size, sha256, image_bytes, table)
+    return {schema.dali_index_filename(filename, "NONE"): dali.encode("ascii"),
+            schema.record_index_filename(filename, "NONE"): record_index.encode(index)}
+
+
+def repair_indexes(output_dir: str, expected: dict[str, bytes]) -> list[str]:
+    """Replace the index files that differ from `expected`; returns their names."""
+    replaced = []
+    for name, data in sorted(expected.items()):
+        path = os.path.join(output_dir, name)
+        try:
+            with open(path, "rb") as f:
+                same = f.read() == data
+        except FileNotFoundError:
+            same = False
+        if not same:
+            files.atomic_write_bytes(path, data)
+            replaced.append(name)
+    return replaced
+
+
+def check_kept_shard(output_dir: str, shard, *, compression: str,
+                     image_bytes: int) -> str | None:
+    """None when `shard` (a dataset.json ShardInfo or a progress record: its file, bytes and
+    sha256) may be kept, its indexes repaired where they differ; otherwise why it must be
+    rewritten, which is also logged."""
+    filename, size, sha256 = shard.file, shard.bytes, shard.sha256
+    problem = shard_problem(output_dir, filename, size, sha256)
+    if problem is None and compression == "NONE":
+        expected = expected_indexes(output_dir, filename, size, sha256, image_bytes)
+        if expected is None:
+            problem = "its records cannot be framed"
+        else:
+            for name in repair_indexes(output_dir, expected):
+                logging.warning("%s did not match its shard; rebuilt it from %s", name, filename)
+    if problem is not None:
+        logging.warning("%s is %s; writing it again", filename, problem)
+    return problem

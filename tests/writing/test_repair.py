@@ -1,0 +1,97 @@
+"""Reruns verify what they keep: a shard deleted or damaged (same size, other bytes) and an
+index damaged are repaired by the same command, unfinished or complete, byte-identical to a
+clean run; a shard whose source images changed is refused, not silently mixed in."""
+
+import os
+
+import pytest
+
+from conftest import tree_digest
+from pipeline.core import schema
+from pipeline.writing import shard_writer, writer
+from pipeline.writing.finish import VerificationError
+from pipeline.writing.settings import WriteConfig
+from pipeline.writing.writer import write_dataset
+
+
+def _config(folder, out, **overrides):
+    return WriteConfig(**{**dict(output_dir=str(out), input=str(folder / "train.csv"),
+                                 image_size=8, shards=4, val_fraction=0.25, num_workers=1,
+                                 show_progress=False), **overrides})
+
+
+def _flip_a_byte(path, at=40):
+    """Damage `path` in place: one byte changed, the size kept (what a size check misses)."""
+    with open(path, "r+b") as f:
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def _shards(out):
+    manifest = schema.read_manifest(str(out))
+    return [shard.file for info in manifest.splits.values() for shard in info.shards]
+
+
+@pytest.fixture
+def reference(kaggle_folder, tmp_path):
+    out = tmp_path / "reference"
+    write_dataset(_config(kaggle_folder, out))
+    return out
+
+
+def test_a_complete_dataset_rerun_repairs_deleted_and_damaged_shards(kaggle_folder, reference,
+                                                                      tmp_path):
+    out = tmp_path / "out"
+    config = _config(kaggle_folder, out)
+    write_dataset(config)
+    first, second, third, *_ = _shards(out)
+    os.remove(out / first)
+    _flip_a_byte(out / second)
+    _flip_a_byte(out / schema.record_index_filename(third, "NONE"))
+    os.remove(out / schema.dali_index_filename(third, "NONE"))
+    summary = write_dataset(config)
+    assert (summary.written, summary.reused) == (2, len(_shards(out)) - 2)  # third kept
+    assert tree_digest(out) == tree_digest(reference)
+
+
+def test_an_intact_complete_dataset_is_checked_and_left_alone(kaggle_folder, reference):
+    before = tree_digest(reference)
+    summary = write_dataset(_config(kaggle_folder, reference))
+    assert summary.written == 0
+    assert tree_digest(reference) == before
+    assert not os.path.exists(reference / shard_writer.PROGRESS_DIR)
+
+
+def test_an_unfinished_write_rewrites_a_kept_shard_whose_bytes_changed(
+        kaggle_folder, reference, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    config = _config(kaggle_folder, out)
+    # Every shard written, dataset.json not yet: what a write killed at its end leaves.
+    monkeypatch.setattr(writer, "finish", _stopped)
+    with pytest.raises(_Stopped):
+        write_dataset(config)
+    monkeypatch.undo()
+    shards = sorted(name for name in os.listdir(out) if name.endswith(".tfrecord"))
+    _flip_a_byte(out / shards[0])  # same size: only its digest tells
+    _flip_a_byte(out / schema.dali_index_filename(shards[1], "NONE"), at=0)
+    summary = write_dataset(config)
+    assert (summary.written, summary.reused) == (1, len(shards) - 1)
+    assert tree_digest(out) == tree_digest(reference)
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _stopped(*args, **kwargs):
+    raise _Stopped()
+
+
+def test_a_changed_source_image_is_refused_not_mixed_in(kaggle_folder, reference):
+    os.remove(reference / _shards(reference)[0])
+    for name in sorted(os.listdir(kaggle_folder / "images")):  # every image: whichever it held
+        _flip_a_byte(kaggle_folder / "images" / name, at=60)
+    with pytest.raises(VerificationError, match="source images changed.*--overwrite"):
+        write_dataset(_config(kaggle_folder, reference))
