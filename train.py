@@ -39,6 +39,9 @@ def define_flags() -> None:
 def parse_gin(configs, bindings) -> None:
     """Parse the gin files and bindings, or ConfigError with gin's message."""
     for config in configs:  # `include 'resnet50.gin'` finds files beside the config
+        if os.path.isdir(config):
+            raise errors.UsageError(f"--config={config} is a directory; give a gin file, e.g. "
+                                    "--config=configs/smoke.gin")
         gin.add_config_file_search_path(os.path.dirname(os.path.abspath(config)))
     try:
         gin.parse_config_files_and_bindings(configs, bindings)
@@ -59,8 +62,23 @@ def main(argv) -> None:
     config_text = gin.config_str()
     logging.info("configuration:\n%s", config_text)
     # Written once the run has passed its checks: a refused run leaves the workdir as it was.
-    train(workdir=workdir, before_training=lambda: files.atomic_write_text(
-        os.path.join(workdir, "config.gin"), config_text))
+    try:
+        train(workdir=workdir, before_training=lambda: files.atomic_write_text(
+            os.path.join(workdir, "config.gin"), config_text))
+    except errors.PipelineError as err:
+        raise without_gin_context(err) from None
+
+
+# gin re-raises whatever a configurable raises as a copy whose message gains this and the
+# configurable's name on a second line; a user error stays one line.
+GIN_CONTEXT = "\n  In call to configurable"
+
+
+def without_gin_context(err: errors.PipelineError) -> errors.PipelineError:
+    """`err` as one line, with its exit code."""
+    plain = errors.PipelineError(str(err).split(GIN_CONTEXT)[0])
+    plain.exit_code = err.exit_code
+    return plain
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@
 `run` gives every command the same contract: a `PipelineError` (a user mistake, see
 pipeline.errors) becomes one logged line and its exit code, a flag that does not parse exits
 with EXIT_USAGE like any other unusable input (absl's own parser would exit 1, which the
-writer and verify use for "the result is bad"), and any other exception is a bug and keeps its
-traceback.
+writer and verify use for "the result is bad"), a path that is a file where a directory goes
+(or the reverse) is one line and EXIT_USAGE too, and any other exception is a bug and keeps
+its traceback.
 
 Flags are defined by `define_flags`, called only when a module runs as a command, so that
 importing a command module (tests, other tools) adds no flags to the importer's.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -45,7 +47,24 @@ def exit_code_of(function: Callable[..., int | None], *args, **kwargs) -> int:
     except errors.PipelineError as err:
         logging.error("%s", err)
         return err.exit_code
+    except (NotADirectoryError, IsADirectoryError) as err:
+        # A path flag naming a file where a directory goes (or the reverse): whichever command
+        # and whichever of its paths, it is the user's path, never a bug.
+        logging.error("%s", wrong_kind_message(err))
+        return errors.EXIT_USAGE
     return errors.EXIT_OK if result is None else result
+
+
+def wrong_kind_message(err: NotADirectoryError | IsADirectoryError) -> str:
+    """One line for a file given where a directory is expected, or the reverse."""
+    path = os.fsdecode(err.filename or "")
+    if isinstance(err, IsADirectoryError):
+        return f"{path} is a directory, where a file is expected: give a file"
+    blocker = path
+    while blocker and not os.path.exists(blocker) and os.path.dirname(blocker) != blocker:
+        blocker = os.path.dirname(blocker)  # the part of the path that is a file
+    reached = f" (on the way to {path})" if blocker != path else ""
+    return f"{blocker} is a file, where a directory is expected{reached}: give a directory"
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -333,6 +333,10 @@ def read_manifest(data_dir: str) -> Manifest:
             f"no {MANIFEST_NAME} in {data_dir!r}: it is not a complete dataset. "
             "Write one with `python -m pipeline.write --output_dir=...`."
         ) from None
+    except NotADirectoryError:
+        raise FormatError(f"{data_dir!r} is a file, not a dataset directory: give the "
+                          f"directory that holds {MANIFEST_NAME} (pipeline.write "
+                          "--output_dir)") from None
     return Manifest.from_json(text, source=path)
 
 

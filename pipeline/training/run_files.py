@@ -53,6 +53,9 @@ def read_run_file(workdir: str) -> dict | None:
             return json.load(f)
     except FileNotFoundError:
         return None
+    except NotADirectoryError:
+        raise TrainingError(f"workdir {workdir!r} is a file, not a directory: give a training "
+                            "run's directory (train.py --workdir)") from None
 
 
 def run_record(data_dir: str, manifest: schema.Manifest) -> dict:

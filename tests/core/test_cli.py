@@ -109,3 +109,42 @@ def test_importing_a_command_defines_no_flags():
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"
+
+
+def test_a_file_where_a_directory_goes_is_one_line_naming_it(tmp_path, caplog):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a directory")
+
+    def open_below_it():
+        open(a_file / "dataset.json")
+
+    with caplog.at_level(logging.ERROR):
+        assert cli.exit_code_of(open_below_it) == errors.EXIT_USAGE
+    assert f"{a_file} is a file, where a directory is expected" in caplog.text
+
+
+# Every command, given a file where its directory goes (or a directory for its file).
+WRONG_KIND = [
+    (["-m", "pipeline.write", "--output_dir={file}"], "is a file"),
+    (["-m", "pipeline.write", "--output_dir={file}/sub"], "is a file, where a directory"),
+    (["-m", "pipeline.verify", "{file}"], "is a file, not a dataset directory"),
+    (["-m", "pipeline.inspect", "{file}"], "is a file, not a dataset directory"),
+    (["-m", "pipeline.predict", "--workdir={file}"], "is a file, not a directory"),
+    (["train.py", "--config=configs/smoke.gin", "--workdir={file}"], "is a file, not a dir"),
+    (["train.py", "--config=configs"], "--config=configs is a directory"),
+]
+
+
+def test_every_command_says_a_path_is_of_the_wrong_kind_in_one_line(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a directory")
+    env = dict(os.environ, PIPELINE_WORKSPACE=str(tmp_path / "workspace"),
+               TF_CPP_MIN_LOG_LEVEL="3")
+    running = [subprocess.Popen([sys.executable, *(a.format(file=a_file) for a in args)],
+                                cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
+               for args, _ in WRONG_KIND]
+    for process, (args, says) in zip(running, WRONG_KIND):
+        stderr = process.communicate(timeout=300)[1]
+        assert process.returncode == errors.EXIT_USAGE, (args, stderr[-2000:])
+        assert says in stderr and "Traceback" not in stderr, (args, stderr[-2000:])
+        assert "In call to configurable" not in stderr, (args, stderr[-2000:])
