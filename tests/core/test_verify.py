@@ -276,7 +276,7 @@ def test_no_manifest_is_unusable(tmp_path):
     with pytest.raises(integrity.UnusableInput, match="no dataset.json"):
         integrity.verify_dataset(str(tmp_path))
     (tmp_path / "file").write_text("not a directory")
-    with pytest.raises(integrity.UnusableInput, match="cannot read"):
+    with pytest.raises(integrity.UnusableInput, match="is a file, not a dataset directory"):
         integrity.verify_dataset(str(tmp_path / "file"))
 
 
