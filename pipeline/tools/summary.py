@@ -166,7 +166,8 @@ def source_size(writer_flags: Mapping) -> SourceSize:
         try:
             found = sources.load_listing(
                 listing, image_column=writer_flags.get("image_column", "image"),
-                label_column=writer_flags.get("label_column", "label"))
+                label_column=writer_flags.get("label_column", "label"),
+                allow_outside=True)  # sizes only, of what the writer was allowed to read
         except sources.InputError as err:
             raise SourceUnavailable(f"{listing} cannot be listed: {err}") from err
         image_files.update(image.file for image in found.images)

@@ -63,7 +63,8 @@ def load_input(given: str, config: WriteConfig, *, label_column_required: bool =
             image_key=config.tfds_image_key, label_key=config.tfds_label_key)
     return load_listing(given, image_column=config.image_column,
                         label_column=config.label_column,
-                        label_column_required=label_column_required)
+                        label_column_required=label_column_required,
+                        allow_outside=config.allow_outside_input)
 
 
 def check_input_flags(config: WriteConfig, inputs: Sequence[str | None]) -> None:

@@ -76,6 +76,12 @@ class WriteConfig:
     # unlabeled CSV.
     label_column_required: bool = setting(
         False, "The CSV must have the label column.", group="input", flag=False)
+    allow_outside_input: bool = setting(
+        False, "Read image paths that lead outside the input: CSV rows with `..`, absolute "
+        "paths elsewhere or symlinks out of the CSV's folder, class folders or images that "
+        "are symlinks out of the tree. Refused by default (exit 2, the first rows named): a "
+        "CSV from elsewhere must not make the writer read, and copy into shards, any file you "
+        "can read. Only for a listing you trust.", group="input")
     shards: int = setting(
         DEFAULT_TRAIN_SHARDS, "Shards of the train split; other splits get proportionally "
         "fewer (at least 1) unless --val_shards / --test_shards say otherwise.",

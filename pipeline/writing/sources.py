@@ -14,6 +14,7 @@ from typing import Sequence
 
 from pipeline import errors
 from pipeline.core import schema
+from pipeline.writing import boundary
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
@@ -42,19 +43,21 @@ class Listing:
     # What decides the images' bytes when their paths do not (a TFDS split: its prepared
     # version, split and features); part of the write's fingerprint. Empty for files.
     source_id: str = ""
+    warnings: tuple[str, ...] = ()  # for the summary: empty classes, skipped folders, ...
 
 
 def load_listing(
     input_path: str, *, image_column: str = "image", label_column: str = "label",
-    label_column_required: bool = False,
+    label_column_required: bool = False, allow_outside: bool = False,
 ) -> Listing:
-    """A CSV file or a directory of class folders -> Listing."""
+    """A CSV file or a directory of class folders -> Listing. Paths that lead outside the
+    input are refused unless `allow_outside` (pipeline.writing.boundary)."""
     if os.path.isdir(input_path):
-        return list_class_tree(input_path)
+        return list_class_tree(input_path, allow_outside=allow_outside)
     if os.path.isfile(input_path):
         return read_csv_listing(
             input_path, image_column=image_column, label_column=label_column,
-            label_column_required=label_column_required,
+            label_column_required=label_column_required, allow_outside=allow_outside,
         )
     raise InputError(
         f"--input={input_path!r} does not exist; give a CSV file (image,label columns) or a "
@@ -64,7 +67,7 @@ def load_listing(
 
 def read_csv_listing(
     csv_path: str, *, image_column: str = "image", label_column: str = "label",
-    label_column_required: bool = False,
+    label_column_required: bool = False, allow_outside: bool = False,
 ) -> Listing:
     """Read `image[,label]` rows; paths are relative to the CSV's folder.
 
@@ -97,6 +100,8 @@ def read_csv_listing(
     paths = frame[image_column].tolist()
     _check_paths(csv_path, paths)
     base = os.path.dirname(os.path.abspath(csv_path))
+    if not allow_outside:
+        _refuse_rows_outside(csv_path, base, paths)
     if not labeled:
         images = tuple(
             SourceImage(p, os.path.join(base, p), schema.UNLABELED) for p in paths
@@ -139,38 +144,95 @@ def _check_paths(csv_path: str, paths: Sequence[str]) -> None:
         )
 
 
-def list_class_tree(root: str) -> Listing:
+def _refuse_rows_outside(csv_path: str, base: str, paths: Sequence[str]) -> None:
+    root = boundary.real_root(base)
+    outside = [f"line {i + 2}: {p!r}" for i, p in enumerate(paths)  # +2: header, 1-based
+               if not boundary.is_inside(root, os.path.join(base, p))]
+    if outside:
+        raise InputError(boundary.outside_message(csv_path, "row(s)", f"its folder {base}",
+                                                  outside))
+
+
+def list_class_tree(root: str, *, allow_outside: bool = False) -> Listing:
     """`root/<class>/**/<image>`: one sub-folder per class, image files anywhere below it.
 
     Hidden entries and files without an image extension are skipped (a `.DS_Store` or a
     README is not a rejected image); files with an image extension that fail to decode are
-    rejected later like any other bad image.
+    rejected later like any other bad image. Symlinked folders below a class folder are not
+    walked into; a class folder or image that leads outside `root` is refused unless
+    `allow_outside`, and a class folder that is a symlink to `root` or above is skipped with
+    a warning (it would list the tree again inside itself). Names that are not UTF-8 are kept,
+    escaped (pipeline.writing.boundary).
     """
-    class_dirs = sorted(
-        entry.name for entry in os.scandir(root)
-        if entry.is_dir() and not entry.name.startswith(".")
-    )
-    if not class_dirs:
-        raise InputError(
-            f"{root}: no class folders; expected {root}/<class name>/<image files>, "
-            "or give a CSV with --input"
-        )
-    classes = sort_class_names(class_dirs)
-    images = []
+    folders, warnings = _class_folders(root)
+    classes = sort_class_names(folders)
+    images, outside, escaped = [], [], []
+    inside = boundary.real_root(root)
     for label, name in enumerate(classes):
-        for path in _image_files(os.path.join(root, name)):
+        folder = os.path.join(root, folders[name])
+        if not allow_outside and not boundary.is_inside(inside, folder):
+            outside.append(f"{name}/ (a class folder)")
+            continue
+        for path in _image_files(folder):
             rel = os.path.relpath(path, root).replace(os.sep, "/")
-            images.append(SourceImage(rel, path, label))
+            if not allow_outside and os.path.islink(path) and not boundary.is_inside(inside,
+                                                                                      path):
+                outside.append(boundary.escape_name(rel))
+            images.append(SourceImage(boundary.escape_name(rel), path, label))
+            if images[-1].path != rel:
+                escaped.append(images[-1].path)
+    if outside:
+        raise InputError(boundary.outside_message(root, "entr(ies)", "the tree", outside))
     if not images:
         raise InputError(
             f"{root}: the class folders hold no image files "
             f"(extensions {sorted(IMAGE_EXTENSIONS)})"
         )
     images.sort(key=lambda image: image.path)
+    warnings += _tree_warnings(classes, images, escaped)
     return Listing(
         tuple(images), classes, True,
         f"class folders {root} ({len(images):,} images, {len(classes)} classes)",
+        warnings=tuple(warnings),
     )
+
+
+def _class_folders(root: str) -> tuple[dict[str, str], list[str]]:
+    """({class name: folder name}, warnings): the visible sub-folders of `root`, less those
+    that are symlinks to `root` or above it; a class name is its folder's name, escaped."""
+    folders, warnings = {}, []
+    inside = boundary.real_root(root)
+    for entry in sorted(os.scandir(root), key=lambda entry: entry.name):
+        if not entry.is_dir() or entry.name.startswith("."):
+            continue
+        name = boundary.escape_name(entry.name)
+        if entry.is_symlink() and boundary.is_ancestor(entry.path, inside):
+            warnings.append(f"class folder {name!r} is a symlink to "
+                            f"{os.path.realpath(entry.path)}, the tree itself or a folder "
+                            "above it: skipped")
+            continue
+        folders[name] = entry.name
+    if not folders:
+        raise InputError(
+            f"{root}: no class folders; expected {root}/<class name>/<image files>, "
+            "or give a CSV with --input"
+        )
+    return folders, warnings
+
+
+def _tree_warnings(classes, images, escaped) -> list[str]:
+    """What the summary should tell: classes without images, names that were escaped."""
+    warnings = []
+    counted = {image.label for image in images}
+    empty = [name for label, name in enumerate(classes) if label not in counted]
+    if empty:
+        warnings.append(f"{len(empty)} class folder(s) with no image files, kept as classes "
+                        f"with 0 images: {empty[:MAX_EXAMPLES]}")
+    if escaped:
+        shown = ", ".join(f"'{path}'" for path in escaped[:MAX_EXAMPLES])
+        warnings.append(f"{len(escaped)} path(s) are not valid UTF-8 and are recorded with "
+                        f"\\x escapes, e.g. {shown}; the files are read as they are")
+    return warnings
 
 
 def _image_files(directory: str):

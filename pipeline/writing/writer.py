@@ -59,6 +59,7 @@ class Summary:
     written: int  # shards written by this run
     reused: int  # shards kept from an interrupted run
     seconds: float
+    warnings: tuple[str, ...] = ()  # about the input: empty classes, skipped folders, ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +71,10 @@ class WritePlan:
     shards: tuple[plan.ShardSpec, ...]
     sources: Mapping  # what decides the images' bytes beyond their paths (inputs.source_ids)
     fingerprint: str
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return self.main.warnings + (self.test.warnings if self.test else ())
 
     @property
     def total_images(self) -> int:
@@ -129,7 +134,8 @@ def repair_complete(config: WriteConfig, write_plan: WritePlan, start: float) ->
     logging.info("%s is complete for this command: %d shard(s) (%.1f MB) checked against %s, "
                  "%d rewritten, in %.1f s", config.output_dir, len(mine), checked / 1e6,
                  schema.MANIFEST_NAME, len(todo), seconds)
-    return Summary(config.output_dir, manifest, len(todo), len(mine) - len(todo), seconds)
+    return Summary(config.output_dir, manifest, len(todo), len(mine) - len(todo), seconds,
+                   write_plan.warnings)
 
 
 class WriteFailed(errors.PipelineError, OSError):
@@ -172,7 +178,7 @@ def write_locked(config: WriteConfig, write_plan: WritePlan, start: float) -> Su
     manifest = finish(config.output_dir, write_plan.shards, results, write_plan.main.classes,
                       config, write_plan.fingerprint, write_plan.sources)
     summary = Summary(config.output_dir, manifest, len(todo), len(write_plan.shards) - len(todo),
-                      time.monotonic() - start)
+                      time.monotonic() - start, write_plan.warnings)
     log_summary(summary, write_plan.total_images)
     return summary
 
@@ -189,6 +195,8 @@ def make_plan(config: WriteConfig) -> WritePlan:
     sources = inputs.source_ids(main, test)
     fingerprint = plan.fingerprint(shards, {**config.output_settings(), **sources})
     logging.info("input: %s%s", main.description, f"; test: {test.description}" if test else "")
+    for warning in main.warnings + (test.warnings if test else ()):
+        logging.warning("input: %s", warning)
     logging.info("plan: %s -> %s", ", ".join(
         f"{name} {len(images):,} images in {counts[name]} shards"
         for name, images in sorted(splits.items())), config.output_dir)
@@ -278,7 +286,8 @@ def _task_summary(config: WriteConfig, write_plan: WritePlan, todo, seconds: flo
     logging.info("task %d of %d: %d shard(s) written, %d kept, in %.1f s; when every task is "
                  "done, run the same command once with --finalize", config.task_index,
                  config.num_tasks, len(todo), mine - len(todo), seconds)
-    return Summary(config.output_dir, None, len(todo), mine - len(todo), seconds)
+    return Summary(config.output_dir, None, len(todo), mine - len(todo), seconds,
+                   write_plan.warnings)
 
 
 def _run_shards(todo, results, config: WriteConfig, total_images: int,
@@ -346,3 +355,5 @@ def log_summary(summary: Summary, total_images: int) -> None:
         "wrote %s images in %d shards (%.1f MB; %d written, %d kept) in %.1f s (%.0f img/s); "
         "%d rejected -> %s", split_text, num_shards, size / 1e6, summary.written, summary.reused,
         summary.seconds, rate, manifest.rejects, schema.manifest_path(summary.output_dir))
+    for warning in summary.warnings:  # said at planning too; repeated where it is seen
+        logging.warning("input: %s", warning)
