@@ -329,10 +329,8 @@ def read_manifest(data_dir: str) -> Manifest:
     try:
         text = files.read_text(path)
     except FileNotFoundError:
-        raise FormatError(
-            f"no {MANIFEST_NAME} in {data_dir!r}: it is not a complete dataset. "
-            "Write one with `python -m pipeline.write --output_dir=...`."
-        ) from None
+        raise FormatError(f"no {MANIFEST_NAME} in {data_dir!r}: it is not a complete dataset. "
+                          "Write one with `python -m pipeline.write --output_dir=...`.") from None
     except NotADirectoryError:
         raise FormatError(f"{data_dir!r} is a file, not a dataset directory: give the "
                           f"directory that holds {MANIFEST_NAME} (pipeline.write "
