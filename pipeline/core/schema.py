@@ -395,8 +395,6 @@ def tf_feature_spec():
     """The `tf.io.parse_example` spec of a record."""
     import tensorflow as tf
 
-    return {
-        IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
-        LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
-        PATH_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
-    }
+    return {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
+            LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+            PATH_KEY: tf.io.FixedLenFeature([], tf.string, default_value="")}
