@@ -27,7 +27,7 @@ from pipeline.writing.sources import MAX_EXAMPLES
 
 
 class TooManyRejects(errors.PipelineError, RuntimeError):
-    """More images failed to decode than --max_reject_fraction allows."""
+    """More of a split's images failed to decode than --max_reject_fraction allows, or all."""
 
     exit_code = errors.EXIT_FAILED
 
@@ -38,16 +38,51 @@ class VerificationError(errors.PipelineError, RuntimeError):
     exit_code = errors.EXIT_FAILED
 
 
-def too_many_rejects(results, rejects: int, total: int, fraction: float, output_dir: str):
+def reject_counts(shards, results) -> dict[str, tuple[int, int]]:
+    """{split: (images rejected, images planned)} over the shards written so far (`results`)."""
+    counts: dict[str, tuple[int, int]] = {}
+    for spec in shards:
+        result = results.get((spec.split, spec.index))
+        if result is not None:
+            rejected, planned = counts.get(spec.split, (0, 0))
+            counts[spec.split] = (rejected + len(result.rejects), planned + len(spec.images))
+    return counts
+
+
+def check_rejects(shards, results, planned: Mapping[str, int], fraction: float,
+                  output_dir: str) -> None:
+    """TooManyRejects when a split's rejects, among the shards written so far, are more than
+    `fraction` of its `planned` images, or are all of them (the split would be empty)."""
+    for split, (rejected, _) in sorted(reject_counts(shards, results).items()):
+        if rejected == planned[split] or rejected > fraction * planned[split]:
+            raise too_many_rejects(results, split, rejected, planned[split], fraction,
+                                   output_dir)
+
+
+def too_many_rejects(results, split: str, rejects: int, total: int, fraction: float,
+                     output_dir: str):
     listed = sorted(r for result in results.values() for r in result.rejects)
     write_rejects_csv(output_dir, listed)
-    examples = "; ".join(f"{path}: {reason}" for path, reason in listed[:MAX_EXAMPLES])
+    split_rejects = sorted(r for (name, _), result in results.items() if name == split
+                           for r in result.rejects)
+    examples = "; ".join(f"{path}: {reason}" for path, reason in split_rejects[:MAX_EXAMPLES])
+    what = (f"the {split} split would be empty: all {total} of its images were rejected"
+            if rejects == total else
+            f"the {split} split: {rejects} of {total} images could not be read, more than "
+            f"--max_reject_fraction={fraction} allows ({fraction * total:.1f})")
     return TooManyRejects(
-        f"{rejects} of {total} images could not be read, more than --max_reject_fraction="
-        f"{fraction} allows ({fraction * total:.1f}). First: {examples}. All are listed in "
+        f"{what}. First: {examples}. All are listed in "
         f"{os.path.join(output_dir, schema.REJECTS_NAME)}. Fix or remove them, or raise "
         "--max_reject_fraction; completed shards are kept for the next run."
     )
+
+
+def planned_images(shards) -> dict[str, int]:
+    """{split: images planned}."""
+    planned: dict[str, int] = {}
+    for spec in shards:
+        planned[spec.split] = planned.get(spec.split, 0) + len(spec.images)
+    return planned
 
 
 def write_rejects_csv(output_dir: str, rejects: Sequence[tuple[str, str]]) -> None:
@@ -87,12 +122,9 @@ def finish(output_dir, shards, results, classes, config: WriteConfig, fingerprin
     """Verify, then write rejects.csv, the TFDS metadata and (last) dataset.json, then drop
     `.progress/`."""
     check_written(output_dir, shards, results, config.compression)
-    all_rejects = [r for result in results.values() for r in result.rejects]
-    total = sum(len(spec.images) for spec in shards)
-    if len(all_rejects) > config.max_reject_fraction * total:
-        raise too_many_rejects(results, len(all_rejects), total, config.max_reject_fraction,
-                               output_dir)
-    write_rejects_csv(output_dir, all_rejects)
+    check_rejects(shards, results, planned_images(shards), config.max_reject_fraction,
+                  output_dir)
+    write_rejects_csv(output_dir, [r for result in results.values() for r in result.rejects])
     manifest = build_manifest(shards, results, classes, config, fingerprint, sources)
     no_tfds = tfds_export.write_metadata(output_dir, manifest)
     if no_tfds is not None:

@@ -115,7 +115,9 @@ class WriteConfig:
         "on every epoch, so NONE is usually right.", group="output",
         choices=sorted(schema.COMPRESSION_SUFFIXES), recorded=True)
     max_reject_fraction: float = setting(
-        0.01, "Fail (exit 1) when more than this share of images cannot be decoded.",
+        0.01, "Fail (exit 1) when more than this share of a split's images cannot be "
+        "decoded (each split on its own: a small test split is not hidden by a large train "
+        "split), or when every image of a split is rejected.",
         group="input", recorded=True)
     # tfds: inputs only. None: TFDS's default data dir / the dataset's Image and ClassLabel.
     tfds_data_dir: str | None = setting(

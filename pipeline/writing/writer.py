@@ -36,7 +36,8 @@ from pipeline import cli, errors
 from pipeline.core import files, schema
 from pipeline.writing import (inputs, kept, lock, output_dir, plan, settings, shard_writer,
                               tfds_export)
-from pipeline.writing.finish import VerificationError, finish, too_many_rejects
+from pipeline.writing.finish import (VerificationError, check_rejects, finish,
+                                     planned_images, reject_counts)
 from pipeline.writing.progress import Progress
 from pipeline.writing.settings import WriteConfig
 from pipeline.writing.shard_writer import ShardResult
@@ -60,6 +61,7 @@ class Summary:
     reused: int  # shards kept from an interrupted run
     seconds: float
     warnings: tuple[str, ...] = ()  # about the input: empty classes, skipped folders, ...
+    rejects: Mapping[str, int] = dataclasses.field(default_factory=dict)  # split -> images
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +123,7 @@ def repair_complete(config: WriteConfig, write_plan: WritePlan, start: float) ->
     todo = [spec for spec in write_plan.shards if spec.filename(config.compression) in damaged]
     results: dict = {}
     # No reject limit: a rewritten shard must be the listed one, its rejects included.
-    _run_shards(todo, results, config, sum(len(spec.images) for spec in todo), max_rejects=None)
+    _run_shards(todo, results, config, sum(len(spec.images) for spec in todo), None)
     for result in results.values():
         if result.sha256 != listed[result.file].sha256:
             raise VerificationError(
@@ -177,8 +179,9 @@ def write_locked(config: WriteConfig, write_plan: WritePlan, start: float) -> Su
             return _task_summary(config, write_plan, todo, time.monotonic() - start)
     manifest = finish(config.output_dir, write_plan.shards, results, write_plan.main.classes,
                       config, write_plan.fingerprint, write_plan.sources)
+    rejects = {split: n for split, (n, _) in reject_counts(write_plan.shards, results).items()}
     summary = Summary(config.output_dir, manifest, len(todo), len(write_plan.shards) - len(todo),
-                      time.monotonic() - start, write_plan.warnings)
+                      time.monotonic() - start, write_plan.warnings, rejects)
     log_summary(summary, write_plan.total_images)
     return summary
 
@@ -268,8 +271,7 @@ def write_missing_shards(config: WriteConfig, write_plan: WritePlan,
     mine = task_shards(write_plan.shards, config.num_tasks, config.task_index)
     todo = [spec for spec in mine if (spec.split, spec.index) not in results]
     try:
-        _run_shards(todo, results, config, write_plan.total_images,
-                    config.max_reject_fraction * write_plan.total_images)
+        _run_shards(todo, results, config, write_plan.total_images, write_plan.shards)
     finally:
         files.remove_temp_files(config.output_dir, own_files(config, write_plan))
     return todo
@@ -291,23 +293,22 @@ def _task_summary(config: WriteConfig, write_plan: WritePlan, todo, seconds: flo
 
 
 def _run_shards(todo, results, config: WriteConfig, total_images: int,
-                max_rejects: float | None) -> None:
-    """Write the `todo` shards into `results`, stopping as soon as more than `max_rejects`
-    images are rejected (the fraction can only grow from there: decoding the rest would be
-    wasted)."""
+                plan_shards: Sequence[plan.ShardSpec] | None) -> None:
+    """Write the `todo` shards into `results`, stopping as soon as a split of `plan_shards`
+    has more rejects than --max_reject_fraction allows (finish.check_rejects; the count can
+    only grow from there: decoding the rest would be wasted); None: no reject limit."""
     done_images = sum(r.images_seen for r in results.values())
     progress = Progress(total_images, done_images, config.show_progress)
-    rejects = sum(len(r.rejects) for r in results.values())
+    planned = planned_images(plan_shards or ())
     # closing(): an early stop must end the pool now, not when the generator is collected.
     written = contextlib.closing(_shard_results(todo, config, progress, done_images))
     try:
         with written as shard_results:
             for spec, result in shard_results:
                 results[(spec.split, spec.index)] = result
-                rejects += len(result.rejects)
-                if max_rejects is not None and rejects > max_rejects:
-                    raise too_many_rejects(results, rejects, total_images,
-                                           config.max_reject_fraction, config.output_dir)
+                if plan_shards is not None and result.rejects:
+                    check_rejects(plan_shards, results, planned, config.max_reject_fraction,
+                                  config.output_dir)
     finally:
         progress.close()
 
@@ -353,7 +354,9 @@ def log_summary(summary: Summary, total_images: int) -> None:
     rate = total_images / max(summary.seconds, 1e-9)
     logging.info(
         "wrote %s images in %d shards (%.1f MB; %d written, %d kept) in %.1f s (%.0f img/s); "
-        "%d rejected -> %s", split_text, num_shards, size / 1e6, summary.written, summary.reused,
-        summary.seconds, rate, manifest.rejects, schema.manifest_path(summary.output_dir))
+        "%d rejected (%s) -> %s", split_text, num_shards, size / 1e6, summary.written,
+        summary.reused, summary.seconds, rate, manifest.rejects,
+        ", ".join(f"{n:,} {split}" for split, n in sorted(summary.rejects.items())),
+        schema.manifest_path(summary.output_dir))
     for warning in summary.warnings:  # said at planning too; repeated where it is seen
         logging.warning("input: %s", warning)

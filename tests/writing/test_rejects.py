@@ -143,13 +143,22 @@ def test_bad_images_are_rejected_and_the_good_ones_written(dirty_folder, tmp_pat
         + [schema.MANIFEST_NAME, schema.REJECTS_NAME, *tfds_export.METADATA_NAMES])
 
 
-@pytest.mark.parametrize("fraction,fails", [
-    (len(BAD) / (GOOD_COUNT + len(BAD)), False),  # exactly the reject share: allowed
-    (0.11, True),  # 4 of 34 = 0.118 > 0.11
+def _largest_reject_share(folder, out):
+    """The largest share of rejects in one split, from a write that allowed them all."""
+    summary = write_dataset(config(folder, out, max_reject_fraction=0.5))
+    return max(summary.rejects[split] / (info.count + summary.rejects[split])
+               for split, info in summary.manifest.splits.items())
+
+
+@pytest.mark.parametrize("below,fails", [
+    (0.0, False),  # exactly the largest split's reject share: allowed
+    (0.01, True),
 ])
-def test_max_reject_fraction_is_a_bound_on_the_share_of_rejects(dirty_folder, tmp_path,
-                                                                  fraction, fails):
-    cfg = config(dirty_folder, tmp_path / "out", max_reject_fraction=fraction)
+def test_max_reject_fraction_is_a_bound_on_each_splits_share_of_rejects(dirty_folder, tmp_path,
+                                                                        below, fails):
+    share = _largest_reject_share(dirty_folder, tmp_path / "all")
+    assert share > len(BAD) / (GOOD_COUNT + len(BAD))  # the bad images are not evenly split
+    cfg = config(dirty_folder, tmp_path / "out", max_reject_fraction=share - below)
     if fails:
         with pytest.raises(TooManyRejects):
             write_dataset(cfg)
@@ -167,7 +176,7 @@ def test_too_many_rejects_fails_then_a_rerun_with_a_higher_limit_resumes(dirty_f
     message = str(info.value)
     assert any(path in message for path in BAD), message
     assert "max_reject_fraction=0.01" in message
-    assert re.search(rf"\d+ of {GOOD_COUNT + len(BAD)} images", message), message
+    assert re.search(r"the (train|val) split: \d+ of \d+ images", message), message
     assert os.path.join(str(out), schema.REJECTS_NAME) in message
 
     # Incomplete: no dataset.json, but rejects.csv names what was rejected so far.
@@ -225,3 +234,26 @@ def test_cli_exits_2_on_a_csv_without_the_image_column(dirty_folder, tmp_path):
     assert not out.exists() or os.listdir(out) == []
     assert not (tmp_path / "cli_workspace").exists() or \
         not any(files for _, _, files in os.walk(tmp_path / "cli_workspace"))
+
+
+def test_the_reject_limit_holds_per_split_and_an_empty_split_fails(dirty_folder, tmp_path):
+    # 30 good labeled images, and a test split of 3 whose every image is unreadable: 3 of 37
+    # overall is under --max_reject_fraction=0.5, but the test split would end empty.
+    for name in ("t0.png", "t1.png", "t2.png"):
+        (dirty_folder / "images" / name).write_text("not a picture")
+    write_csv(dirty_folder / "test.csv", ["image"], [(f"images/t{i}.png",) for i in range(3)])
+    clean = dirty_folder / "clean.csv"
+    write_csv(clean, ["image", "label"], sorted(good_labels(dirty_folder).items()))
+    cfg = config(dirty_folder, tmp_path / "out", input=str(clean),
+                 test_input=str(dirty_folder / "test.csv"), max_reject_fraction=0.5)
+    with pytest.raises(TooManyRejects, match=r"the test split would be empty: all 3 of its "
+                                             r"images were rejected.*images/t0\.png"):
+        write_dataset(cfg)
+    # 1 of 3 test images unreadable: a third of the split, 1 of 34 overall.
+    for name in ("t1.png", "t2.png"):
+        (dirty_folder / "images" / name).write_bytes((dirty_folder / "images/0.png").read_bytes())
+    with pytest.raises(TooManyRejects, match=r"the test split: 1 of 3 images could not be read"):
+        write_dataset(dataclasses.replace(cfg, output_dir=str(tmp_path / "strict"),
+                                          max_reject_fraction=0.2))
+    summary = write_dataset(dataclasses.replace(cfg, output_dir=str(tmp_path / "ok")))
+    assert summary.rejects == {"test": 1, "train": 0, "val": 0}
