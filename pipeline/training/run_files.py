@@ -54,8 +54,12 @@ def read_run_file(workdir: str) -> dict | None:
     except FileNotFoundError:
         return None
     except NotADirectoryError:
-        raise TrainingError(f"workdir {workdir!r} is a file, not a directory: give a training "
-                            "run's directory (train.py --workdir)") from None
+        raise not_a_workdir(workdir) from None
+
+
+def not_a_workdir(workdir: str) -> TrainingError:
+    return TrainingError(f"workdir {workdir!r} is a file, not a directory: give a training "
+                         "run's directory (train.py --workdir)")
 
 
 def run_record(data_dir: str, manifest: schema.Manifest) -> dict:
