@@ -11,7 +11,8 @@ writer and verify use for "the result is bad"), a path that is a file where a di
 its traceback.
 
 Flags are defined by `define_flags`, called only when a module runs as a command, so that
-importing a command module (tests, other tools) adds no flags to the importer's.
+importing a command module (tests, other tools) adds no flags to the importer's. `--help`
+lists the command's own flags (grouped, for the writer), `--helpfull` then absl's; both exit 0.
 
 This module imports only absl and pipeline.errors: every stage may import it.
 """
@@ -31,12 +32,80 @@ from pipeline import errors
 FLAGS = flags.FLAGS
 
 
+# The help flags: --help and its aliases list the command's own flags, --helpfull adds absl's.
+SHORT_HELP = ("--help", "-h", "-?", "--helpshort")
+FULL_HELP = "--helpfull"
+# A command's flag groups: [(title, [flag names])], in the order --help shows them.
+FlagGroups = Sequence[tuple[str, Sequence[str]]]
+
+
 def run(main: Callable[[list[str]], int | None],
-        define_flags: Callable[[], None] | None = None) -> None:
-    """Define the flags, parse them, run `main(argv)` and exit with its code (see above)."""
+        define_flags: Callable[[], None] | None = None, *,
+        flag_groups: FlagGroups | None = None) -> None:
+    """Define the flags, parse them, run `main(argv)` and exit with its code (see above).
+    --help and --helpfull show the command's flags first, in `flag_groups` (see help_text)."""
+    before = set(FLAGS)
     if define_flags is not None:
         define_flags()
+    ours = [name for name in FLAGS if name not in before]
+    wanted = help_request(sys.argv[1:])
+    if wanted:
+        sys.stdout.write(help_text(ours, flag_groups, full=wanted == FULL_HELP))
+        sys.exit(errors.EXIT_OK)
     app.run(functools.partial(exit_code_of, main), flags_parser=parse_flags)
+
+
+def help_request(args: Sequence[str]) -> str | None:
+    """FULL_HELP, a SHORT_HELP flag, or None: which help the arguments ask for (before a
+    `--`, which ends the flags)."""
+    for arg in args:
+        if arg == "--":
+            return None
+        if arg in (FULL_HELP, *SHORT_HELP):
+            return arg
+    return None
+
+
+def help_text(ours: Sequence[str], groups: FlagGroups | None, *, full: bool) -> str:
+    """The command's docstring, then its own flags (in `groups`, else in the order they were
+    defined), then with `full` absl's (logging, flag files). absl's own --helpfull sorts
+    every module's flags by name and puts the command's after absl's when they live in a
+    library module, so 27 writer flags came alphabetically after a page of absl's."""
+    groups = list(groups or [("flags", ours)])
+    grouped = {name for _, names in groups for name in names}
+    if [name for name in ours if name not in grouped]:
+        groups.append(("other", [name for name in ours if name not in grouped]))
+    main_doc = (getattr(sys.modules.get("__main__"), "__doc__", None) or "").strip()
+    lines = [main_doc, ""] if main_doc else []
+    for title, names in groups:
+        lines += [f"{title}:", *(render_flag(FLAGS[name]) for name in names), ""]
+    lines.append(f"  {SHORT_HELP[0]}: these flags; {FULL_HELP}: these, then absl's own "
+                 "(logging, flag files)")
+    if full:
+        lines += ["", *absl_flag_lines(set(ours))]
+    return "\n".join(lines) + "\n"
+
+
+def absl_flag_lines(ours: set[str]) -> list[str]:
+    """absl's own flags, by module, each sorted by name (as absl lists them)."""
+    lines = []
+    for module, module_flags in sorted(FLAGS.flags_by_module_dict().items()):
+        theirs = sorted({flag.name: flag for flag in module_flags
+                         if flag.name not in ours}.items())
+        if theirs:
+            lines += [f"{module}:", *(render_flag(flag) for _, flag in theirs), ""]
+    return lines
+
+
+def render_flag(flag: flags.Flag) -> str:
+    """One flag as absl shows it: `--[no]name: help`, then its default and its syntax."""
+    name = f"--[no]{flag.name}" if flag.boolean else f"--{flag.name}"
+    text = flags.text_wrap(f"{name}: {flag.help or ''}", indent="    ", firstline_indent="  ")
+    if flag.default_as_str:
+        text += "\n" + flags.text_wrap(f"(default: {flag.default_as_str})", indent="    ")
+    if flag.parser.syntactic_help:
+        text += "\n" + flags.text_wrap(f"({flag.parser.syntactic_help})", indent="    ")
+    return text
 
 
 def exit_code_of(function: Callable[..., int | None], *args, **kwargs) -> int:

@@ -6,11 +6,14 @@ r"""Look inside a written dataset: the manifest in words, a grid of its images, 
 
 The summary (always printed) gives every split's record count, shards and bytes on disk, the
 RAM `make_dataset(cache="memory")` needs for it, the image shape and format, the size of the
-source images when they can still be found, and the per-class counts of --split as a text
-histogram. --grid writes a PNG of the first --n records of --split in shard order, each tile
-captioned with its class; --record=N prints record N of --split (0-based, shard order): its
-shard and position there, path, label, per-channel statistics and its first bytes. The parts
-are in pipeline.tools (summary, grid, record_view).
+source images when they can still be found, and the classes of --split: counts as a text
+histogram up to 20 classes (all of them with --histogram), above that the smallest and largest,
+and the classes with no image in a split. --grid writes a PNG of the first --n records of
+--split in shard order, each tile captioned with its record index and class, and beside it
+`<name>.tiles.csv` giving each tile's record, shard and source path; --record=N prints
+record N of --split (0-based, shard order): its shard and position there, path, label,
+per-channel statistics and its first bytes. The parts are in pipeline.tools (summary, grid,
+record_view).
 
 Exit codes: 0 done; 2 bad input (no dataset.json, unknown --split, --record out of range,
 --n < 1, missing or damaged shards, bad flags).
@@ -28,7 +31,7 @@ from absl import flags
 from pipeline import cli
 from pipeline.core import schema
 from pipeline.tools import grid as grid_lib
-from pipeline.tools import inspection
+from pipeline.tools import inspection, summary
 
 FLAGS = flags.FLAGS
 
@@ -41,11 +44,17 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                         **define)
     flags.DEFINE_string("grid", None,
                         "Write a PNG grid of the first --n images of --split (shard order), "
-                        f"captioned with class names; images under {grid_lib.MIN_TILE_PX} px are "
-                        "enlarged by a whole factor (nearest neighbour).", **define)
+                        "captioned '#<record index> <class>', and <name>.tiles.csv beside "
+                        "it mapping each tile to its record, shard and source path; images "
+                        f"under {grid_lib.MIN_TILE_PX} px are enlarged by a whole factor "
+                        "(nearest neighbour).", **define)
     flags.DEFINE_integer("n", grid_lib.DEFAULT_GRID_IMAGES,
                          "Images in the --grid (all of the split's if it has fewer); "
                          "ceil(sqrt(n)) per row.", **define)
+    flags.DEFINE_bool("histogram", False,
+                      "Print every class's count in --split as a text histogram (by default: "
+                      f"the whole histogram up to {summary.FULL_HISTOGRAM_CLASSES} classes, a "
+                      "summary of the smallest and largest above).", **define)
     flags.DEFINE_integer("record", None,
                          "Print record N of --split (0-based, shard order): shard, path, label, "
                          "per-channel min/max/mean and its first bytes.", **define)
@@ -53,10 +62,10 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 
 def inspect_command(data_dir: str, *, split: str | None = None, grid: str | None = None,
                     n: int = grid_lib.DEFAULT_GRID_IMAGES, record: int | None = None,
-                    out: TextIO | None = None) -> int:
+                    histogram: bool = False, out: TextIO | None = None) -> int:
     """The whole command without absl flags: prints to `out` (stdout), returns the exit code."""
     return cli.exit_code_of(inspection.inspect_dataset, data_dir, split=split, grid=grid, n=n,
-                            record=record, out=out)
+                            record=record, histogram=histogram, out=out)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -64,7 +73,7 @@ def main(argv: Sequence[str]) -> int:
         argv, f"DATA_DIR (a folder holding {schema.MANIFEST_NAME})",
         "python -m pipeline.inspect workspace/shards/digits")
     return inspect_command(data_dir, split=FLAGS.split, grid=FLAGS.grid, n=FLAGS.n,
-                           record=FLAGS.record)
+                           record=FLAGS.record, histogram=FLAGS.histogram)
 
 
 if __name__ == "__main__":

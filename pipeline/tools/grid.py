@@ -1,13 +1,17 @@
-"""`--grid`: a PNG of a split's first records in shard order, each captioned with its class.
+"""`--grid`: a PNG of a split's first records in shard order, each captioned with its record
+index and class, and beside it a CSV mapping every tile to its record and source path.
 
-Each tile is the stored uint8 CHW image shown as HWC RGB with its class name under it. Small
-images are enlarged by a whole factor (nearest neighbour: each pixel becomes a square) so
-tiles are at least MIN_TILE_PX; `grid_layout` says where every tile lands. A wrong channel
-order or a transposed image is visible at a glance here.
+Each tile is the stored uint8 CHW image shown as HWC RGB with `#<record index> <class>`
+under it; a class name too wide for the tile is shortened in the middle (`hubb..eld_2`), so names
+that differ at their end stay apart. Small images are enlarged by a whole factor (nearest
+neighbour: each pixel becomes a square) so tiles are at least MIN_TILE_PX; `grid_layout` says
+where every tile lands. A wrong channel order or a transposed image is visible at a glance
+here, and `<grid>.tiles.csv` (tile_map_path) names the file a suspect tile came from.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import io
 import math
@@ -91,16 +95,31 @@ def tile_pixels(image_chw: np.ndarray, scale: int) -> np.ndarray:
     return np.ascontiguousarray(hwc.repeat(scale, axis=0).repeat(scale, axis=1))
 
 
-def fit_caption(text: str, font, width: int) -> str:
-    """`text`, cut to `width` pixels with a trailing '..' when it is wider."""
+TILE_MAP_SUFFIX = ".tiles.csv"
+TILE_MAP_COLUMNS = ("tile", "row", "column", "record", "shard", "index_in_shard", "label",
+                    "class", "path")
+
+
+def fit_caption(text: str, font, width: int, *, keep: str = "") -> str:
+    """`keep + text`, with `text` shortened in the middle ('..') to fit `width` pixels: the
+    start and the end of a name tell most names apart (`hubble_deep_field_1` and `_2`)."""
     if not isinstance(font, ImageFont.FreeTypeFont):
         # Pillow's bitmap fallback font (no FreeType) cannot encode past Latin-1.
         text = text.encode("latin-1", "replace").decode("latin-1")
-    if font.getlength(text) <= width:
-        return text
-    while len(text) > 1 and font.getlength(text + "..") > width:
-        text = text[:-1]
-    return text + ".."
+    if font.getlength(keep + text) <= width:
+        return keep + text
+    for kept in range(len(text) - 1, 0, -1):
+        head, tail = text[:(kept + 1) // 2], text[len(text) - kept // 2:]
+        candidate = f"{keep}{head}..{tail}"
+        if font.getlength(candidate) <= width:
+            return candidate
+    return f"{keep}{text[:1]}.."
+
+
+def tile_caption(record: Record, classes: Sequence[str], font, width: int) -> str:
+    """`#17 hubb..eld_2`: the record's index in the split, its class fitted to `width`."""
+    return fit_caption(class_caption(record.label, classes), font, width,
+                       keep=f"#{record.index} ")
 
 
 def render_grid(records: Sequence[Record], classes: Sequence[str]) -> Image.Image:
@@ -115,29 +134,55 @@ def render_grid(records: Sequence[Record], classes: Sequence[str]) -> Image.Imag
     for i, record in enumerate(records):
         left, top = layout.tile_origin(i)
         canvas.paste(Image.fromarray(tile_pixels(record.image, layout.scale), "RGB"), (left, top))
-        caption = fit_caption(class_caption(record.label, classes), font, layout.tile_w)
+        caption = tile_caption(record, classes, font, layout.tile_w)
         draw.text((left, top + layout.tile_h + LABEL_GAP_PX), caption, fill=TEXT_RGB, font=font)
     return canvas
 
 
-def make_grid(data_dir: str, split: str, n: int = DEFAULT_GRID_IMAGES) -> Image.Image:
-    """A captioned grid of the first `n` images of `split` (all of them if it has fewer)."""
+def grid_records(data_dir: str, split: str, n: int = DEFAULT_GRID_IMAGES) -> list[Record]:
+    """The first `n` records of `split` (all of them if it has fewer), to draw."""
     manifest = schema.read_manifest(data_dir)
     info = check_split(manifest, split)
     if n < 1:
         raise InspectError(f"--n={n}: a grid needs at least 1 image")
     if info.count == 0:
         raise InspectError(f"split {split!r} has no records to draw")
-    records = read_records(data_dir, split, 0, min(n, info.count), manifest)
-    return render_grid(records, manifest.classes)
+    return read_records(data_dir, split, 0, min(n, info.count), manifest)
 
 
-def write_png(image: Image.Image, path: str) -> None:
-    """Save atomically (a reader never sees half a PNG), creating the folder if needed."""
+def make_grid(data_dir: str, split: str, n: int = DEFAULT_GRID_IMAGES) -> Image.Image:
+    """A captioned grid of the first `n` images of `split` (all of them if it has fewer)."""
+    manifest = schema.read_manifest(data_dir)
+    return render_grid(grid_records(data_dir, split, n), manifest.classes)
+
+
+def tile_map_path(png_path: str) -> str:
+    """`grids/val.png` -> `grids/val.tiles.csv`."""
+    return os.path.splitext(png_path)[0] + TILE_MAP_SUFFIX
+
+
+def tile_map_csv(records: Sequence[Record], classes: Sequence[str]) -> str:
+    """One row per tile (row-major, as drawn): where it is, and the record and path it shows."""
+    columns = grid_layout(len(records), *records[0].image.shape[1:]).columns
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(TILE_MAP_COLUMNS)
+    for tile, record in enumerate(records):
+        writer.writerow((tile, tile // columns, tile % columns, record.index, record.shard,
+                         record.index_in_shard, record.label,
+                         class_caption(record.label, classes), record.path))
+    return buffer.getvalue()
+
+
+def write_png(image: Image.Image, path: str, tile_map: str | None = None) -> None:
+    """Save atomically (a reader never sees half a PNG), creating the folder if needed, and
+    the tile map (tile_map_csv) beside it when given."""
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         files.atomic_write_bytes(path, buffer.getvalue())
+        if tile_map is not None:
+            files.atomic_write_text(tile_map_path(path), tile_map)
     except OSError as err:
         raise InspectError(f"cannot write --grid={path}: {err}; choose a writable path") from err

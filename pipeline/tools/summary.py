@@ -19,6 +19,10 @@ from pipeline.writing.sample import sample_listings
 UNLABELED_CAPTION = "unlabeled"
 HISTOGRAM_WIDTH = 40  # characters of the longest bar
 CLASSES_LISTED = 20  # an unlabeled split lists at most this many class names
+# Up to this many classes the summary shows the whole histogram; above, the smallest and
+# largest EXTREME_CLASSES and the spread (--histogram shows all: 176 lines for 176 classes).
+FULL_HISTOGRAM_CLASSES = 20
+EXTREME_CLASSES = 5
 # The in-memory table (dataset.table.load_table) holds each image and its int64 label; while
 # it is loaded the parsed batches and their concatenation coexist, so the peak is about twice.
 LABEL_BYTES = 8
@@ -178,9 +182,11 @@ def source_size(writer_flags: Mapping) -> SourceSize:
     return SourceSize(tuple(listings), len(image_files), total)
 
 
-def summarize(manifest: schema.Manifest, data_dir: str, split: str) -> str:
-    """The manifest in words: splits, sizes, RAM, image format, source ratio, and the class
-    histogram of `split`."""
+def summarize(manifest: schema.Manifest, data_dir: str, split: str, *,
+              histogram: bool = False) -> str:
+    """The manifest in words: splits, sizes, RAM, image format, source ratio, and the classes
+    of `split` (the whole histogram with `histogram`, else compact above
+    FULL_HISTOGRAM_CLASSES)."""
     info = check_split(manifest, split)
     channels, height, width = manifest.image_shape
     lines = [
@@ -197,7 +203,8 @@ def summarize(manifest: schema.Manifest, data_dir: str, split: str) -> str:
                      + " ".join(f"{s:.2f}" for s in manifest.std or ()))
     lines += ["", *split_table_lines(manifest, data_dir), ""]
     lines += source_lines(manifest, data_dir)
-    lines += ["", *class_lines(manifest, split, info)]
+    lines += ["", *class_lines(manifest, split, info, histogram=histogram)]
+    lines += missing_class_lines(manifest)
     return "\n".join(lines)
 
 
@@ -245,7 +252,10 @@ def source_lines(manifest: schema.Manifest, data_dir: str) -> list[str]:
             f"          shards on disk / source = {ratio}"]
 
 
-def class_lines(manifest: schema.Manifest, split: str, info: schema.SplitInfo) -> list[str]:
+def class_lines(manifest: schema.Manifest, split: str, info: schema.SplitInfo, *,
+                histogram: bool = False) -> list[str]:
+    """`split`'s records per class: a histogram, or above FULL_HISTOGRAM_CLASSES (unless
+    `histogram`) the smallest and largest classes; then the spread."""
     if not info.class_counts:
         names = ", ".join(manifest.classes[:CLASSES_LISTED])
         more = f", ... ({manifest.num_classes - CLASSES_LISTED} more)" if (
@@ -256,10 +266,37 @@ def class_lines(manifest: schema.Manifest, split: str, info: schema.SplitInfo) -
     counts = [(name, int(info.class_counts.get(name, 0))) for name in manifest.classes]
     lines = [f"classes   {manifest.num_classes}, records per class in {split!r} "
              f"({info.count:,} records):"]
-    lines += ["  " + line for line in histogram_lines(counts)]
-    smallest = min(counts, key=lambda item: item[1])
-    largest = max(counts, key=lambda item: item[1])
-    spread = f"{largest[1] / smallest[1]:.2f}" if smallest[1] else "inf"
-    lines.append(f"  min {smallest[1]:,} ({smallest[0]}), max {largest[1]:,} ({largest[0]}), "
+    by_size = sorted(counts, key=lambda item: (item[1], item[0]))
+    if histogram or len(counts) <= FULL_HISTOGRAM_CLASSES:
+        lines += ["  " + line for line in histogram_lines(counts)]
+    else:
+        shown = EXTREME_CLASSES
+        lines += [f"  smallest {shown}: " + _named_counts(by_size[:shown]),
+                  f"  largest {shown}:  " + _named_counts(reversed(by_size[-shown:])),
+                  f"  median {by_size[len(by_size) // 2][1]:,}; --histogram lists all "
+                  f"{len(counts)}"]
+    (small_name, small), (large_name, large) = by_size[0], by_size[-1]
+    spread = f"{large / small:.2f}" if small else "inf"
+    lines.append(f"  min {small:,} ({small_name}), max {large:,} ({large_name}), "
                  f"max/min {spread}")
+    return lines
+
+
+def _named_counts(items) -> str:
+    return ", ".join(f"{name} {count:,}" for name, count in items)
+
+
+def missing_class_lines(manifest: schema.Manifest) -> list[str]:
+    """For each labeled split, the classes it has no image of (a class never validated)."""
+    lines = []
+    for name in sorted(manifest.splits):
+        counts = manifest.splits[name].class_counts
+        if not counts:
+            continue  # unlabeled
+        missing = [cls for cls in manifest.classes if not counts.get(cls)]
+        if missing:
+            listed = ", ".join(missing[:CLASSES_LISTED])
+            more = f", ... ({len(missing) - CLASSES_LISTED} more)" if (
+                len(missing) > CLASSES_LISTED) else ""
+            lines.append(f"  no image in {name!r}: {len(missing)} class(es): {listed}{more}")
     return lines

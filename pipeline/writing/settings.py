@@ -29,8 +29,13 @@ from pipeline.writing.sample import SAMPLE_NAME, sample_input
 
 DEFAULT_TRAIN_SHARDS = 36
 DEFAULT_IMAGE_SIZE = 224
-# What each setting is about; a tfds setting applies only to a tfds: input.
-GROUPS = ("input", "tfds", "output", "image", "splits", "speed", "multi-host")
+# What each setting is about; a tfds setting applies only to a tfds: input. --help shows the
+# groups in this order, the common ones first.
+GROUPS = ("input", "output", "image", "splits", "speed", "multi-host", "tfds")
+GROUP_TITLES = {"input": "input (what to read)", "output": "output (where and how it is kept)",
+                "image": "image (size and resizing)", "splits": "splits (validation, test, folds)",
+                "speed": "speed (workers, progress)", "multi-host": "multi-host (--num_tasks)",
+                "tfds": "TFDS (only with --input=tfds:NAME)"}
 
 FLAGS = flags.FLAGS
 
@@ -238,6 +243,12 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                               flag_values=flag_values)
         else:
             _DEFINERS[kind](field.name, default, help_text, flag_values=flag_values)
+
+
+def flag_groups() -> list[tuple[str, list[str]]]:
+    """The flags by GROUPS, each in field order: what `python -m pipeline.write --help` lists."""
+    return [(GROUP_TITLES[group], [field.name for field in fields(flag=True)
+                                   if field.metadata["group"] == group]) for group in GROUPS]
 
 
 _DEFINERS = {str: flags.DEFINE_string, int: flags.DEFINE_integer, float: flags.DEFINE_float,

@@ -1,0 +1,54 @@
+"""--help and --helpfull: the command's own flags first, grouped; absl's after; exit 0."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+from pipeline import cli
+from pipeline.writing import settings
+
+
+def _help(*command):
+    return subprocess.run([sys.executable, *command], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120,
+                          env={**{key: value for key, value in os.environ.items()
+                                  if key != "TF_CPP_MIN_LOG_LEVEL"}, "PYTHONPATH": REPO_ROOT})
+
+
+def test_write_helpfull_lists_its_flags_by_group_before_absls():
+    result = _help("-m", "pipeline.write", "--helpfull")
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = result.stdout
+    titles = [title for title, _ in settings.flag_groups()]
+    positions = [text.index(f"\n{title}:\n") for title in titles]
+    assert positions == sorted(positions)  # input, output, image, ... TFDS last
+    assert titles[0].startswith("input") and titles[-1].startswith("TFDS")
+    absl_start = text.index("\nabsl.logging:\n")
+    for field in settings.fields(flag=True):
+        flag = f"--[no]{field.name}:" if isinstance(field.default, bool) else f"--{field.name}:"
+        assert text.count(f"  {flag}") == 1, field.name
+        assert text.index(f"  {flag}") < absl_start, field.name
+    # A group lists its flags in field order, not alphabetically: input before image_column.
+    assert text.index("  --input:") < text.index("  --image_column:")
+    assert "  --verbosity:" in text[absl_start:]
+
+
+@pytest.mark.parametrize("command", [("train.py",), ("-m", "pipeline.profile")])
+def test_every_command_puts_its_flags_first_and_help_is_short(command):
+    full = _help(*command, "--helpfull")
+    short = _help(*command, "--help")
+    assert full.returncode == 0 and short.returncode == 0, full.stderr[-2000:]
+    first_own = "  --config:" if command == ("train.py",) else "  --data_dir:"
+    assert full.stdout.index(first_own) < full.stdout.index("  --verbosity:")
+    assert first_own in short.stdout and "  --verbosity:" not in short.stdout
+    assert full.stderr == short.stderr == ""  # no TensorFlow start-up lines either
+
+
+def test_help_requests_stop_at_the_end_of_the_flags():
+    assert cli.help_request(["--input=x", "--helpfull"]) == "--helpfull"
+    assert cli.help_request(["-h"]) == "-h"
+    assert cli.help_request(["--", "--help"]) is None
+    assert cli.help_request(["--input=--help"]) is None
