@@ -7,14 +7,16 @@ r"""Train a ResNet on shards written by `python -m pipeline.write`.
 
 This file is intentionally short: flags, gin, then one call into
 `pipeline.training.train_and_evaluate`, which knows nothing of gin. Gin configures only that
-function (its keyword arguments); the resolved configuration is logged and saved as
-`config.gin` in the workdir. Running the same command again after a crash or a kill continues
-at the last checkpointed step (pipeline.training.resume).
+function (its keyword arguments); the resolved configuration is saved as `config.gin` in the
+workdir, named in one log line (logged in full with --verbosity=1). Running the same command
+again after a crash or a kill continues at the last checkpointed step
+(pipeline.training.resume).
 
 Exit codes: 0 trained; 2 unusable configuration (a gin error, a value that cannot work, a
 dataset or workdir that does not fit the run).
 """
 
+import logging as std_logging
 import os
 import tokenize
 
@@ -36,8 +38,19 @@ def define_flags() -> None:
                         "Default: <workspace>/runs/<config file name>.")
 
 
+class QuietGinSearch(std_logging.Filter):
+    """Drops gin's ERROR "Path not found: resnet50.gin": gin first looks for an included file
+    as a Python package resource, logs that error when it is not one, and then finds it on the
+    search path. Harmless, and the only red line of a good run."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return not (record.module == "resource_reader"
+                    and record.getMessage().startswith("Path not found"))
+
+
 def parse_gin(configs, bindings) -> None:
     """Parse the gin files and bindings, or ConfigError with gin's message."""
+    std_logging.getLogger().addFilter(QuietGinSearch())  # gin logs through the root logger
     for config in configs:  # `include 'resnet50.gin'` finds files beside the config
         if os.path.isdir(config):
             raise errors.UsageError(f"--config={config} is a directory; give a gin file, e.g. "
@@ -60,13 +73,20 @@ def main(argv) -> None:
     name = os.path.splitext(os.path.basename(FLAGS.config[-1]))[0]
     workdir = FLAGS.workdir or os.path.join(workspace.root(), "runs", name)
     config_text = gin.config_str()
-    logging.info("configuration:\n%s", config_text)
+    logging.vlog(1, "configuration:\n%s", config_text)
     # Written once the run has passed its checks: a refused run leaves the workdir as it was.
     try:
-        train(workdir=workdir, before_training=lambda: files.atomic_write_text(
-            os.path.join(workdir, "config.gin"), config_text))
+        train(workdir=workdir, before_training=lambda: save_config(workdir, config_text))
     except errors.PipelineError as err:
         raise without_gin_context(err) from None
+
+
+def save_config(workdir: str, config_text: str) -> None:
+    """The resolved configuration into `workdir/config.gin`, and one line naming it."""
+    path = os.path.join(workdir, "config.gin")
+    files.atomic_write_text(path, config_text)
+    logging.info("configuration: %s (%d lines; --verbosity=1 logs it)", path,
+                 len(config_text.splitlines()))
 
 
 # gin re-raises whatever a configurable raises as a copy whose message gains this and the

@@ -22,6 +22,7 @@ BASE = {"errors", "cli"}
 ALLOWED = {
     "errors": set(),
     "cli": {"errors"},
+    "startup": set(),  # how TensorFlow starts (pipeline/__init__.py installs it)
     "core": BASE | {"core"},
     "writing": BASE | {"core", "writing"},
     "augment": BASE | {"augment"},
@@ -29,7 +30,7 @@ ALLOWED = {
     "training": BASE | {"core", "augment", "dataset", "training"},
     "tools": BASE | {"core", "writing", "augment", "dataset", "training", "tools"},
     "command": BASE | {"core", "writing", "augment", "dataset", "training", "tools"},
-    "root": set(),
+    "root": {"startup"},
 }
 COMMANDS = ("write", "verify", "inspect", "profile", "predict", "service", "bench")
 # Stages whose modules must not import TensorFlow (or Keras) when they are imported: the

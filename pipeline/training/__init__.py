@@ -16,8 +16,11 @@
     backbones.py    keras.applications backbones on the same batches, their weights, a head,
                     the backbone's learning-rate factor (GradientScale)
     distribute.py   the tf.distribute strategy, its input pipelines, Keras multi-worker fixes
-    callbacks.py    the callbacks in order: learning rate, timing, checkpoints, TensorBoard
-    timing.py       InputTimer (images/s and the share of time waiting for input), the verdict
+    callbacks.py    the callbacks in order: milestones, learning rate, timing, checkpoints,
+                    TensorBoard and the input verdict there; progress bar or epoch lines
+    timing.py       InputTimer (images/s, the share of time waiting for input, each step
+                    marked for the profiler), the verdict on TensorBoard's thresholds
+    advice.py       likely mistakes in a run's settings, warned about before training
     run_files.py    what a run leaves in its workdir; run.json
     damage.py       a damaged record or shard named when training meets one
     predict.py      a trained run's predictions of a split as submission.csv rows (TTA,

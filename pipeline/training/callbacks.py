@@ -2,28 +2,64 @@
 
 The run's state (weights, optimizer, step, epoch logs, best epoch) goes to checkpoints/
 through checkpoints.StepCheckpoint, which also rewrites train_log.csv from it; TensorBoard
-gets the same epochs, numbered across resumes.
+gets the same epochs, numbered across resumes, and InputVerdictSummary puts the input
+pipeline's verdict in words and a page of the scalars that matter first where a user looks.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+import time
 
 import keras
 import tensorflow as tf
+from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.plugins.custom_scalar import summary as custom_scalar_summary
 
 from pipeline.training.checkpoints import StepCheckpoint
 from pipeline.training.distribute import AverageMovingStatistics
 from pipeline.training.run_files import TENSORBOARD_DIR
-from pipeline.training.timing import InputTimer
+from pipeline.training.timing import InputTimer, input_verdict
+
+log = logging.getLogger(__name__)
+
+# Without a progress bar, the step after which an epoch's time is estimated (the first
+# compiles, so the rate is taken from the ones after it).
+ESTIMATE_AFTER_STEPS = 10
+
+# TensorBoard's run (a folder under tensorboard/) for the verdict, beside Keras's train/ and
+# validation/: one writer per folder, as TensorBoard reads only a folder's newest event file
+# as it grows.
+VERDICT_RUN = "input_pipeline"
+VERDICT_TAG = "input_pipeline/verdict"
+# The Custom Scalars tab's page: (title, tag regex) of Keras's epoch scalars.
+PINNED_CHARTS = (("images per second", r"epoch_images_per_second"),
+                 ("share of step time waiting for input", r"epoch_input_wait_fraction"),
+                 ("loss (train and validation)", r"epoch_loss"),
+                 ("accuracy (train and validation)", r"epoch_accuracy"))
+
+
+def progress_verbosity(verbose: int | str, stream=None) -> int:
+    """model.fit's verbosity: "auto" is a progress bar with ETA (1) on a terminal and one line
+    per epoch (2) otherwise. Keras's own "auto" draws the bar everywhere on Linux (it treats
+    any POSIX system as an interactive display), filling a log file with redrawn lines."""
+    if verbose != "auto":
+        return int(verbose)
+    stream = stream or sys.stdout
+    return 1 if hasattr(stream, "isatty") and stream.isatty() else 2
 
 
 def make_callbacks(workdir: str, timer: InputTimer, profile_batches,
                    checkpoint: StepCheckpoint,
-                   strategy: tf.distribute.Strategy | None = None) -> list:
-    """In order: the callbacks that add to the epoch's logs run before those that save them."""
+                   strategy: tf.distribute.Strategy | None = None, *,
+                   milestones: bool = False) -> list:
+    """In order: the callbacks that add to the epoch's logs run before those that save them.
+    `milestones`: log the first step's and an epoch's time (when no progress bar shows)."""
     replicas = strategy.num_replicas_in_sync if strategy else 1
     return [
+        *([StepMilestones()] if milestones else []),
         *([AverageMovingStatistics(strategy)] if replicas > 1 else []),
         LearningRateLogger(),
         timer,
@@ -31,6 +67,7 @@ def make_callbacks(workdir: str, timer: InputTimer, profile_batches,
         checkpoint,
         keras.callbacks.TensorBoard(os.path.join(workdir, TENSORBOARD_DIR),
                                     profile_batch=profile_batches),
+        InputVerdictSummary(os.path.join(workdir, TENSORBOARD_DIR)),
     ]
 
 
@@ -41,3 +78,74 @@ class LearningRateLogger(keras.callbacks.Callback):
         if logs is not None:
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(
                 self.model.optimizer.learning_rate))
+
+
+class InputVerdictSummary(keras.callbacks.Callback):
+    """Per epoch, a text summary (TensorBoard's Text tab, run `input_pipeline`) saying the
+    epoch's img/s, input-wait share and the verdict in words; once per run, a Custom Scalars
+    layout that puts img/s, input wait, loss and accuracy on one page. The scalars alone are a
+    collapsed card among many, reading 1.8e-4."""
+
+    def __init__(self, logdir: str):
+        super().__init__()
+        self.logdir = logdir
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        self._writer = tf.summary.create_file_writer(os.path.join(self.logdir, VERDICT_RUN))
+        with self._writer.as_default():
+            tf.summary.experimental.write_raw_pb(
+                custom_scalar_summary.pb(pinned_layout()).SerializeToString(), step=0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        with self._writer.as_default():
+            tf.summary.text(VERDICT_TAG, verdict_text(epoch, logs), step=epoch)
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        self._writer.close()
+
+
+def verdict_text(epoch: int, logs: dict) -> str:
+    """`epoch 3: 12,345 img/s, 2% of step time waiting for input; not input-bound: ...`."""
+    rate, wait = logs.get("images_per_second"), logs.get("input_wait_fraction")
+    measured = (f"{rate:,.0f} img/s, {100 * wait:.0f}% of step time waiting for input"
+                if rate is not None and wait is not None else "not measured")
+    return f"epoch {epoch + 1}: {measured}; {input_verdict(wait)}"
+
+
+def pinned_layout() -> layout_pb2.Layout:
+    """The Custom Scalars page: the input pipeline's charts first, then loss and accuracy."""
+    charts = [layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(
+        tag=[tag])) for title, tag in PINNED_CHARTS]
+    return layout_pb2.Layout(category=[layout_pb2.Category(
+        title="input pipeline and training (pipeline.training)", chart=charts)])
+
+
+class StepMilestones(keras.callbacks.Callback):
+    """What a run without a progress bar is doing before its first epoch line (28-74 s on a
+    CPU): that the first step compiles, how long it took, and how long an epoch will take."""
+
+    def __init__(self):
+        super().__init__()
+        self._started = self._first_end = None
+        self._done = False
+
+    def on_train_begin(self, logs=None):
+        log.info("first step: tracing and compiling the model, filling the input pipeline")
+        self._started, self._first_end, self._done = time.perf_counter(), None, False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._done:
+            return
+        now, steps = time.perf_counter(), self.params.get("steps") or 0
+        if self._first_end is None:
+            self._first_end = now
+            log.info("first step done in %.1f s", now - self._started)
+            self._done = steps <= 1
+        elif batch >= min(ESTIMATE_AFTER_STEPS, steps - 1):
+            per_step = (now - self._first_end) / batch
+            log.info("%.2f s per step: about %.0f s per epoch of %d steps", per_step,
+                     per_step * steps, steps)
+            self._done = True

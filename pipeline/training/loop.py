@@ -13,6 +13,7 @@ metrics). What it leaves in `workdir` is listed in pipeline.training.run_files.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -28,7 +29,7 @@ from pipeline.core import files, schema
 from pipeline.dataset import (DamagedShards, ReadOptions, ServiceSettings, batches_per_epoch,
                               readable_records)
 from pipeline.dataset.options import DEFAULT_MAX_CORRUPT_FRACTION
-from pipeline.training import backbones, callbacks, checkpoints, damage, distribute, resume
+from pipeline.training import advice, backbones, callbacks, checkpoints, damage, distribute, resume
 from pipeline.training import run_files
 from pipeline.training.start import Run, start_run
 from pipeline.training.settings import ModelSettings, OptimizerSettings
@@ -78,7 +79,7 @@ def train_and_evaluate(
     checkpoint_every_steps: int | None = None,
     deterministic: bool = False,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
-    verbose: int | str = 2,
+    verbose: int | str = "auto",
     before_training: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Trains a ResNet on `data_dir` (written by `python -m pipeline.write`) into `workdir`.
@@ -129,7 +130,8 @@ def train_and_evaluate(
       deterministic: op determinism and an input read by position: a run killed at any
         step and started again ends bit-identical to one never stopped (slower on a GPU).
       extra_callbacks: more Keras callbacks, run after ours.
-      verbose: passed to model.fit (2: one line per epoch).
+      verbose: model.fit's: "auto" (default) is a progress bar with ETA on a terminal and one
+        line per epoch otherwise, with the first step's and an epoch's time logged; 0, 1, 2.
       before_training: called once every check has passed, just before the first step
         (train.py writes config.gin there): a refused run writes nothing.
 
@@ -166,6 +168,10 @@ def train_and_evaluate(
         resolution=run.resolution))
     if resume.is_done(state, epochs, workdir):
         return finished_metrics(run, state)
+    for mistake in advice.likely_mistakes(manifest=run.manifest, epochs=epochs,
+                                          warmup_epochs=warmup_epochs,
+                                          train_split=train_split, val_split=val_split):
+        log.warning("%s", mistake)
     inputs = build_inputs(run, reading, state)
     net = build_model(run, network, optimizer)
     timer = InputTimer(batch_size)
@@ -177,9 +183,10 @@ def train_and_evaluate(
         write_logs=lambda saved: run_files.write_train_log(workdir, saved.rows))
     resume.begin(workdir, state, data_dir, run.manifest, before_training)  # the first write
     resume.restore(net, state, workdir, run.strategy, inputs.steps_per_epoch)
+    verbose = callbacks.progress_verbosity(verbose)
     epochs_this_run, seconds = fit(net, run, inputs, reading, timer, callbacks.make_callbacks(
-        workdir, timer, profile_batches, saver, run.strategy) + list(extra_callbacks),
-        verbose=verbose)
+        workdir, timer, profile_batches, saver, run.strategy, milestones=verbose == 2)
+        + list(extra_callbacks), verbose=verbose)
     return finish_run(net, run, inputs, timer, state, epochs_this_run=epochs_this_run,
                       seconds=seconds)
 
@@ -310,7 +317,10 @@ def finish_run(net: keras.Model, run: Run, inputs: Inputs, timer: InputTimer,
     evaluation = net.evaluate(inputs.val, steps=inputs.val_steps, return_dict=True, verbose=0)
     with files.atomic_path(os.path.join(run.workdir, run_files.MODEL_FILE), ".keras") as path:
         net.save(path)
-    with files.staged_directory(os.path.join(run.workdir, run_files.EXPORT_DIR)) as staging:
+    with files.staged_directory(os.path.join(run.workdir, run_files.EXPORT_DIR)) as staging, \
+            tensorflow_logs_at(logging.WARNING):
+        # Its INFO lines (renamed inputs, sharding callbacks, assets, fingerprint) are six of
+        # a smoke run's twenty.
         net.export(staging, verbose=False)
     metrics = {
         "val_accuracy": float(evaluation["accuracy"]),
@@ -337,6 +347,31 @@ def finish_run(net: keras.Model, run: Run, inputs: Inputs, timer: InputTimer,
              metrics["val_accuracy"], metrics["val_loss"], metrics["images_per_second"] or 0,
              100 * (metrics["input_wait_fraction"] or 0), metrics["input_verdict"], run.workdir)
     return metrics
+
+
+@contextlib.contextmanager
+def tensorflow_logs_at(level: int):
+    """Only records of `level` and above from TensorFlow's Python logging for the block: its
+    own logger, and absl's, which its saving code logs through. (A filter, not setLevel: the
+    export resets the absl logger's level.)"""
+    loggers = [tf.get_logger(), logging.getLogger("absl")]
+    below = _BelowLevel(level)
+    for logger in loggers:
+        logger.addFilter(below)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(below)
+
+
+class _BelowLevel(logging.Filter):
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.level
 
 
 def finished_metrics(run: Run, state: checkpoints.RunState) -> dict[str, Any]:

@@ -73,10 +73,11 @@ class WritePlan:
     shards: tuple[plan.ShardSpec, ...]
     sources: Mapping  # what decides the images' bytes beyond their paths (inputs.source_ids)
     fingerprint: str
+    advice: tuple[str, ...] = ()  # about the plan: shards much smaller than they should be
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        return self.main.warnings + (self.test.warnings if self.test else ())
+        return self.main.warnings + (self.test.warnings if self.test else ()) + self.advice
 
     @property
     def total_images(self) -> int:
@@ -203,7 +204,12 @@ def make_plan(config: WriteConfig) -> WritePlan:
     logging.info("plan: %s -> %s", ", ".join(
         f"{name} {len(images):,} images in {counts[name]} shards"
         for name, images in sorted(splits.items())), config.output_dir)
-    return WritePlan(main, test, tuple(shards), sources, fingerprint)
+    # Not for the bundled sample: its 36 shards are the design card's default, shown on it.
+    advice = None if config.input is None else plan.small_shards_warning(
+        len(splits.get(schema.TRAIN, ())), counts.get(schema.TRAIN, 0), config.image_bytes)
+    if advice:
+        logging.warning("plan: %s", advice)
+    return WritePlan(main, test, tuple(shards), sources, fingerprint, (advice,) if advice else ())
 
 
 def plan_all_shards(splits, counts, classes, config: WriteConfig) -> list[plan.ShardSpec]:
@@ -359,4 +365,4 @@ def log_summary(summary: Summary, total_images: int) -> None:
         ", ".join(f"{n:,} {split}" for split, n in sorted(summary.rejects.items())),
         schema.manifest_path(summary.output_dir))
     for warning in summary.warnings:  # said at planning too; repeated where it is seen
-        logging.warning("input: %s", warning)
+        logging.warning("note: %s", warning)

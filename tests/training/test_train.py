@@ -2,8 +2,11 @@
 accuracy on the bundled digits, and the errors users hit first."""
 
 import csv
+import glob
 import json
 import os
+import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +18,8 @@ import tensorflow as tf
 from conftest import REPO_ROOT, write_csv, write_images
 from pipeline import dataset, errors, training
 from pipeline.core import schema
-from pipeline.training import predict, run_files
+from pipeline.tools import profiling
+from pipeline.training import callbacks, predict, run_files
 from pipeline.training.settings import TrainingError
 from pipeline.writing.settings import WriteConfig
 from pipeline.writing.writer import write_dataset
@@ -78,6 +82,26 @@ def test_one_epoch_leaves_model_metrics_logs_and_checkpoints(trained, data_dir):
     assert "input-bound" in metrics["input_verdict"] or "not measured" in metrics["input_verdict"]
     run = json.loads(open(os.path.join(workdir, run_files.RUN_FILE)).read())
     assert run["classes"] == list(CLASSES) and run["image_shape"] == [3, 8, 8]
+
+
+def test_tensorboard_shows_the_verdict_and_reads_the_profiled_steps(trained):
+    workdir, metrics = trained
+    board = os.path.join(workdir, run_files.TENSORBOARD_DIR)
+    texts, layouts = [], []
+    for path in glob.glob(os.path.join(board, callbacks.VERDICT_RUN, "events.out.tfevents*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "text":
+                    texts.append((event.step, value.tag, value.tensor.string_val[0].decode()))
+                if value.metadata.plugin_data.plugin_name == "custom_scalars":
+                    layouts.append(value)
+    assert texts == [(0, callbacks.VERDICT_TAG, callbacks.verdict_text(0, metrics))]
+    assert metrics["input_verdict"] in texts[0][2] and "img/s" in texts[0][2]
+    assert len(layouts) == 1
+    # TensorBoard's own analyzer finds the training steps profile_batches traced.
+    traces = glob.glob(os.path.join(board, "**", "*.xplane.pb"), recursive=True)
+    seen = profiling.tensorboard_verdict(traces)
+    assert seen.category is not None, seen.conclusion
 
 
 def test_predictions_keep_the_test_csv_order(trained, data_dir, tmp_path):
@@ -146,8 +170,10 @@ def test_predict_on_an_empty_split_names_the_split(trained, data_dir, tmp_path):
 
 
 def _run(command, **kwargs):
+    """`command` in the repository; `env` adds to the environment (a None value removes)."""
     env = {**os.environ, "PYTHONPATH": REPO_ROOT, "TF_CPP_MIN_LOG_LEVEL": "2",
            **kwargs.pop("env", {})}
+    env = {key: value for key, value in env.items() if value is not None}
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=kwargs.pop("timeout", 600), env=env, **kwargs)
 
@@ -247,8 +273,8 @@ def test_mirrored_strategy_trains_with_a_pipeline_per_replica(data_dir, tmp_path
 
 def test_smoke_config_learns_the_digits(tmp_path):
     """The bundled sample is real data: the smoke config must really learn it (a few minutes
-    on 2 CPU cores)."""
-    env = {"PIPELINE_WORKSPACE": str(tmp_path / "ws")}
+    on 2 CPU cores). Its console, with TF_CPP_MIN_LOG_LEVEL unset, is the commands' own."""
+    env = {"PIPELINE_WORKSPACE": str(tmp_path / "ws"), "TF_CPP_MIN_LOG_LEVEL": None}
     wrote = _run([sys.executable, "-m", "pipeline.write"], env=env)
     assert wrote.returncode == 0, wrote.stderr[-3000:]
     data_dir = tmp_path / "ws" / "shards" / "digits"
@@ -259,7 +285,27 @@ def test_smoke_config_learns_the_digits(tmp_path):
     assert trained.returncode == 0, trained.stderr[-3000:]
     metrics = json.loads((workdir / run_files.METRICS_FILE).read_text())
     assert metrics["val_accuracy"] >= 0.9, metrics
+    _assert_a_quiet_console(trained, workdir)
     assert schema.read_manifest(str(data_dir)).num_classes == 10
+
+
+def _assert_a_quiet_console(result, workdir):
+    """No TensorFlow C++ INFO/WARNING line, no error line, the configuration named not dumped,
+    and without a terminal: one line per epoch and the first step's milestones."""
+    lines = result.stderr.splitlines()
+    cpp = [line for line in lines if re.match(r"[IWE]\d{4} .*\.(cc|h):\d+\]", line)]
+    assert not cpp, cpp[:5]
+    assert not [line for line in lines if re.match(r"E\d{4} ", line)]
+    assert f"configuration: {workdir / 'config.gin'}" in result.stderr
+    assert "train_and_evaluate.depth = 10" not in result.stderr  # only at --verbosity=1
+    assert "first step done in" in result.stderr and "s per epoch" in result.stderr
+    assert "━" not in result.stdout and result.stdout.count("Epoch ") == 10
+    # Every log line is ours: TensorFlow's saving chatter (renamed inputs, fingerprints) is not.
+    ours = {path.name for path in pathlib.Path(REPO_ROOT, "pipeline").rglob("*.py")} | {
+        "train.py"}
+    sources = {found.group(1) for line in lines
+               if (found := re.match(r"[IWE]\d{4} [\d:.]+ +\d+ ([^ :]+):\d+\]", line))}
+    assert sources <= ours, sources - ours
 
 
 def test_tta_and_an_ensemble_average_probabilities_in_input_order(trained, data_dir, tmp_path):
