@@ -73,8 +73,9 @@ def help_text(ours: Sequence[str], groups: FlagGroups | None, *, full: bool) -> 
     library module, so 27 writer flags came alphabetically after a page of absl's."""
     groups = list(groups or [("flags", ours)])
     grouped = {name for _, names in groups for name in names}
-    if [name for name in ours if name not in grouped]:
-        groups.append(("other", [name for name in ours if name not in grouped]))
+    ungrouped = [name for name in ours if name not in grouped]
+    if ungrouped:
+        groups.append(("other", ungrouped))
     main_doc = (getattr(sys.modules.get("__main__"), "__doc__", None) or "").strip()
     lines = [main_doc, ""] if main_doc else []
     for title, names in groups:

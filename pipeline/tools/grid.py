@@ -139,9 +139,11 @@ def render_grid(records: Sequence[Record], classes: Sequence[str]) -> Image.Imag
     return canvas
 
 
-def grid_records(data_dir: str, split: str, n: int = DEFAULT_GRID_IMAGES) -> list[Record]:
-    """The first `n` records of `split` (all of them if it has fewer), to draw."""
-    manifest = schema.read_manifest(data_dir)
+def grid_records(data_dir: str, split: str, n: int = DEFAULT_GRID_IMAGES,
+                 manifest: schema.Manifest | None = None) -> list[Record]:
+    """The first `n` records of `split` (all of them if it has fewer), to draw; `manifest`:
+    the dataset's, when the caller has read it already."""
+    manifest = manifest or schema.read_manifest(data_dir)
     info = check_split(manifest, split)
     if n < 1:
         raise InspectError(f"--n={n}: a grid needs at least 1 image")
@@ -153,7 +155,7 @@ def grid_records(data_dir: str, split: str, n: int = DEFAULT_GRID_IMAGES) -> lis
 def make_grid(data_dir: str, split: str, n: int = DEFAULT_GRID_IMAGES) -> Image.Image:
     """A captioned grid of the first `n` images of `split` (all of them if it has fewer)."""
     manifest = schema.read_manifest(data_dir)
-    return render_grid(grid_records(data_dir, split, n), manifest.classes)
+    return render_grid(grid_records(data_dir, split, n, manifest), manifest.classes)
 
 
 def tile_map_path(png_path: str) -> str:

@@ -39,7 +39,7 @@ def inspect_dataset(data_dir: str, *, split: str | None = None, grid: str | None
     if record is not None:
         print("", record_dump(data_dir, split, record), sep="\n", file=out)
     if grid is not None:
-        records = grid_lib.grid_records(data_dir, split, n)
+        records = grid_lib.grid_records(data_dir, split, n, manifest)
         image = grid_lib.render_grid(records, manifest.classes)
         grid_lib.write_png(image, grid, grid_lib.tile_map_csv(records, manifest.classes))
         print("", f"grid      {grid}: the first {len(records)} image(s) of {split!r} "

@@ -99,8 +99,10 @@ def profile_input(data_dir: str, logdir: str, *, split: str = schema.TRAIN,
             augment=spec, cache=cache, depth=depth,
             profile_logdir=training_dir).last_wait_fraction
         verdict = timing.input_verdict(wait)
-        tensorboard = tensorboard_verdict(sorted(set(_trace_files(training_dir)) - before))
     written = tuple(sorted(set(_trace_files(logdir)) - before))
+    if train_steps:
+        tensorboard = tensorboard_verdict(
+            [path for path in written if path.startswith(training_dir + os.sep)])
     return ProfileResult(written, reader_rate, wait, verdict, tensorboard)
 
 

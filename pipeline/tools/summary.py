@@ -257,10 +257,7 @@ def class_lines(manifest: schema.Manifest, split: str, info: schema.SplitInfo, *
     """`split`'s records per class: a histogram, or above FULL_HISTOGRAM_CLASSES (unless
     `histogram`) the smallest and largest classes; then the spread."""
     if not info.class_counts:
-        names = ", ".join(manifest.classes[:CLASSES_LISTED])
-        more = f", ... ({manifest.num_classes - CLASSES_LISTED} more)" if (
-            manifest.num_classes > CLASSES_LISTED) else ""
-        return [f"classes   {manifest.num_classes}: {names}{more}",
+        return [f"classes   {manifest.num_classes}: {listed(manifest.classes)}",
                 f"          split {split!r} is unlabeled ({info.count:,} records): no class "
                 "counts"]
     counts = [(name, int(info.class_counts.get(name, 0))) for name in manifest.classes]
@@ -295,8 +292,13 @@ def missing_class_lines(manifest: schema.Manifest) -> list[str]:
             continue  # unlabeled
         missing = [cls for cls in manifest.classes if not counts.get(cls)]
         if missing:
-            listed = ", ".join(missing[:CLASSES_LISTED])
-            more = f", ... ({len(missing) - CLASSES_LISTED} more)" if (
-                len(missing) > CLASSES_LISTED) else ""
-            lines.append(f"  no image in {name!r}: {len(missing)} class(es): {listed}{more}")
+            lines.append(f"  no image in {name!r}: {len(missing)} class(es): "
+                         f"{listed(missing)}")
     return lines
+
+
+def listed(names: Sequence[str]) -> str:
+    """`a, b, c`, or the first CLASSES_LISTED and `, ... (N more)`."""
+    more = (f", ... ({len(names) - CLASSES_LISTED} more)" if len(names) > CLASSES_LISTED
+            else "")
+    return ", ".join(names[:CLASSES_LISTED]) + more
