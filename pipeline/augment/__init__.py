@@ -33,6 +33,10 @@ returns the op closure, and adding an op never touches the reader or the trainer
     registry.py     register, OPS (name -> factory), which ops change labels or skip XLA;
                     identity
     common.py       seeds, stateless random numbers, the pixel scale, argument checks
+    counter.py      counter-based random numbers, alike in TensorFlow and numpy: the draws of
+                    the ops the random-access reader also does itself (random_crop, flip_lr)
+    boxes.py        random_resized_crop's boxes (torchvision's sampler, TensorFlow and numpy)
+                    and its bilinear resampling
     geometric.py    flip_lr, flip_ud, random_crop, random_resized_crop, rotate
     photometric.py  brightness, contrast, saturation, hue
     erasing.py      random_erasing

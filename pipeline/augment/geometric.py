@@ -6,13 +6,35 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from pipeline import errors
-from pipeline.augment.common import (RNG_ALG, as_seed, batch_height_width, check_pair, check_range,
+from pipeline.augment import boxes, counter
+from pipeline.augment.common import (batch_height_width, check_pair, check_range,
                                      restore_pixels, uniform)
 from pipeline.augment.registry import Op, register
-from pipeline.augment.resizing import check_size, resample_boxes
+from pipeline.augment.resizing import check_size
+
+
+def flips(seed, count) -> tf.Tensor:
+    """bool [count]: which images flip_lr mirrors. Drawn from pipeline.augment.counter, as the
+    reader's fused flip draws them (flips_np)."""
+    return counter.randint_tf(seed, count, 0, 2) > 0
+
+
+def flips_np(seed, count: int) -> np.ndarray:
+    return counter.randint_np(seed, count, 0, 2) > 0
+
+
+def crop_offsets(seed, count, pad: int) -> tf.Tensor:
+    """int32 [2, count]: random_crop's (row, column) offsets into the padded images, each in
+    [0, 2 * pad], from pipeline.augment.counter (as crop_offsets_np, the reader's)."""
+    return tf.stack([counter.randint_tf(seed, count, draw, 2 * pad + 1) for draw in (0, 1)])
+
+
+def crop_offsets_np(seed, count: int, pad: int) -> np.ndarray:
+    return np.stack([counter.randint_np(seed, count, draw, 2 * pad + 1) for draw in (0, 1)])
 
 
 @register("flip_lr")
@@ -21,8 +43,7 @@ def get_flip_lr() -> Op:
 
     def _flip_lr(images, labels, seed):
         images = tf.convert_to_tensor(images)
-        batch = tf.shape(images)[0]
-        flip = uniform([batch], seed) < 0.5
+        flip = flips(seed, tf.shape(images)[0])
         # One reverse of the whole batch and one select on a [B, 1, 1, 1] mask: two passes over
         # uint8 memory, instead of a cond (or a Python loop) per image.
         images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[3]), images)
@@ -62,11 +83,7 @@ def get_random_crop(pad: int = 16) -> Op:
             return images, labels
         batch, height, width = batch_height_width(images)
         padded = tf.pad(images, [[0, 0], [0, 0], [pad, pad], [pad, pad]])
-        offset_y, offset_x = tf.unstack(
-            tf.random.stateless_uniform(
-                [2, batch], as_seed(seed), minval=0, maxval=2 * pad + 1, dtype=tf.int32, alg=RNG_ALG
-            )
-        )
+        offset_y, offset_x = tf.unstack(crop_offsets(seed, batch, pad))
         # Every image has its own offset, so a single tf.slice cannot crop them all. Rows: one
         # gather with a per-image [B, H] index grid (batch_dims=1) moves whole rows at once.
         rows = offset_y[:, None] + tf.range(height)[None, :]
@@ -84,10 +101,7 @@ def get_random_crop(pad: int = 16) -> Op:
         if pad == 0:
             return images, labels
         batch, channels, height, width = images.shape
-        offsets = tf.random.stateless_uniform(
-            [2, tf.shape(images)[0]], as_seed(seed), minval=0, maxval=2 * pad + 1, dtype=tf.int32,
-            alg=RNG_ALG
-        )
+        offsets = crop_offsets(seed, tf.shape(images)[0], pad)
         padded = tf.pad(images, [[0, 0], [0, 0], [pad, pad], [pad, pad]])
         out = _batched_window(padded, offsets[0], offsets[1], [channels, height, width])
         return out, labels
@@ -141,13 +155,13 @@ def get_random_resized_crop(
     scale: Sequence[float] = (0.08, 1.0), ratio: Sequence[float] = (3 / 4, 4 / 3),
     size: int | None = None,
 ) -> Op:
-    """Inception-style crop: per image a box covering `scale` of the image's area (uniform)
-    with width/height aspect `ratio` (log-uniform), clipped into the image, resized back to
-    H x W (or to size x size: training at another resolution) with bilinear sampling.
-
-    A box that would not fit is clipped (torchvision retries up to 10 times instead), so very
-    elongated boxes cover somewhat less area than drawn. scale=(1, 1), ratio=(1, 1) on a square
-    image is the identity.
+    """Inception-style crop, torchvision's RandomResizedCrop: per image a box covering `scale`
+    of the image's area (uniform) with width/height aspect `ratio` (log-uniform), up to 10
+    tries for one that fits, else the centre crop (pipeline.augment.boxes), resized back to
+    H x W (or to size x size: training at another resolution), bilinear with half-pixel
+    centres. The random-access reader does the same crop itself, with OpenCV, on the way into
+    the batch (pipeline.dataset.fused). scale=(1, 1), ratio=(1, 1) on a square image is the
+    identity.
     """
     area_lo, area_hi = check_pair("random_resized_crop", "scale", scale, 0.0, 1.0)
     ratio_lo, ratio_hi = check_pair("random_resized_crop", "ratio", ratio, 0.0, math.inf)
@@ -155,29 +169,19 @@ def get_random_resized_crop(
         raise errors.ConfigError(
             f"random_resized_crop: scale={scale!r} and ratio={ratio!r} must be positive"
         )
-    log_ratio_lo, log_ratio_hi = math.log(ratio_lo), math.log(ratio_hi)
     if size is not None:
         check_size("random_resized_crop", size)
 
     def _random_resized_crop(images, labels, seed):
         images = tf.convert_to_tensor(images)
-        batch, height, width = batch_height_width(images)
-        h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
-        u_area, u_ratio, u_y, u_x = tf.unstack(uniform([4, batch], seed))
-        area = (area_lo + (area_hi - area_lo) * u_area) * h * w  # pixels^2
-        aspect = tf.exp(log_ratio_lo + (log_ratio_hi - log_ratio_lo) * u_ratio)  # width/height
-        # Box size as a fraction of the image side, clipped into the image.
-        box_h = tf.minimum(tf.sqrt(area / aspect) / h, 1.0)
-        box_w = tf.minimum(tf.sqrt(area * aspect) / w, 1.0)
-        top = u_y * (1.0 - box_h)
-        left = u_x * (1.0 - box_w)
-        boxes = tf.stack([top, left, top + box_h, left + box_w], axis=1)
-        if size is None:
-            out = resample_boxes(images, boxes, height, width)
-            out.set_shape(images.shape)
-        else:
-            out = resample_boxes(images, boxes, size, size)
-            out.set_shape([images.shape[0], images.shape[1], size, size])
+        height, width = images.shape[2], images.shape[3]
+        if height is None or width is None:
+            raise errors.ConfigError("random_resized_crop needs images of a known height and "
+                                     f"width, got shape {images.shape}")
+        crop = boxes.boxes_tf(seed, tf.shape(images)[0], height, width,
+                              (area_lo, area_hi), (ratio_lo, ratio_hi))
+        out = boxes.resample(images, crop, size or height, size or width)
+        out.set_shape([images.shape[0], images.shape[1], size or height, size or width])
         return out, labels
 
     return _random_resized_crop

@@ -16,9 +16,10 @@ from pipeline.augment.registry import NO_XLA_OPS, OPS, Op, identity
 # and a random horizontal mirror, the classic CIFAR/ResNet recipe. Cheap enough for a 2-core
 # host to keep ahead of an accelerator: all uint8, no float conversion, and under XLA the two
 # ops fuse into one gather pass over the batch. In tf.data on 2 cores, batches of
-# 256 x 3 x 224 x 224: about 11,000-16,000 img/s (5,500-7,000 without XLA).
-# random_resized_crop is the stronger ImageNet recipe, but it resamples in float and XLA cannot
-# compile it: about 1,300 img/s alone.
+# 256 x 3 x 224 x 224: about 11,000-16,000 img/s (5,500-7,000 without XLA); the random-access
+# reader does both itself as it copies each record (pipeline.dataset.fused): ~25,000 img/s.
+# random_resized_crop is the stronger ImageNet recipe; in tf.data it resamples in float
+# (~900 img/s), in the random-access reader with OpenCV (~7,000-9,000 img/s on 2 cores).
 DEFAULT_TRAIN_AUGMENT = "random_crop(pad=16)|flip_lr"
 
 
@@ -102,14 +103,16 @@ def parse_spec(spec: str | Sequence[str] | None) -> list[tuple[str, dict[str, An
     return parsed
 
 
-def build(spec: str | Sequence[str] | None, *, jit_compile: bool = True, **common) -> Op:
+def build(spec: str | Sequence[str] | None, *, jit_compile: bool = True, skip: int = 0,
+          **common) -> Op:
     """Composes the ops of `spec` into one `op(images, labels, seed) -> (images, labels)`.
 
     `common` holds arguments offered to every op whose factory takes them (e.g.
     `num_classes=manifest.num_classes` reaches mixup and cutmix, not flip_lr); an argument
     written in the spec wins. Op i runs with the seed `fold_seed(seed, i)` (a fold_in), so ops
     never share random numbers and adding an op at the end leaves the earlier ones unchanged.
-    An empty spec gives `identity`.
+    An empty spec gives `identity`. `skip` leaves out the first ops (done elsewhere: the
+    random-access reader crops and flips as it reads); the rest keep their seeds.
 
     With `jit_compile`, each op that XLA can compile (all but NO_XLA_OPS) is compiled on its
     own, with its `xla_kernel` when it has one (a formulation only XLA can run, such as
@@ -127,7 +130,7 @@ def build(spec: str | Sequence[str] | None, *, jit_compile: bool = True, **commo
         accepted = inspect.signature(factory).parameters
         offered = {k: v for k, v in common.items() if k in accepted and k not in kwargs}
         ops.append(factory(**offered, **kwargs))
-    if not ops:
+    if len(ops) <= skip:
         return identity
     if jit_compile:
         ops = [_with_xla(name, op) for name, op in zip(names, ops)]
@@ -136,7 +139,7 @@ def build(spec: str | Sequence[str] | None, *, jit_compile: bool = True, **commo
         seed = as_seed(seed)
         images = tf.convert_to_tensor(images)
         shape = images.shape
-        for i, op in enumerate(ops):
+        for i, op in enumerate(ops[skip:], skip):
             images, labels = op(images, labels, fold_seed(seed, i))
             # Ops keep the images' shape (but the sizing ones, which set their own), and XLA
             # calls and conds hide it from shape inference; a model (a keras.applications

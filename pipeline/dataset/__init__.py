@@ -11,7 +11,12 @@
                       the log line that says why
     order.py          which records make batch g: a pure function of (seed, g)
     indexed.py        batches by position: random access and the table, start_batch
-    random_access.py  records read at their offsets straight into the batch, CRC checked
+    random_access.py  records read at their offsets straight into the batch, CRC checked,
+                      each batch by all cores at once (threads running kernels.py)
+    kernels.py        the per-record work compiled with numba, without the GIL: read, check,
+                      crop and flip
+    fused.py          which leading augmentation ops the reader does itself (random_crop,
+                      random_resized_crop, flip_lr), with the ops' own random numbers
     table.py          cache="memory": the split decoded once, batches gathered by index
     streaming.py      records from disk every epoch: file order, interleave, shuffle, batch,
                       check, parse (compressed or remote shards, a tf.data service)

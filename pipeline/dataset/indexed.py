@@ -5,12 +5,16 @@ Order of the pipeline, and why:
       free), or one epoch per iteration of the dataset (Keras's fit(epochs=...) re-iterates)
     -> record positions of batch g (order.py): a pure function of (seed, g), so the batches
        are the same whatever the threads, and different every epoch
-    -> read them from the shards (random_access.py: one batch at a time, the next batch's
-       records asked of the kernel meanwhile) or gather them from the table (table.py),
-       deterministic map: tf.data keeps g's order
+    -> ask the kernel for them (a batch ahead of their read: the page cache fills from disk
+       meanwhile)
+    -> read them from the shards (random_access.py: one batch at a time, its records split
+       between the reading threads, the spec's leading crop and flip done on the way in,
+       fused.py) or gather them from the table (table.py), deterministic map: tf.data keeps
+       g's order
     -> static shapes: [B, 3, H, W] and [B] in training, for any model
-    -> augment with the stateless seed (seed, g): batch g is augmented the same way on every
-       run and after every resume, and unlike batch g + batches_per_epoch
+    -> augment with the stateless seed (seed, g), the ops the reader did left out: batch g
+       is augmented the same way on every run and after every resume, and unlike batch
+       g + batches_per_epoch
 
 """
 
@@ -29,16 +33,17 @@ from absl import logging
 from pipeline import augment as augment_lib
 from pipeline.core import schema
 from pipeline.dataset import access as access_lib
-from pipeline.dataset import damaged, table
+from pipeline.dataset import damaged, fused, table
 from pipeline.dataset.options import ReadOptions
 from pipeline.dataset.order import Order, require_batches
 from pipeline.dataset.random_access import BatchPool, DamagedRecord, Records, open_records
 
 AUTOTUNE = tf.data.AUTOTUNE
-# Batches read at once. One: on 2 cores a second reading thread contends for the GIL and the
-# core (the copies and CRCs are memory-bound), and the augmentation after it needs the other
-# core. Measured side by side, 224^2, batch 256: augment=None 22.3k img/s with 1 vs 16.5k with
-# AUTOTUNE; crop + flip 14.8k vs 13.7k (other runs: equal within noise, never worse).
+# Batches read at once. One: each batch is already read by all cores at once (the threads of
+# random_access.in_threads, in compiled kernels without the GIL), and a second batch in flight
+# only adds contention. Measured side by side, 224^2, batch 256, 2 cores: augment=None
+# 30.3-32.2k img/s with 1 vs 28.2-30.5k with 2; crop + flip in the reader 25.6-26.0k vs
+# 24.9-25.6k.
 READ_CALLS = 1
 # At exit, wait this long at most for the Python calls of live pipelines to finish (seconds),
 # and call them finished once none has run for QUIET_S.
@@ -105,31 +110,36 @@ def indexed_dataset(data_dir: str, manifest: schema.Manifest, split: str,
             logging.info("split %r: loading %d records (%.1f GB) into memory", split, count,
                          count * manifest.image_bytes / 1e9)
         if access.random_access:
-            images, labels = table.load_records(open_records(data_dir, manifest, shards, split,
-                                                             policy))
+            images, labels = table.load_records(open_records(
+                data_dir, manifest, shards, split, policy, options.num_parallel_reads))
         else:
             paths = [os.path.join(data_dir, shard.file) for shard in shards]
             images, labels = table.load_streams(paths, shards, manifest, split, data_dir, policy)
         shard_counts = (int(labels.shape[0]),)
     else:
-        records = open_records(data_dir, manifest, shards, split, policy)
+        records = open_records(data_dir, manifest, shards, split, policy,
+                               options.num_parallel_reads)
         shard_counts = records.shard_counts
     order, how = access_lib.choose_order(shard_counts, manifest.image_bytes, batch_size,
                                          training=training, seed=options.seed,
                                          available=available,
                                          table=access.kind == access_lib.TABLE)
     require_batches(order.records, batch_size, training, split)
-    logging.info("split %r: %s (%s), %d records, %s", split, access.kind, access.reason,
-                 order.records, how)
+    augment = options.augment if training else None
+    host = (fused.host_ops(augment) if access.kind != access_lib.TABLE
+            else fused.HostOps())
+    logging.info("split %r: %s (%s), %d records, %s%s", split, access.kind, access.reason,
+                 order.records, how, fused.describe(augment, host))
     numbers = batch_numbers(order, training=training, start_batch=options.start_batch)
     if access.kind == access_lib.TABLE:
         dataset = gather_batches(numbers, images, labels, order)
     else:
-        dataset = read_batches(numbers, records, order)
-    dataset = with_shapes(dataset, manifest.image_shape, batch_size if training else None)
+        dataset = read_batches(numbers, records, order, host, options.seed)
+    dataset = with_shapes(dataset, host.output_shape(manifest.image_shape),
+                          batch_size if training else None)
     if training and options.augment:
         dataset = augment_by_position(dataset, options.augment, seed=options.seed,
-                                      num_classes=manifest.num_classes)
+                                      num_classes=manifest.num_classes, skip=host.count)
     else:
         dataset = drop_position(dataset)
     if not training or options.start_batch is None:
@@ -162,35 +172,53 @@ def batch_numbers(order: Order, *, training: bool, start_batch: int | None) -> t
     return numbers
 
 
-def read_batches(numbers: tf.data.Dataset, records: Records, order: Order) -> tf.data.Dataset:
-    """(images, labels, g) of batch numbers g, read from the shards; a damaged record stops
-    reading with its damaged_message (raised in the graph: see damaged.damage_named)."""
-    reader, pool = records.reader, BatchPool((order.batch_size, *records.reader.image_shape))
+def read_batches(numbers: tf.data.Dataset, records: Records, order: Order,
+                 host: fused.HostOps = fused.HostOps(), seed: int | None = None
+                 ) -> tf.data.Dataset:
+    """(images, labels, g) of batch numbers g, read from the shards, the `host` ops done on
+    the way; a damaged record stops reading with its damaged_message (raised in the graph:
+    see damaged.damage_named)."""
+    reader = records.reader
+    shape = host.output_shape(reader.image_shape)
+    pool = BatchPool((order.batch_size, *shape))
 
-    def read(batch):
+    def locate(batch):
         positions = records.readable[order.indices(int(batch))]
+        # Asked of the kernel now, a batch ahead of their read: from a cold page cache they
+        # come from the disk while the batch before is read and consumed (cold epochs of a
+        # 270 MB split: 4.1k vs 3.1k img/s; warm: no measurable cost).
+        reader.advise(positions)
+        return positions
+
+    def read(positions, seeds):
         images = pool.take() if len(positions) == order.batch_size else np.empty(
-            (len(positions), *reader.image_shape), np.uint8)
+            (len(positions), *shape), np.uint8)
         labels = np.empty(len(positions), np.int64)
         try:
-            reader.read_into(positions, images, labels)
+            reader.read_into(positions, images, labels,
+                             fused.placement(host, seeds, len(positions), reader.image_shape))
         except DamagedRecord as err:
             message = damaged.damaged_message(err.shard, err.record, err.problem)
             return images, labels, message.encode("utf-8")
-        # The next batch's records, asked of the kernel now: from a cold page cache they are
-        # read from the disk while this batch is augmented and consumed (cold epochs of a
-        # 270 MB split: 4.1k vs 3.1k img/s; warm: no measurable cost).
-        reader.advise(records.readable[order.indices(int(batch) + 1)])
         return images, labels, b""
 
-    def read_in_graph(batch):
+    def locate_in_graph(batch):
+        return batch, tf.numpy_function(PYTHON_CALLS.wrap(locate), [batch], tf.int64,
+                                        stateful=False)
+
+    def read_in_graph(batch, positions):
+        seeds = fused.op_seeds(host, seed or 0, batch)
         images, labels, problem = tf.numpy_function(
-            PYTHON_CALLS.wrap(read), [batch], (tf.uint8, tf.int64, tf.string), stateful=False)
+            PYTHON_CALLS.wrap(read), [positions, seeds], (tf.uint8, tf.int64, tf.string),
+            stateful=False)
         undamaged = tf.debugging.Assert(tf.equal(problem, ""), [problem])
         with tf.control_dependencies([undamaged]):
             return tf.identity(images), tf.identity(labels), batch
 
-    return numbers.map(read_in_graph, num_parallel_calls=READ_CALLS, deterministic=True)
+    # Two stages, so that finding and announcing batch g + 1's records (Python, ~0.5 ms)
+    # runs while the reading threads fill batch g (no GIL).
+    located = numbers.map(locate_in_graph)
+    return located.map(read_in_graph, num_parallel_calls=READ_CALLS, deterministic=True)
 
 
 def gather_batches(numbers: tf.data.Dataset, images: tf.Variable, labels: tf.Variable,
@@ -218,9 +246,10 @@ def with_shapes(dataset: tf.data.Dataset, image_shape: Sequence[int],
 
 
 def augment_by_position(dataset: tf.data.Dataset, spec: Any, *, seed: int,
-                        num_classes: int) -> tf.data.Dataset:
-    """(images, labels, g) -> augmented (images, labels), batch g seeded with (seed, g)."""
-    op = augment_lib.build(spec, num_classes=num_classes)
+                        num_classes: int, skip: int = 0) -> tf.data.Dataset:
+    """(images, labels, g) -> augmented (images, labels), batch g seeded with (seed, g); the
+    first `skip` ops were done by the reader."""
+    op = augment_lib.build(spec, num_classes=num_classes, skip=skip)
 
     def run(images, labels, batch):
         return op(images, labels, tf.stack([tf.constant(seed, tf.int64), batch]))

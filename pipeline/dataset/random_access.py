@@ -4,31 +4,31 @@
 dataset written before they existed), the damaged records found (with on_corrupt="skip"),
 and the reader.
 
-Per record, one `os.preadv` of exactly its bytes, as pipeline.core.record_index locates them:
-the 12-byte header and the Example's bytes before the image into small scratch buffers, the
-image straight into its row of the batch, the rest (label, path, the data CRC) into another.
-The data CRC is checked with the CPU's CRC instruction over the three pieces (the image is not
-copied again), and the label is decoded from the bytes after it; a damaged record or a label
-outside the manifest's classes stops reading with an error naming the shard and the record
-(pipeline.dataset.damaged).
+Each batch is read by every core at once: its slots cut into one contiguous part per thread
+(`in_threads`, as many as the cores this process may use), each part read by a compiled
+kernel that holds no GIL (kernels.py: per record one `preadv` of exactly its bytes, as
+pipeline.core.record_index locates them, the image straight into its row of the batch or
+through the reader's crop; the framing, the data CRC32C and the label checked). A slot's bytes
+depend only on its record and its crop, never on the threads; the first damaged record in
+batch order stops reading with an error naming the shard and the record
+(pipeline.dataset.damaged), whichever thread met it.
 
 Batches are numpy arrays aligned to 64 bytes, which tf.numpy_function hands to TensorFlow
 without a copy (an unaligned 38 MB batch costs a 1.3-2.7 ms copy), from a pool that reuses an
 array once TensorFlow has let it go: fresh memory costs page faults and zeroing, 7.5 ms per
 256 x 224^2 batch against 1.6 ms to fill a reused one.
 
-What bounds it (perf, steady state, 224^2, page cache warm, one reading thread): the kernel's
-copy out of the page cache ~20%, the CRC ~9% (google-crc32c holds the GIL, and on the
-2 cores measured two CRC threads ran no faster than one), the Python of each record's read
-~35%, asking the kernel for the next batch ~5%, the rest TensorFlow's runtime. One Python
-thread reads ~42k img/s alone and ~22-28k inside tf.data; indexed.py explains why it reads
-with one thread.
+What bounds it (224^2 records from a warm page cache, batch 256, 2 cores): the kernel alone
+reads 34-36k img/s on one thread and 67-72k on two (the copy out of the page cache and the
+CRC, both memory-bound); with the batch order, the read-ahead advice and the pool around it
+44k outside tf.data; inside tf.data, with its threads and the consumer on the same cores,
+~30k (indexed.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import struct
 import sys
 import threading
 import time
@@ -37,8 +37,9 @@ from typing import Sequence
 import numpy as np
 from absl import logging
 
+from pipeline import errors
 from pipeline.core import record_index, records, schema
-from pipeline.dataset import damaged
+from pipeline.dataset import damaged, kernels
 from pipeline.dataset.options import DamagedShards, DatasetError
 
 # Arrays handed to TensorFlow start at a multiple of this (Eigen's largest alignment): then
@@ -78,6 +79,10 @@ def aligned_empty(size: int, align: int) -> np.ndarray:
     return raw[start:start + size]
 
 
+class ReaderFailed(errors.PipelineError, RuntimeError):
+    """A reading thread ended with an unexpected error (its name, and the error, said)."""
+
+
 class DamagedRecord(Exception):
     """Raised inside a read: a record that fails its checks (which, where, and why)."""
 
@@ -86,23 +91,49 @@ class DamagedRecord(Exception):
         self.shard, self.record, self.problem = shard, record, problem
 
 
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """random_crop and flip_lr done by the reader: per slot of the batch, the row and column
+    offsets into the image zero-padded by `pad`, and whether it is mirrored (kernels._place)."""
+
+    tops: np.ndarray  # int64 [B], in [0, 2 * pad]
+    lefts: np.ndarray  # int64 [B]
+    pad: int
+    flips: np.ndarray  # int64 [B], 0 or 1
+
+    def read(self, reader: "RecordReader", positions, start: int, stop: int, images, labels,
+             status, detail) -> None:
+        kernels.read_batch_placed(
+            *reader.kernel_args(positions, start, stop), images, labels, status, detail,
+            reader.scratch(), reader.num_classes, np.empty(reader.image_shape, np.uint8),
+            self.tops, self.lefts, self.pad, self.flips)
+
+
 class RecordReader:
-    """Reads records of a list of shards by position (shard order, then record order)."""
+    """Reads records of a list of shards by position (shard order, then record order), each
+    batch split between `threads` threads running the compiled kernel (kernels.py)."""
 
     def __init__(self, data_dir: str, files: Sequence[str], indexes: Sequence[np.ndarray],
-                 image_shape: Sequence[int], num_classes: int):
+                 image_shape: Sequence[int], num_classes: int, threads: int | None = None):
         self.files = list(files)
         self.paths = [os.path.join(data_dir, name) for name in self.files]
         self.image_shape = tuple(image_shape)
         self.image_bytes = int(np.prod(self.image_shape))
         self.num_classes = num_classes
+        self.threads = threads or default_threads()
         counts = [len(table) for table in indexes]
         self.shard_of = np.repeat(np.arange(len(files), dtype=np.int64), counts)
         self.record_in_shard = np.concatenate(
             [np.arange(n, dtype=np.int64) for n in counts]) if counts else np.zeros(0, np.int64)
-        self.table = (np.concatenate(indexes) if indexes
-                      else np.zeros((0, len(record_index.COLUMNS)), np.int64))
+        self.table = np.ascontiguousarray(
+            np.concatenate(indexes) if indexes
+            else np.zeros((0, len(record_index.COLUMNS)), np.int64), np.int64)
+        # The bytes of a record around its image: header, prefix, suffix and footer.
+        around = self.table[:, record_index.DATA_LENGTH] - self.image_bytes
+        self._scratch_bytes = int(around.max(initial=0)) + kernels.HEADER_BYTES + \
+            kernels.FOOTER_BYTES
         self._fds = [os.open(path, os.O_RDONLY) for path in self.paths]
+        self._fd_array = np.array(self._fds, np.int64)
 
     def __del__(self):
         for fd in getattr(self, "_fds", ()):
@@ -114,12 +145,46 @@ class RecordReader:
     def __len__(self) -> int:
         return len(self.table)
 
-    def read_into(self, positions: np.ndarray, images: np.ndarray, labels: np.ndarray) -> None:
-        """Records at `positions` into images[i] (uint8, image_shape) and labels[i]; raises
-        DamagedRecord for the first that fails its checks."""
-        flat = images.reshape(len(images), -1)
-        for slot, position in enumerate(positions):
-            labels[slot] = self._read_one(int(position), flat[slot])
+    def read_into(self, positions: np.ndarray, images: np.ndarray, labels: np.ndarray,
+                  placement=None) -> None:
+        """Records at `positions` into images[i] (uint8, image_shape) and labels[i]; with a
+        `placement` (Placement, fused.Resampling), cropped, resized and flipped on the way as
+        it says. Raises DamagedRecord for the first record (in batch order) that fails its
+        checks, whatever the threads."""
+        positions = np.ascontiguousarray(positions, np.int64)
+        count = len(positions)
+        status, detail = np.zeros(count, np.int64), np.zeros(count, np.int64)
+        flat = images.reshape(count, -1)
+
+        def read(start: int, stop: int) -> None:
+            if placement is not None:
+                placement.read(self, positions, start, stop, images, labels, status, detail)
+            else:
+                kernels.read_batch(*self.kernel_args(positions, start, stop), flat, labels,
+                                   status, detail, self.scratch(), self.num_classes)
+
+        in_threads(read, count, self.threads)
+        failed = np.flatnonzero(status)
+        if len(failed):
+            slot = int(failed[0])
+            self._raise_damaged(int(positions[slot]), int(status[slot]), int(detail[slot]))
+
+    def kernel_args(self, positions: np.ndarray, start: int, stop: int) -> tuple:
+        """The kernels' first arguments: where the records are, and which slots to read."""
+        return self._fd_array, self.table, self.shard_of, positions, start, stop
+
+    def scratch(self) -> np.ndarray:
+        """A buffer for the bytes of a record around its image (one per reading thread)."""
+        return np.empty(self._scratch_bytes, np.uint8)
+
+    def _raise_damaged(self, position: int, status: int, detail: int) -> None:
+        shard, record = self.files[self.shard_of[position]], int(self.record_in_shard[position])
+        if status == kernels.READ_FAILED:
+            raise OSError(f"{self.paths[self.shard_of[position]]}: reading record {record} "
+                          "failed")
+        length = int(self.table[position, record_index.DATA_LENGTH])
+        raise DamagedRecord(shard, record, problem_text(status, detail, length,
+                                                          self.num_classes))
 
     def advise(self, positions: np.ndarray) -> None:
         """Ask the kernel to start reading the records at `positions` into the page cache."""
@@ -129,47 +194,59 @@ class RecordReader:
             os.posix_fadvise(fd, offset, length + records.HEADER_BYTES + records.FOOTER_BYTES,
                              os.POSIX_FADV_WILLNEED)
 
-    def _read_one(self, position: int, image_row: np.ndarray) -> int:
-        offset, length, image_offset, label_offset = (int(v) for v in self.table[position])
-        header, prefix = bytearray(records.HEADER_BYTES), bytearray(image_offset)
-        suffix = bytearray(length - image_offset - self.image_bytes + records.FOOTER_BYTES)
-        got = os.preadv(self._fds[self.shard_of[position]], [header, prefix, image_row, suffix],
-                        offset)
+
+def problem_text(status: int, detail: int, length: int, num_classes: int) -> str:
+    """A kernel's status code and detail as the damaged record's problem, in words."""
+    if status == kernels.TRUNCATED:
         expected = records.HEADER_BYTES + length + records.FOOTER_BYTES
-        problem = None
-        if got != expected:
-            problem = f"truncated: {got} of {expected} bytes"
-        else:
-            problem = _framing_problem(bytes(header), length) or self._data_problem(
-                bytes(prefix), image_row, bytes(suffix))
-        if problem is None:
-            label = (records.decode_int64(prefix, label_offset) if label_offset < image_offset
-                     else records.decode_int64(suffix, label_offset - image_offset
-                                               - self.image_bytes))
-            problem = schema.label_problem(label, self.num_classes)
-        if problem is not None:
-            raise DamagedRecord(self.files[self.shard_of[position]],
-                                int(self.record_in_shard[position]), problem)
-        return label
-
-    def _data_problem(self, prefix: bytes, image_row: np.ndarray, suffix: bytes) -> str | None:
-        view = image_row.view()
-        view.flags.writeable = False  # google-crc32c takes read-only buffers only
-        crc = records.crc32c_extend(records.crc32c_extend(records.crc32c(prefix), view),
-                                    suffix[:-records.FOOTER_BYTES])
-        (stored,) = struct.unpack("<I", suffix[-records.FOOTER_BYTES:])
-        return None if records.mask_crc(crc) == stored else "data CRC mismatch"
+        return f"truncated: {detail} of {expected} bytes"
+    if status == kernels.LENGTH_CRC:
+        return "length CRC mismatch"
+    if status == kernels.LENGTH:
+        return (f"the record holds {detail} bytes where its index says {length}: the index "
+                "does not describe this shard")
+    if status == kernels.DATA_CRC:
+        return "data CRC mismatch"
+    if status == kernels.LABEL_RANGE:
+        return schema.label_problem(detail, num_classes) or f"label {detail}"
+    return "the label field cannot be read"
 
 
-def _framing_problem(header: bytes, length: int) -> str | None:
-    try:
-        stored_length = records.framed_length(header)
-    except schema.FormatError as err:
-        return str(err)
-    if stored_length != length:
-        return (f"the record holds {stored_length} bytes where its index says {length}: "
-                "the index does not describe this shard")
-    return None
+def default_threads() -> int:
+    """The cores this process may run on (a taskset or a container's cpuset counts)."""
+    return len(os.sched_getaffinity(0))
+
+
+def in_threads(work, count: int, threads: int) -> None:
+    """work(start, stop) over [0, count) cut into `threads` contiguous parts, the first in this
+    thread and the rest in threads of their own, started per call: ~50 us each against a
+    batch's milliseconds, and nothing lives on to keep the interpreter from exiting. The
+    kernels release the GIL, so the parts run at once; an exception in any part is raised
+    here, after all have ended."""
+    bounds = np.linspace(0, count, min(threads, max(count, 1)) + 1).astype(int).tolist()
+    failed: list[tuple[str, BaseException]] = []
+
+    def part(number: int, start: int, stop: int) -> None:
+        try:
+            work(start, stop)
+        except BaseException as err:  # noqa: B036 - handed to the caller below
+            failed.append((f"reading thread {number} of {len(bounds) - 1} (records "
+                           f"{start}..{stop - 1} of the batch)", err))
+
+    helpers = [threading.Thread(target=part, args=(number, start, stop), daemon=True,
+                                name=f"record-reader-{number}")
+               for number, (start, stop) in enumerate(zip(bounds[1:-1], bounds[2:]), 1)]
+    for helper in helpers:
+        helper.start()
+    part(0, bounds[0], bounds[1])
+    for helper in helpers:
+        helper.join()
+    if failed:
+        name, err = failed[0]
+        if isinstance(err, (DamagedRecord, KeyboardInterrupt)):
+            raise err
+        raise ReaderFailed(f"{name} failed reading a batch: {type(err).__name__}: {err}") \
+            from err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,7 +268,7 @@ class Records:
 
 
 def open_records(data_dir: str, manifest: schema.Manifest, shards: Sequence[schema.ShardInfo],
-                 split: str, policy: DamagedShards) -> Records:
+                 split: str, policy: DamagedShards, threads: int | None = None) -> Records:
     """Random access to `shards` (their indexes loaded, or built once and logged)."""
     start = time.monotonic()
     loaded = [record_index.load_or_build(data_dir, shard, manifest.image_bytes)
@@ -206,7 +283,7 @@ def open_records(data_dir: str, manifest: schema.Manifest, shards: Sequence[sche
         _fail_on_broken_shards(data_dir, shards, loaded, problems)
     reader = RecordReader(data_dir, [shard.file for shard in shards],
                           [entry.index.table for entry in loaded], manifest.image_shape,
-                          manifest.num_classes)
+                          manifest.num_classes, threads)
     readable = np.arange(len(reader), dtype=np.int64)
     if policy.skip:
         readable = _readable(reader, shards, problems, split, data_dir, policy)

@@ -31,7 +31,7 @@ from absl import logging
 from pipeline import augment as augment_lib
 from pipeline.core import schema
 from pipeline.dataset import access as access_lib
-from pipeline.dataset import damaged, indexed, random_access, streaming
+from pipeline.dataset import damaged, fused, indexed, random_access, streaming
 from pipeline.dataset.options import (DEFAULT_MAX_CORRUPT_FRACTION, DamagedShards, DatasetError,
                                       ReadOptions, ServiceSettings, read_manifest)
 from pipeline.dataset.order import require_batches
@@ -99,7 +99,10 @@ def make_dataset(
         Ignored when not training.
       input_context: from `tf.distribute` (distribute_datasets_from_function): this pipeline
         reads only its own shard files.
-      num_parallel_reads: shards read at once (default: min(files, MAX_INTERLEAVE_FILES)).
+      num_parallel_reads: reads at once. Random access and the table's load: the threads
+        reading each batch (default: the cores this process may use, os.sched_getaffinity);
+        the batch's bytes are the same for any number. Streaming: the shards interleaved
+        (default: min(files, MAX_INTERLEAVE_FILES)).
       to_device: e.g. "/gpu:0": prefetch batches into that device's memory (must be the last
         step; do not use with a tf.distribute strategy, which does its own transfer). The
         dataset's length is then unknown to tf.data: use batches_per_epoch for steps.
@@ -135,8 +138,10 @@ def build_dataset(data_dir: str, split: str, batch_size: int, training: bool,
     _check_start_batch(options.start_batch, training, plan.access)
     require_batches(count, batch_size, training, split)
     if plan.access.kind == access_lib.STREAM:
-        logging.info("split %r: stream (%s), %d records in %d shard(s)", split,
-                     plan.access.reason, count, len(plan.shards))
+        logging.info("split %r: stream (%s), %d records in %d shard(s)%s", split,
+                     plan.access.reason, count, len(plan.shards),
+                     fused.describe(options.augment if training else None,
+                                    why=" (only random access crops in the reader)"))
         dataset = streaming.streamed_dataset(
             data_dir, plan.manifest, split, plan.paths, batch_size, training=training,
             options=options, cache_path=plan.cache_mode)

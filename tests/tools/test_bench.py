@@ -17,7 +17,7 @@ from PIL import Image
 
 from conftest import tree_digest
 from pipeline import bench as bench_command
-from pipeline.tools.bench import measure, photos
+from pipeline.tools.bench import measure, photos, scaling
 from pipeline.tools.bench import report as bench_report
 from pipeline.tools.bench import rows as bench_rows
 
@@ -129,12 +129,17 @@ def test_rows_select_and_keep_their_fastest_run():
     assert "target >= 1.8x: met" in bench_report.format_report([best, parallel])
 
 
+# The rows run in this process (the one-core rows run a child bench each: their own test).
+IN_PROCESS_READER_ROWS = [name for name in bench_rows.READER_ROWS
+                          if not name.endswith(scaling.ONE_CORE_SUFFIX)]
+
+
 def test_reader_rows_time_every_reader_against_the_jpeg_baseline(tmp_path, parsed_flags, capsys):
-    json_path = _run_bench(parsed_flags, tmp_path, 24, list(bench_rows.READER_ROWS), read_images=40)
+    json_path = _run_bench(parsed_flags, tmp_path, 24, IN_PROCESS_READER_ROWS, read_images=40)
 
     document = json.loads(json_path.read_text())
     rows = {row["name"]: row for row in document["rows"]}
-    assert list(rows) == list(bench_rows.READER_ROWS)
+    assert list(rows) == IN_PROCESS_READER_ROWS
     manifest = json.loads((tmp_path / photos.READER_SHARDS_DIR / "dataset.json").read_text())
     train_count = manifest["splits"]["train"]["count"]
     batch = min(measure.READ_BATCH, train_count)
@@ -160,6 +165,8 @@ def test_reader_rows_time_every_reader_against_the_jpeg_baseline(tmp_path, parse
     assert "read_random_cold: " in table and "of the disk's sequential" in table
     assert "read_cached:" in table and "the target is for 224^2" in table
     assert "train_resnet (ResNet-10" in table and "of step time waiting for input" in table
+    assert "random_resized_crop in the reader / the JPEG decode_and_crop_jpeg recipe: " in table
+    assert "random_resized_crop in the reader / augment=None: " in table
 
     # The JPEG folder holds the training photos at the stored size, as a user's would.
     jpeg_dir = tmp_path / photos.JPEG_DIR.format(size=16)
@@ -175,6 +182,35 @@ def test_reader_rows_time_every_reader_against_the_jpeg_baseline(tmp_path, parse
     bench_command.main(["bench"])
     assert tree_digest(tmp_path / photos.READER_SHARDS_DIR) == before
     assert os.stat(jpeg_dir / listed[0]["image"]).st_mtime_ns == stamp
+
+
+def test_one_core_rows_run_a_child_bench_pinned_to_one_core(tmp_path, parsed_flags, capsys):
+    names = ["read_random_aug_on_device", "jpeg_tfdata", "jpeg_tfdata_1core",
+             "read_random_aug_on_device_1core"]
+    json_path = _run_bench(parsed_flags, tmp_path, 24, names, read_images=40)
+    rows = {row["name"]: row for row in json.loads(json_path.read_text())["rows"]}
+    core = min(os.sched_getaffinity(0))
+    for name in names[2:]:
+        assert rows[name]["images"] >= 40 and rows[name]["images_per_s"] > 0
+        assert rows[name]["note"] == f"{name[:-len('_1core')]} pinned to core {core}"
+    assert "read_random_aug_on_device: all cores / 1 core " in capsys.readouterr().out
+
+
+def test_scaling_targets_compare_the_gain_of_more_cores_with_the_jpeg_paths():
+    rows = [measure.make_row(name, images, 1.0) for name, images in (
+        ("jpeg_tfdata", 160), ("jpeg_tfdata_1core", 100), ("read_random_augment", 800),
+        ("read_random_augment_1core", 500), ("read_random_aug_on_device", 900),
+        ("read_random_aug_on_device_1core", 800), ("jpeg_tfdata_rrc", 100),
+        ("read_random_rrc", 350))]
+    lines = bench_report.scaling_lines(rows)
+    assert lines[0].endswith("decode_and_crop_jpeg recipe: 3.50x (target >= 3.0x: met)")
+    assert lines[1].endswith("augment=None: 0.39x (target >= 0.5x: NOT met)")
+    assert lines[2].startswith("read_random_augment: all cores / 1 core 1.60x (the JPEG "
+                               "path's 1.60x), on 1 core 5.00x the JPEG path")
+    assert lines[2].endswith(": met)")
+    assert lines[3].startswith("read_random_aug_on_device: all cores / 1 core 1.12x")
+    assert lines[3].endswith("NOT met)")
+    assert bench_report.scaling_lines(rows[:3]) == []
 
 
 def test_time_batches_skips_the_first_batch_and_counts_images():

@@ -4,6 +4,7 @@ r"""The benchmark (`python -m pipeline.bench`): every way of reading the same ph
     measure.py  Bench (the settings), Row, Monitor (peak memory, other processes' CPU)
     rows.py     the rows, a registry of `(Bench, name) -> Row` functions, run round-robin
     cold.py     the cold-cache rows (the page cache emptied first) and the disk's own rate
+    scaling.py  the ImageNet crop (ours against the JPEG recipe) and the one-core rows
     report.py   the table, the targets and the JSON
     runner.py   run_bench: one whole run, what the command does with its flags
 
@@ -33,6 +34,14 @@ The rows, each a function `(Bench, name) -> Row` in the ROWS registry:
   train_resnet                  a ResNet trained on the reader (on a GPU ResNet-50, mixed
                                 precision, batch 256; on a CPU a ResNet-10): img/s, and the
                                 share of step time spent waiting for input, with a verdict
+  jpeg_tfdata_rrc               the ImageNet crop over the JPEGs: tensorflow/models' recipe
+                                (sample_distorted_bounding_box, decode_and_crop_jpeg, resize,
+                                flip) to 7/8 of the stored side (scaling.py)
+  read_random_rrc               the same crop from our shards: random_resized_crop + flip_lr,
+                                done by the random-access reader (OpenCV)
+  jpeg_tfdata_1core,            rows 4, 1 and 2 run by a child bench pinned to one core: with
+  read_random_augment_1core,    the rows themselves (all cores), what more cores gain each
+  read_random_aug_on_device_1core
   write_1_worker, write_2_workers: the writer, with one and with two worker processes (these
   run first, before TensorFlow is imported)
 

@@ -7,7 +7,9 @@ machine is often not quiet; the table then says so).
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import os
 import threading
 import time
 from typing import Iterator, Sequence
@@ -179,3 +181,25 @@ def time_batches(batches: Iterator, min_images: int) -> tuple[int, float]:
         batch = next(batches)
         seen += int((batch[0] if isinstance(batch, tuple) else batch).shape[0])
     return seen, time.perf_counter() - start
+
+
+def jpeg_files(bench: Bench) -> list[str]:
+    """The JPEG folder's training images, as its train.csv lists them."""
+    with open(os.path.join(bench.jpeg_dir, "train.csv"), newline="", encoding="utf-8") as f:
+        return [os.path.join(bench.jpeg_dir, row["image"]) for row in csv.DictReader(f)]
+
+
+def jpeg_map_row(bench: Bench, name: str, load) -> Row:
+    """tf.data over the JPEG folder, `load(path) -> image` in a parallel map (the tf.data
+    guide's recipe): shuffle the file names, map, batch, prefetch, all AUTOTUNE."""
+    import tensorflow as tf
+
+    paths = jpeg_files(bench)
+    with Monitor() as monitor:
+        batches = (tf.data.Dataset.from_tensor_slices(paths)
+                   .shuffle(len(paths), seed=READ_SEED, reshuffle_each_iteration=True)
+                   .map(load, num_parallel_calls=tf.data.AUTOTUNE)
+                   .batch(read_batch_size(bench), drop_remainder=True)
+                   .prefetch(tf.data.AUTOTUNE))
+        seen, seconds = time_batches(iter(batches.repeat()), bench.read_min_images)
+    return make_row(name, seen, seconds, monitor.peak_mb, monitor.other_cpu)

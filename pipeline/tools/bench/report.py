@@ -10,6 +10,7 @@ import json
 import os
 from typing import Sequence
 
+from pipeline.tools.bench import scaling
 from pipeline.tools.bench.measure import Bench, Row
 from pipeline.tools.bench.rows import BASELINE_ROW, READER_ROWS
 from pipeline.writing.settings import DEFAULT_IMAGE_SIZE
@@ -23,6 +24,18 @@ SPEEDUP_TARGETS = (
     ("read_random_augment", 3.0, "the default read (random access, crop + flip in the pipeline)"),
     ("read_random_aug_on_device", 4.0, "random access with augment=None"),
 )
+# (row, baseline row, target ratio, what is compared): the ImageNet crop against the JPEG
+# recipe and against reading the same split without augmentation.
+RRC_TARGETS = (
+    ("read_random_rrc", "jpeg_tfdata_rrc", 3.0,
+     "random_resized_crop in the reader / the JPEG decode_and_crop_jpeg recipe"),
+    ("read_random_rrc", "read_random_aug_on_device", 0.5,
+     "random_resized_crop in the reader / augment=None"),
+)
+# What a second core gains our reads, at least this share of what it gains the JPEG path;
+# and on one core as on all, each at least ONE_CORE_VS_JPEG times the JPEG path.
+SCALING_TARGET = 0.9
+ONE_CORE_VS_JPEG = 3.0
 # Rows compared with jpeg_tfdata without a target: what compressed or remote shards get.
 STREAM_ROW = "read_stream_augment"
 COLD_ROWS = ("read_random_cold", "read_stream_cold")
@@ -50,6 +63,39 @@ def baseline_ratio(rows: Sequence[Row], name: str) -> float | None:
     if row is None or baseline is None or baseline.images_per_s <= 0:
         return None
     return row.images_per_s / baseline.images_per_s
+
+
+def ratio(rows: Sequence[Row], name: str, baseline: str) -> float | None:
+    """img/s of row `name` over row `baseline`'s, when both ran."""
+    by_name = {row.name: row for row in rows}
+    row, base = by_name.get(name), by_name.get(baseline)
+    if row is None or base is None or base.images_per_s <= 0:
+        return None
+    return row.images_per_s / base.images_per_s
+
+
+def scaling_lines(rows: Sequence[Row]) -> list[str]:
+    """The RRC targets, and what the cores beyond the first gain each read (scaling.py)."""
+    lines = []
+    for name, baseline, target, what in RRC_TARGETS:
+        value = ratio(rows, name, baseline)
+        if value is not None:
+            lines.append(f"{what}: {value:.2f}x (target >= {target}x: "
+                         f"{'met' if value >= target else 'NOT met'})")
+    suffix = scaling.ONE_CORE_SUFFIX
+    jpeg_gain = ratio(rows, BASELINE_ROW, BASELINE_ROW + suffix)
+    for name in scaling.ONE_CORE_ROWS[1:]:
+        gain = ratio(rows, name, name + suffix)
+        if gain is None or jpeg_gain is None:
+            continue
+        alone = ratio(rows, name + suffix, BASELINE_ROW + suffix)
+        ok = (gain >= SCALING_TARGET * jpeg_gain and alone >= ONE_CORE_VS_JPEG
+              and baseline_ratio(rows, name) >= ONE_CORE_VS_JPEG)
+        lines.append(f"{name}: all cores / 1 core {gain:.2f}x (the JPEG path's "
+                     f"{jpeg_gain:.2f}x), on 1 core {alone:.2f}x the JPEG path (targets: gain >= "
+                     f"{SCALING_TARGET} x the JPEG path's, >= {ONE_CORE_VS_JPEG}x it on 1 core "
+                     f"and on all: {'met' if ok else 'NOT met'})")
+    return lines
 
 
 def target_lines(rows: Sequence[Row], image_size: int) -> list[str]:
@@ -111,7 +157,7 @@ def cold_lines(rows: Sequence[Row]) -> list[str]:
 
 def format_report(rows: Sequence[Row], image_size: int = DEFAULT_IMAGE_SIZE) -> str:
     """The table (img/s relative to tf.data over JPEGs where it ran), then the targets."""
-    header = (f"{'row':<27}{'images':>8}{'seconds':>9}{'img/s':>10}{'vs jpeg':>9}{'runs':>6}"
+    header = (f"{'row':<33}{'images':>8}{'seconds':>9}{'img/s':>10}{'vs jpeg':>9}{'runs':>6}"
               f"{'spread':>8}{'peak RSS MB':>13}{'other CPU':>11}")
     lines = [header, "-" * len(header)]
     for row in rows:
@@ -122,7 +168,7 @@ def format_report(rows: Sequence[Row], image_size: int = DEFAULT_IMAGE_SIZE) -> 
                  if row.name in READER_ROWS and row.input_wait is None and row.name != DISK_ROW
                  else None)
         ratio_text = "-" if ratio is None else f"{ratio:.2f}x"
-        lines.append(f"{row.name:<27}{row.images:>8}{row.seconds:>9.2f}"
+        lines.append(f"{row.name:<33}{row.images:>8}{row.seconds:>9.2f}"
                      f"{row.images_per_s:>10.1f}{ratio_text:>9}{len(row.runs):>6}{spread:>8}"
                      f"{rss:>13}{other:>11}")
     busy = [row for row in rows if row.other_cpu is not None and row.other_cpu > OTHER_CPU_WARN]
@@ -132,13 +178,15 @@ def format_report(rows: Sequence[Row], image_size: int = DEFAULT_IMAGE_SIZE) -> 
             f"core(s) busy during {', '.join(row.name for row in busy)}; those numbers are "
             "disturbed (run again on a quiet machine)")
     lines.extend(target_lines(rows, image_size))
+    lines.extend(scaling_lines(rows))
     return "\n".join(lines)
 
 
 def report_json(rows: Sequence[Row], bench: Bench, repeats: int) -> str:
     document = {
         "settings": {"images": bench.images, "image_size": bench.image_size,
-                     "repeats": repeats, "workdir": bench.workdir, "cpus": os.cpu_count()},
+                     "repeats": repeats, "workdir": bench.workdir, "cpus": os.cpu_count(),
+                     "cores": len(os.sched_getaffinity(0))},
         "rows": [dict(dataclasses.asdict(row), vs_jpeg=baseline_ratio(rows, row.name))
                  for row in rows],
         "write_speedup": write_speedup(rows),

@@ -8,7 +8,6 @@ table's load are not steady state).
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import functools
 import io
@@ -23,9 +22,10 @@ from absl import logging
 from PIL import Image
 
 from pipeline.core import schema
-from pipeline.tools.bench import cold
+from pipeline.tools.bench import cold, scaling
 from pipeline.tools.bench.measure import (READ_SEED, Bench, BenchError, Monitor, Row, best_of,
-                                          make_row, read_batch_size, time_batches)
+                                          jpeg_files, jpeg_map_row, make_row, read_batch_size,
+                                          time_batches)
 from pipeline.tools.bench.photos import WRITE_VAL_FRACTION, write_shards
 from pipeline.writing import writer
 from pipeline.writing.settings import WriteConfig
@@ -75,11 +75,6 @@ def reader_row(bench: Bench, name: str, *, cache: str | None, augment: bool,
     return make_row(name, seen, seconds, monitor.peak_mb, monitor.other_cpu)
 
 
-def jpeg_files(bench: Bench) -> list[str]:
-    with open(os.path.join(bench.jpeg_dir, "train.csv"), newline="", encoding="utf-8") as f:
-        return [os.path.join(bench.jpeg_dir, row["image"]) for row in csv.DictReader(f)]
-
-
 def jpeg_tfdata_row(bench: Bench, name: str) -> Row:
     """The usual tf.data input over a JPEG folder (the tf.data guide's recipe): shuffle the
     file names, then per image read, decode and randomly flip in a parallel map, batch,
@@ -90,15 +85,7 @@ def jpeg_tfdata_row(bench: Bench, name: str) -> Row:
         image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
         return tf.image.random_flip_left_right(image)
 
-    paths = jpeg_files(bench)
-    with Monitor() as monitor:
-        batches = (tf.data.Dataset.from_tensor_slices(paths)
-                   .shuffle(len(paths), seed=READ_SEED, reshuffle_each_iteration=True)
-                   .map(load, num_parallel_calls=tf.data.AUTOTUNE)
-                   .batch(read_batch_size(bench), drop_remainder=True)
-                   .prefetch(tf.data.AUTOTUNE))
-        seen, seconds = time_batches(iter(batches.repeat()), bench.read_min_images)
-    return make_row(name, seen, seconds, monitor.peak_mb, monitor.other_cpu)
+    return jpeg_map_row(bench, name, load)
 
 
 def pillow_batches(paths: Sequence[str], batch_size: int, seed: int) -> Iterator[np.ndarray]:
@@ -256,6 +243,7 @@ ROWS: Mapping[str, RowFn] = {
     "read_random_cold": functools.partial(cold.cold_reader_row, access="random"),
     "read_stream_cold": functools.partial(cold.cold_reader_row, access="stream"),
     "train_resnet": train_row,
+    **scaling.ROWS,
 }
 READER_ROWS = tuple(name for name in ROWS if not name.startswith("write_"))
 
