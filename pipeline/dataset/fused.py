@@ -10,10 +10,11 @@ spec is "random_crop(pad=16)|flip_lr"), are done per image as each record is rea
       batched resampling manages ~0.9-1.5k: the same boxes as the op (augment/boxes.py), the
       pixels within one grey level of it.
 
-The reader draws their numbers as the ops do (pipeline.augment.counter, with the seed
-spec.build gives op i), so the result does not depend on which ran them, nor on the reading
-threads; the ops after them run in tf.data with their own seeds unchanged. Streaming, the
-in-memory table and the tf.data service run every op in tf.data.
+The in-memory table does the same as its threads gather the rows. The reader draws their
+numbers as the ops do (pipeline.augment.counter, with the seed spec.build gives op i), so the
+result does not depend on which ran them, nor on the reading threads; the ops after them run
+in tf.data with their own seeds unchanged. Streaming and the tf.data service run every op in
+tf.data.
 """
 
 from __future__ import annotations
@@ -125,18 +126,24 @@ class Resampling:
         fds, table, shard_of = reader.kernel_args(positions, start, stop)[:3]
         source = np.empty(reader.image_shape, np.uint8)
         flat, scratch = source.reshape(-1), reader.scratch()
-        size = (images.shape[3], images.shape[2])  # OpenCV's (width, height)
-        resize, flip, linear = cv2.resize, cv2.flip, cv2.INTER_LINEAR  # per record: bound once
-        planes = list(source)
-        for slot, (top, left, height, width), mirror in zip(
-                range(start, stop), self.boxes[start:stop].tolist(),
-                self.flips[start:stop].tolist()):
+        for slot in range(start, stop):
             status[slot], detail[slot], labels[slot] = kernels.read_one(
                 fds, table, shard_of, positions[slot], flat, scratch, reader.num_classes)
-            if status[slot] != kernels.OK:
-                continue
-            for channel, plane in zip(planes, images[slot]):
-                resize(channel[top:top + height, left:left + width], size, dst=plane,
-                       interpolation=linear)
-                if mirror:
-                    flip(plane, 1, dst=plane)
+            if status[slot] == kernels.OK:
+                self._resize(source, images[slot], slot)
+
+    def gather(self, table: np.ndarray, rows: np.ndarray, start: int, stop: int,
+               images: np.ndarray) -> None:
+        """The same, from the in-memory table's `rows`."""
+        for slot in range(start, stop):
+            self._resize(table[rows[slot]], images[slot], slot)
+
+    def _resize(self, source: np.ndarray, out: np.ndarray, slot: int) -> None:
+        """source's box of `slot` resized into `out` (its size), mirrored if drawn so."""
+        top, left, height, width = self.boxes[slot].tolist()
+        size = (out.shape[2], out.shape[1])  # OpenCV's (width, height)
+        for channel, plane in zip(source, out):
+            cv2.resize(channel[top:top + height, left:left + width], size, dst=plane,
+                       interpolation=cv2.INTER_LINEAR)
+            if self.flips[slot]:
+                cv2.flip(plane, 1, dst=plane)

@@ -36,7 +36,8 @@ from pipeline.dataset import access as access_lib
 from pipeline.dataset import damaged, fused, table
 from pipeline.dataset.options import ReadOptions
 from pipeline.dataset.order import Order, require_batches
-from pipeline.dataset.random_access import BatchPool, DamagedRecord, Records, open_records
+from pipeline.dataset.random_access import (BatchPool, DamagedRecord, Records, default_threads,
+                                            in_threads, open_records)
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Batches read at once. One: each batch is already read by all cores at once (the threads of
@@ -103,21 +104,14 @@ def indexed_dataset(data_dir: str, manifest: schema.Manifest, split: str,
                     options: ReadOptions, access: access_lib.Access,
                     available: int) -> tf.data.Dataset:
     """(images, labels) batches by position, from the table or read at random (see above)."""
-    policy = options.damaged
+    augment = options.augment if training else None
+    host = fused.host_ops(augment)
     if access.kind == access_lib.TABLE:
-        count = sum(shard.count for shard in shards)
-        if count * manifest.image_bytes >= LOAD_NOTICE_BYTES:
-            logging.info("split %r: loading %d records (%.1f GB) into memory", split, count,
-                         count * manifest.image_bytes / 1e9)
-        if access.random_access:
-            images, labels = table.load_records(open_records(
-                data_dir, manifest, shards, split, policy, options.num_parallel_reads))
-        else:
-            paths = [os.path.join(data_dir, shard.file) for shard in shards]
-            images, labels = table.load_streams(paths, shards, manifest, split, data_dir, policy)
+        images, labels = load_table(data_dir, manifest, split, shards, options, access,
+                                    variables=not host.count)
         shard_counts = (int(labels.shape[0]),)
     else:
-        records = open_records(data_dir, manifest, shards, split, policy,
+        records = open_records(data_dir, manifest, shards, split, options.damaged,
                                options.num_parallel_reads)
         shard_counts = records.shard_counts
     order, how = access_lib.choose_order(shard_counts, manifest.image_bytes, batch_size,
@@ -125,13 +119,12 @@ def indexed_dataset(data_dir: str, manifest: schema.Manifest, split: str,
                                          available=available,
                                          table=access.kind == access_lib.TABLE)
     require_batches(order.records, batch_size, training, split)
-    augment = options.augment if training else None
-    host = (fused.host_ops(augment) if access.kind != access_lib.TABLE
-            else fused.HostOps())
     logging.info("split %r: %s (%s), %d records, %s%s", split, access.kind, access.reason,
                  order.records, how, fused.describe(augment, host))
     numbers = batch_numbers(order, training=training, start_batch=options.start_batch)
-    if access.kind == access_lib.TABLE:
+    if access.kind == access_lib.TABLE and host.count:
+        dataset = gather_placed(numbers, images, labels, order, host, options)
+    elif access.kind == access_lib.TABLE:
         dataset = gather_batches(numbers, images, labels, order)
     else:
         dataset = read_batches(numbers, records, order, host, options.seed)
@@ -219,6 +212,49 @@ def read_batches(numbers: tf.data.Dataset, records: Records, order: Order,
     # runs while the reading threads fill batch g (no GIL).
     located = numbers.map(locate_in_graph)
     return located.map(read_in_graph, num_parallel_calls=READ_CALLS, deterministic=True)
+
+
+def load_table(data_dir: str, manifest: schema.Manifest, split: str,
+               shards: Sequence[schema.ShardInfo], options: ReadOptions,
+               access: access_lib.Access, variables: bool):
+    """The split in memory (table.py): variables, or numpy arrays for gather_placed."""
+    count = sum(shard.count for shard in shards)
+    if count * manifest.image_bytes >= LOAD_NOTICE_BYTES:
+        logging.info("split %r: loading %d records (%.1f GB) into memory", split, count,
+                     count * manifest.image_bytes / 1e9)
+    if access.random_access:
+        return table.load_records(open_records(
+            data_dir, manifest, shards, split, options.damaged, options.num_parallel_reads),
+            variables)
+    paths = [os.path.join(data_dir, shard.file) for shard in shards]
+    return table.load_streams(paths, shards, manifest, split, data_dir, options.damaged,
+                              variables)
+
+
+def gather_placed(numbers: tf.data.Dataset, images: np.ndarray, labels: np.ndarray,
+                  order: Order, host: fused.HostOps, options: ReadOptions) -> tf.data.Dataset:
+    """(images, labels, g) of batch numbers g, gathered from the numpy table by the reading
+    threads, the `host` ops done as each row is copied."""
+    shape = host.output_shape(images.shape[1:])
+    pool = BatchPool((order.batch_size, *shape))
+    threads = options.num_parallel_reads or default_threads()
+
+    def gather(batch, seeds):
+        rows = order.indices(int(batch))
+        out = pool.take() if len(rows) == order.batch_size else np.empty((len(rows), *shape),
+                                                                         np.uint8)
+        placement = fused.placement(host, seeds, len(rows), images.shape[1:])
+        in_threads(lambda start, stop: placement.gather(images, rows, start, stop, out),
+                   len(rows), threads)
+        return out, labels[rows]
+
+    def gather_in_graph(batch):
+        seeds = fused.op_seeds(host, options.seed or 0, batch)
+        out, out_labels = tf.numpy_function(PYTHON_CALLS.wrap(gather), [batch, seeds],
+                                            (tf.uint8, tf.int64), stateful=False)
+        return out, out_labels, batch
+
+    return numbers.map(gather_in_graph, num_parallel_calls=READ_CALLS, deterministic=True)
 
 
 def gather_batches(numbers: tf.data.Dataset, images: tf.Variable, labels: tf.Variable,

@@ -249,3 +249,10 @@ def read_one(fds, table, shard_of, position, image, scratch, num_classes):
     return read_record(fds[shard_of[position]], table[position, 0], table[position, 1],
                        table[position, 2], table[position, 3], image, scratch,
                        np.empty(6, np.int64), num_classes)
+
+
+@numba.njit(nogil=True, cache=True)
+def gather_placed(table, rows, start, stop, images, tops, lefts, pad, flips):
+    """The in-memory table's rows[start:stop] placed into images[start:stop] by _place."""
+    for slot in range(start, stop):
+        _place(table[rows[slot]], images[slot], tops[slot], lefts[slot], pad, flips[slot])

@@ -108,6 +108,12 @@ class Placement:
             reader.scratch(), reader.num_classes, np.empty(reader.image_shape, np.uint8),
             self.tops, self.lefts, self.pad, self.flips)
 
+    def gather(self, table: np.ndarray, rows: np.ndarray, start: int, stop: int,
+               images: np.ndarray) -> None:
+        """The same, from the in-memory table's `rows`."""
+        kernels.gather_placed(table, rows, start, stop, images, self.tops, self.lefts,
+                              self.pad, self.flips)
+
 
 class RecordReader:
     """Reads records of a list of shards by position (shard order, then record order), each

@@ -5,6 +5,9 @@ Two datasets of 224x224 records, 1 GB and 4 GB, each read for one whole training
 fresh process; the 4 GB one may use at most GROWTH_LIMIT_MB more peak memory. The 4 GB
 dataset lists 32 shard files that are hard links to the 8 files of the 1 GB one: the reader
 streams 4 GB through its buffers while the disk (and the page cache) holds 1 GB.
+
+The reader's parallelism is threads of the reading process (random_access.in_threads): no
+worker process and no shared memory, so this process's own peak is all the reading costs.
 """
 
 import hashlib

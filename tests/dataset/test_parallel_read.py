@@ -44,6 +44,20 @@ def test_the_same_seed_and_batch_give_the_same_bytes_for_any_number_of_threads(d
             np.testing.assert_array_equal(ya, yb)
 
 
+@pytest.mark.parametrize("spec", SPECS)
+def test_the_in_memory_table_gives_the_bytes_of_random_access(data_dir, spec):
+    """The table gathers and crops in its threads as random access reads and crops."""
+    read = _batches(dataset.make_dataset(data_dir, "train", batch_size=16, seed=4,
+                                         augment=spec, access="random"), 5)
+    for threads in (1, 3):
+        table = _batches(dataset.make_dataset(data_dir, "train", batch_size=16, seed=4,
+                                              augment=spec, cache="memory",
+                                              num_parallel_reads=threads), 5)
+        for (xa, ya), (xb, yb) in zip(read, table):
+            np.testing.assert_array_equal(xa, xb)
+            np.testing.assert_array_equal(ya, yb)
+
+
 def _tf_ops(data_dir, spec, count):
     """The same batches read plainly from the in-memory table, then every op of `spec` run
     by TensorFlow with the seed the reader gives batch g."""
