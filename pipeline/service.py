@@ -8,6 +8,11 @@ The dispatcher hands out work; each worker runs `make_dataset`'s pipeline on its
 streams finished batches to the trainer (pipeline.dataset.service says what happens when a
 worker dies). Both servers stop cleanly on SIGTERM or Ctrl-C.
 
+Both servers listen on every network interface of the machine: TensorFlow's servers take a
+port and no address to bind (DispatcherConfig and WorkerConfig have none), and anyone who
+can reach the port can read the data or send work. Run them on a private network or behind a
+firewall; each says so when it starts.
+
 Exit codes: 0 stopped by a signal; 2 unusable settings (port in use, dispatcher unreachable).
 """
 
@@ -21,12 +26,17 @@ from pipeline import cli
 from pipeline.dataset import service
 
 MODES = ("dispatcher", "worker")
+EXPOSED = ("the {mode} listens on every network interface (TensorFlow's servers take a port, "
+           "not an address to bind): anyone who reaches this machine's port can use it; run it "
+           "on a private network or behind a firewall")
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
     flags.DEFINE_enum("mode", None, MODES, "Which server to run.", required=True)
-    flags.DEFINE_integer("port", 0, "Port to serve on (0: any free port, printed at start).",
+    flags.DEFINE_integer("port", 0, "Port to serve on (0: any free port, printed at start), on "
+                         "every network interface: TensorFlow's servers bind no single "
+                         "address, so run them on a private network or behind a firewall.",
                          lower_bound=0)
     flags.DEFINE_string("work_dir", None, "Dispatcher only: a directory (shared storage for a "
                         "restartable dispatcher) where it journals its state; enables "
@@ -46,6 +56,7 @@ def main(argv: Sequence[str]) -> None:
             raise service.ServiceError("--mode=worker needs --dispatcher=HOST:PORT")
         server = service.start_worker(FLAGS.dispatcher, FLAGS.port, FLAGS.worker_address)
         print(f"worker registered with {FLAGS.dispatcher}", flush=True)
+    print(EXPOSED.format(mode=FLAGS.mode), flush=True)
     service.serve_until_signal(server)
     logging.info("%s stopped", FLAGS.mode)
 

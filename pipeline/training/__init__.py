@@ -22,6 +22,7 @@
                     marked for the profiler), the verdict on TensorBoard's thresholds
     advice.py       likely mistakes in a run's settings, warned about before training
     run_files.py    what a run leaves in its workdir; run.json
+    workdir.py      one trainer per workdir (a lock held for the whole run)
     damage.py       a damaged record or shard named when training meets one
     predict.py      a trained run's predictions of a split as submission.csv rows (TTA,
                     ensembles, a fold's out-of-fold predictions)

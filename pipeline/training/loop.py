@@ -31,6 +31,7 @@ from pipeline.dataset import (DamagedShards, ReadOptions, ServiceSettings, batch
 from pipeline.dataset.options import DEFAULT_MAX_CORRUPT_FRACTION
 from pipeline.training import advice, backbones, callbacks, checkpoints, damage, distribute, resume
 from pipeline.training import run_files
+from pipeline.training import workdir as workdir_lock
 from pipeline.training.start import Run, start_run
 from pipeline.training.settings import ModelSettings, OptimizerSettings
 from pipeline.training.timing import InputTimer, input_verdict
@@ -38,6 +39,7 @@ from pipeline.training.timing import InputTimer, input_verdict
 log = logging.getLogger(__name__)
 
 
+@workdir_lock.one_trainer_per_workdir
 def train_and_evaluate(
     *,
     data_dir: str,

@@ -4,8 +4,8 @@ there is read to the end of the write.
 Without it, two writers started at the same instant both found the directory empty, both
 took it, and interleaved shards of two commands under one manifest; the same command twice
 crashed the second on the first's temporary files. `flock` on the directory itself (Git's
-lock files, without a file to leave behind): the kernel releases it when the holder exits,
-however it exits, so a dead writer's lock never blocks. A one-task write and --finalize hold
+lock files, without a file to leave behind; pipeline.core.locks): the kernel releases it when
+the holder exits, however it exits, so a dead writer's lock never blocks. A one-task write and --finalize hold
 it exclusively; the tasks of a --num_tasks write share it (they write side by side) and each
 holds its own task's lock exclusively, so the same task twice is refused and --finalize waits
 for no task: it is refused while any task still runs.
@@ -14,14 +14,10 @@ for no task: it is refused while any task still runs.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import os
-import socket
-import sys
 from typing import Iterator
 
-from pipeline.core import files
+from pipeline.core import locks
 from pipeline.writing.output_dir import OutputDirError
 from pipeline.writing.shard_writer import PROGRESS_DIR
 
@@ -63,48 +59,19 @@ def locked_task(output_dir: str, task_index: int, num_tasks: int) -> Iterator[No
 
 
 def _lock(descriptor: int, shared: bool, refusal: str) -> None:
-    try:
-        fcntl.flock(descriptor, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not locks.try_lock(descriptor, shared):
         raise DirectoryLocked(f"{refusal}: wait for it to end, or choose another "
-                              "--output_dir") from None
+                              "--output_dir")
 
 
 def record_holder(output_dir: str) -> str:
     """Say who this writer is, for a writer refused meanwhile; returns the file (removed with
     .progress/ when the write completes)."""
     path = os.path.join(output_dir, PROGRESS_DIR, HOLDER_NAME.format(pid=os.getpid()))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": sys.argv}
-    files.atomic_write_text(path, json.dumps(holder) + "\n")
+    locks.write_holder_note(path)
     return path
 
 
 def holders(output_dir: str) -> str:
     """The live writers that said who they are: 'pid 123 on host: python -m pipeline.write ...'."""
-    folder = os.path.join(output_dir, PROGRESS_DIR)
-    found = []
-    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-        if not (name.startswith("writer-") and name.endswith(".json")):
-            continue
-        try:
-            with open(os.path.join(folder, name), encoding="utf-8") as f:
-                holder = json.load(f)
-        except (OSError, ValueError):
-            continue
-        if _alive(holder.get("pid")):
-            found.append(f"pid {holder['pid']} on {holder.get('host')}: "
-                         f"{' '.join(holder.get('command') or [])}")
-    return "; ".join(found) or "one that has just started"
-
-
-def _alive(pid) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return locks.live_holders(os.path.join(output_dir, PROGRESS_DIR), "writer-")

@@ -227,6 +227,7 @@ def test_command_line_servers_serve_refuse_and_stop_cleanly(data_dir, tmp_path):
                              f"--work_dir={tmp_path / 'journal'}"])
         processes.append(dispatcher)
         _wait_for_line(dispatcher, "dispatcher serving")
+        _wait_for_line(dispatcher, "the dispatcher listens on every network interface")
         taken = subprocess.run([sys.executable, "-m", "pipeline.service", "--mode=dispatcher",
                                 f"--port={port}"], cwd=REPO_ROOT, capture_output=True,
                                text=True, timeout=STARTUP_S,
@@ -236,6 +237,7 @@ def test_command_line_servers_serve_refuse_and_stop_cleanly(data_dir, tmp_path):
         processes += workers
         for worker in workers:
             _wait_for_line(worker, "worker registered")
+            _wait_for_line(worker, "the worker listens on every network interface")
         target = f"grpc://localhost:{port}"
         local = _records(dataset.make_dataset(data_dir, "train", batch_size=1, training=False))
         remote = _records(dataset.make_dataset(data_dir, "train", batch_size=1, training=False,
