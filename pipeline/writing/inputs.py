@@ -12,7 +12,7 @@ import os
 from typing import Sequence
 
 from pipeline.core import schema, workspace
-from pipeline.writing import plan, tfds_source, tfds_staging
+from pipeline.writing import plan, sources, tfds_source, tfds_staging
 from pipeline.writing.sample import SAMPLE_CSVS, ensure_sample_dataset
 from pipeline.writing.settings import WriteConfig
 from pipeline.writing.sources import (MAX_EXAMPLES, InputError, Listing, SourceImage,
@@ -98,11 +98,13 @@ def split_listings(main: Listing, test: Listing | None,
     else:
         splits = {schema.TEST: list(main.images)}
     if test is not None:
-        overlap = {image.path for image in main.images} & {image.path for image in test.images}
+        listed = {sources.image_key(image.file) for image in main.images}
+        overlap = sorted(image.path for image in test.images
+                         if sources.image_key(image.file) in listed)
         if overlap:
             raise InputError(
-                f"{len(overlap)} image(s) are listed both in --input and --test_input, e.g. "
-                f"{sorted(overlap)[:MAX_EXAMPLES]}"
+                f"{len(overlap)} image(s) are listed both in --input and --test_input (the "
+                f"same file, however spelled), e.g. {overlap[:MAX_EXAMPLES]}"
             )
         splits[schema.TEST] = list(test.images)
     return splits

@@ -40,7 +40,8 @@ def outside_csv(tmp_path):
         _image(str(folder / "images" / f"{i}.png"), i)
     _image(str(tmp_path / "secret" / "up.png"), 7)
     _image(str(tmp_path / "secret" / "absolute.png"), 8)
-    os.symlink(tmp_path / "secret" / "up.png", folder / "images" / "link.png")
+    _image(str(tmp_path / "secret" / "linked.png"), 9)
+    os.symlink(tmp_path / "secret" / "linked.png", folder / "images" / "link.png")
     rows = [("images/0.png", "a"), ("images/1.png", "b"), ("../secret/up.png", "a"),
             (str(tmp_path / "secret" / "absolute.png"), "b"), ("images/link.png", "a")]
     return write_csv(folder / "train.csv", ["image", "label"], rows)

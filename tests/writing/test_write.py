@@ -269,7 +269,13 @@ def test_a_dir_with_foreign_files_is_refused(kaggle_folder, tmp_path):
     ("", "empty"),
     ("image,label\n", "no rows"),
     ("file,label\nimages/0.png,cat\n", "no 'image' column"),
-    ("image,label\nimages/0.png,cat\nimages/0.png,dog\n", "more than once.*images/0.png"),
+    ("image,label\nimages/0.png,cat\nimages/0.png,dog\n",
+     "1 row.* name an image listed before, e.g. line 3 'images/0.png' is line 2 'images/0.png'"),
+    # One image however its path is spelled.
+    ("image,label\nimages/0.png,cat\nimages/1.png,cat\n./images/0.png,cat\nimages//1.png,dog\n",
+     "2 row.*line 4 './images/0.png' is line 2 'images/0.png'; line 5 'images//1.png' is line 3"),
+    ("image,label\nimages/0.png,cat\nimages/../images/0.png,cat\n",
+     "line 3 'images/../images/0.png' is line 2 'images/0.png'"),
     ("image,label\nimages/0.png,\n", "empty 'label' on line"),
     ("image,label\n,cat\n", "empty image path on line"),
 ])
@@ -280,6 +286,25 @@ def test_bad_csv_fails_before_writing_anything(kaggle_folder, tmp_path, content,
     with pytest.raises(InputError, match=message):
         write_dataset(_config(kaggle_folder, out, input=str(bad), test_input=None))
     assert not out.exists()
+
+
+def test_a_link_to_a_listed_image_is_the_same_image(kaggle_folder, tmp_path):
+    os.symlink("0.png", kaggle_folder / "images" / "zero.png")
+    bad = kaggle_folder / "linked.csv"
+    bad.write_text("image,label\nimages/0.png,cat\nimages/zero.png,dog\n")
+    with pytest.raises(InputError, match="line 3 'images/zero.png' is line 2 'images/0.png'"):
+        write_dataset(_config(kaggle_folder, tmp_path / "out", input=str(bad),
+                              test_input=None))
+
+
+def test_an_image_in_train_and_test_is_refused_however_spelled(kaggle_folder, tmp_path):
+    train = (kaggle_folder / "train.csv").read_text().splitlines()
+    first = train[1].split(",")[0]
+    test = kaggle_folder / "leak.csv"
+    test.write_text(f"image\n./{first}\n")
+    with pytest.raises(InputError, match=rf"1 image\(s\) are listed both in --input and "
+                                         rf"--test_input.*'\./{first}'"):
+        write_dataset(_config(kaggle_folder, tmp_path / "out", test_input=str(test)))
 
 
 def test_explicit_label_column_must_exist(kaggle_folder, tmp_path):
