@@ -73,6 +73,7 @@ def train_and_evaluate(
     train_split: str = schema.TRAIN,
     val_split: str = schema.VAL,
     fold: int | None = None,
+    allow_other_data: bool = False,
     profile_batches: Sequence[int] | int = 0,
     on_corrupt: str = "fail",
     max_corrupt_fraction: float = DEFAULT_MAX_CORRUPT_FRACTION,
@@ -117,6 +118,9 @@ def train_and_evaluate(
       train_split, val_split: manifest split names.
       fold: in a dataset written with --folds=K, the cross-validation fold to hold out: train
         on every other fold, validate on this one (pipeline.dataset.make_dataset's fold).
+      allow_other_data: resume a workdir's run on another dataset than it trained on
+        (run.json records which: dataset.json's sha256 and the split sizes); without it such
+        a rerun is refused, naming both.
       profile_batches: batches TensorBoard profiles (e.g. (10, 20)); 0 for none.
       on_corrupt, max_corrupt_fraction: "fail" (a damaged record stops training, named:
         shard file and record) or "skip" (damaged records are left out), losing at most
@@ -159,6 +163,7 @@ def train_and_evaluate(
     run = start_run(data_dir, workdir, train_split=train_split, val_split=val_split,
                     batch_size=batch_size, epochs=epochs, seed=seed,
                     mixed_precision=mixed_precision, freeze_epochs=freeze_epochs, fold=fold,
+                    allow_other_data=allow_other_data,
                     sizes=dict(image_size=image_size, eval_image_size=eval_image_size,
                                eval_crop=eval_crop, progressive_resizing=progressive_resizing))
     network = dataclasses.replace(network, any_size=run.resolution.any_size,

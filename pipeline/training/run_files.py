@@ -1,6 +1,7 @@
 """What a training run leaves in its workdir, and the run.json that ties it to one dataset.
 
-    run.json          the dataset this run trains on (classes, shape); a rerun must match it
+    run.json          the dataset this run trains on (where; which: dataset.json's sha256 and
+                      the split sizes; classes, shape): a rerun must match it
     config.gin        the resolved configuration (train.py)
     checkpoints/      state.json and the step checkpoints a killed run continues from, exactly
                       (pipeline.training.checkpoints); last.weights.h5 (the last epoch end)
@@ -18,12 +19,18 @@ leaves the previous whole version.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import logging
 import os
+
+import tensorflow as tf
 
 from pipeline.core import files, schema
 from pipeline.training.settings import TrainingError
+
+log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 BACKUP_DIR = "backup"  # an older train.py's epoch-level state (refused)
@@ -63,15 +70,28 @@ def not_a_workdir(workdir: str) -> TrainingError:
 
 
 def run_record(data_dir: str, manifest: schema.Manifest) -> dict:
-    """run.json: the dataset, its classes and image shape, and the fold held out (if any)."""
+    """run.json: the dataset (where, and which: dataset_identity), its classes and image
+    shape, and the fold held out (if any)."""
     fold = {} if manifest.fold is None else {"fold": manifest.fold}
     return {"data_dir": os.path.abspath(data_dir), "classes": list(manifest.classes),
-            "image_shape": list(manifest.image_shape), **fold}
+            "image_shape": list(manifest.image_shape),
+            "dataset": dataset_identity(data_dir, manifest), **fold}
 
 
-def check_run_file(workdir: str, data_dir: str, manifest: schema.Manifest) -> None:
-    """On a rerun (resume), insist on the classes and image shape of the first run; refuse
-    a workdir an older trainer left (its epoch-level backup/ cannot continue exactly)."""
+def dataset_identity(data_dir: str, manifest: schema.Manifest) -> dict:
+    """What tells one dataset from another, wherever it lies: dataset.json's sha256 (which
+    holds every shard's sha256) and the split sizes the run sees."""
+    with tf.io.gfile.GFile(os.path.join(data_dir, schema.MANIFEST_NAME), "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    return {"manifest_sha256": digest,
+            "splits": {name: split.count for name, split in manifest.splits.items()}}
+
+
+def check_run_file(workdir: str, data_dir: str, manifest: schema.Manifest,
+                   allow_other_data: bool = False) -> None:
+    """On a rerun (resume), insist on the dataset, classes and image shape of the first run
+    (another dataset only with `allow_other_data`); refuse a workdir an older trainer left
+    (its epoch-level backup/ cannot continue exactly)."""
     previous = read_run_file(workdir)
     if previous is None:
         return
@@ -83,6 +103,7 @@ def check_run_file(workdir: str, data_dir: str, manifest: schema.Manifest) -> No
             f"classes, images {previous['image_shape']}), but {data_dir} has "
             f"{manifest.num_classes} classes, images {list(manifest.image_shape)}: its "
             f"checkpoints cannot continue here. Use another --workdir, or remove {workdir}")
+    _check_same_data(workdir, data_dir, previous, current, allow_other_data)
     older = (BACKUP_DIR, METRICS_FILE, os.path.join(CHECKPOINT_DIR, "last.weights.h5"))
     if not os.path.exists(os.path.join(workdir, CHECKPOINT_DIR, STATE_FILE)) and any(
             os.path.exists(os.path.join(workdir, name)) for name in older):
@@ -91,9 +112,27 @@ def check_run_file(workdir: str, data_dir: str, manifest: schema.Manifest) -> No
             f"at its step; use another --workdir, or remove {workdir}")
 
 
+def _check_same_data(workdir: str, data_dir: str, previous: dict, current: dict,
+                     allow_other_data: bool) -> None:
+    """TrainingError naming both datasets when a run would go on with other data (run.json
+    written before datasets were identified has no "dataset": nothing to compare)."""
+    before, now = previous.get("dataset"), current["dataset"]
+    if before is None or before == now:
+        return
+    if allow_other_data:
+        log.warning("%s trained on %s; going on with other data, %s (allow_other_data)",
+                    workdir, previous["data_dir"], data_dir)
+        return
+    raise TrainingError(
+        f"{workdir} holds a run on another dataset: {previous['data_dir']} "
+        f"(dataset.json sha256 {before['manifest_sha256'][:12]}, splits {before['splits']}), "
+        f"not {data_dir} (sha256 {now['manifest_sha256'][:12]}, splits {now['splits']}); "
+        "resuming would continue its checkpoints on other data. Use another --workdir, or "
+        "set train_and_evaluate.allow_other_data=True to go on training them on this data")
+
+
 def write_run_file(workdir: str, data_dir: str, manifest: schema.Manifest) -> None:
-    """run.json, on the first run (before its first step)."""
-    path = os.path.join(workdir, RUN_FILE)
-    if not os.path.exists(path):
-        files.atomic_write_text(path, json.dumps(run_record(data_dir, manifest), indent=2)
-                                + "\n")
+    """run.json, before the first step of every run (the checks passed: the same dataset,
+    perhaps moved, or other data allowed)."""
+    files.atomic_write_text(os.path.join(workdir, RUN_FILE),
+                            json.dumps(run_record(data_dir, manifest), indent=2) + "\n")

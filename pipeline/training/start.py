@@ -41,7 +41,7 @@ class Run:
 def start_run(data_dir: str, workdir: str, *, train_split: str, val_split: str,
               batch_size: int, epochs: int, seed: int, mixed_precision: str | bool,
               freeze_epochs: int = 0, fold: int | None = None,
-              sizes: dict | None = None) -> Run:
+              sizes: dict | None = None, allow_other_data: bool = False) -> Run:
     """Check the dataset and the workdir, seed everything, pick the precision and devices.
     `sizes`: make_resolution's arguments."""
     if os.path.isfile(workdir):  # before the dataset: every path of the run checked first
@@ -53,7 +53,8 @@ def start_run(data_dir: str, workdir: str, *, train_split: str, val_split: str,
                "--val_fraction=0.1` or pass val_split")
         raise TrainingError(f"{data_dir} has no {val_split!r} split (it has "
                             f"{sorted(manifest.splits)}); {how}")
-    run_files.check_run_file(workdir, data_dir, manifest)  # reads only: a refused run writes
+    # Reads only: a refused run writes nothing.
+    run_files.check_run_file(workdir, data_dir, manifest, allow_other_data)
     keras.utils.set_random_seed(seed)
     policy = resolve_mixed_precision(mixed_precision)
     keras.mixed_precision.set_global_policy(policy)

@@ -89,6 +89,16 @@ def write_dataset(config: WriteConfig) -> Summary:
     start = time.monotonic()
     settings.check(config)
     write_plan = make_plan(config)
+    try:
+        return write_holding_dir(config, write_plan, start)
+    except errors.PipelineError:
+        raise
+    except OSError as err:  # before the first shard: the lock, .progress/, a read-only disk
+        raise write_failed(err, config, write_plan) from err
+
+
+def write_holding_dir(config: WriteConfig, write_plan: WritePlan, start: float) -> Summary:
+    """write_dataset once planned: the directory held (lock.py), prepared, written."""
     tasks = config.num_tasks > 1 and not config.finalize
     with lock.locked_output_dir(config.output_dir, shared=tasks):  # one writer: lock.py
         state = output_dir.prepare_output_dir(config.output_dir, write_plan.fingerprint,
@@ -156,16 +166,27 @@ def write_failed(err: OSError, config: WriteConfig, write_plan: WritePlan) -> Wr
     """One line for an OSError while writing: the path, and with a full disk the bytes the
     write still needs and the bytes free."""
     path = err.filename or config.output_dir
-    done = completed_shards(config, write_plan)
+    try:
+        done = completed_shards(config, write_plan)
+    except OSError:  # the failure came before any progress could be read
+        done = {}
     left = sum(len(spec.images) for spec in write_plan.shards
                if (spec.split, spec.index) not in done)
     needed = left * (config.image_bytes + RECORD_OVERHEAD_BYTES)
-    free = shutil.disk_usage(config.output_dir).free
+    free = shutil.disk_usage(_existing(config.output_dir)).free
     room = (f"about {needed:,} bytes still to write and {free:,} free there. Make room (or "
             "choose another --output_dir), then run the same command again: the "
             f"{len(done)} complete shard(s) are kept") if err.errno in (
                 errno.ENOSPC, errno.EDQUOT) else "run the same command again once it is fixed"
     return WriteFailed(f"cannot write {path}: {err.strerror or err}; {room}")
+
+
+def _existing(path: str) -> str:
+    """`path`, or its nearest existing parent (whose disk it would be on)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
 
 
 def write_locked(config: WriteConfig, write_plan: WritePlan, start: float) -> Summary:

@@ -146,6 +146,30 @@ def test_rerun_on_another_dataset_refuses_the_workdir(trained, tmp_path):
                                     epochs=1, verbose=0, **TINY)
 
 
+def test_a_rerun_on_other_data_of_the_same_classes_is_refused_naming_both(trained, data_dir,
+                                                                         tmp_path):
+    workdir, _ = trained
+    other = tmp_path / "reshuffled"
+    write_dataset(WriteConfig(  # the same images and classes, shuffled into other shards
+        output_dir=str(other), input=os.path.join(os.path.dirname(data_dir), "src", "train.csv"),
+        image_size=8, shards=2, val_shards=1, val_fraction=0.25, num_workers=1, seed=1,
+        show_progress=False))
+    before = open(os.path.join(workdir, run_files.RUN_FILE)).read()
+    with pytest.raises(TrainingError, match=rf"holds a run on another dataset: {data_dir} "
+                                            rf"\(dataset.json sha256 \w{{12}}, splits .*\), not "
+                                            rf"{other} .*allow_other_data=True"):
+        training.train_and_evaluate(data_dir=str(other), workdir=workdir, epochs=1, verbose=0,
+                                    **TINY)
+    assert open(os.path.join(workdir, run_files.RUN_FILE)).read() == before
+    # Allowed explicitly; and the same dataset copied elsewhere is the same data.
+    training.train_and_evaluate(data_dir=str(other), workdir=workdir, epochs=1, verbose=0,
+                                allow_other_data=True, **TINY)
+    copy = tmp_path / "copy"
+    shutil.copytree(data_dir, copy)
+    training.train_and_evaluate(data_dir=str(copy), workdir=workdir, epochs=1, verbose=0,
+                                **TINY)
+
+
 def test_predict_refuses_a_dataset_of_other_classes(trained, tmp_path):
     workdir, _ = trained
     _write_two_class_dataset(tmp_path)

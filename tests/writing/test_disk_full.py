@@ -1,7 +1,9 @@
-"""A full disk while writing: exit 3 with one line (the path, the bytes still to write and
-the bytes free), the complete shards kept, no temporary files left, and the same command,
-once there is room, finishing byte-identical to a write that never failed."""
+"""A full or read-only disk while writing, from the first file on: exit 3 with one line (the
+path, the bytes still to write and the bytes free), the complete shards kept, no temporary
+files left, and the same command, once there is room, finishing byte-identical to a write
+that never failed."""
 
+import errno
 import hashlib
 import os
 import subprocess
@@ -68,3 +70,53 @@ def test_a_full_disk_exits_3_keeps_what_is_complete_and_the_rerun_finishes(small
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"{len(kept)} kept" in rerun.stderr
     assert tree_digest(out) == tree_digest(reference)
+
+
+@pytest.fixture
+def small_source(tmp_path):
+    rows = write_images(str(tmp_path / "src"), 24, size=(16, 16))
+    write_csv(tmp_path / "src" / "train.csv", ["image", "label"], rows)
+    return str(tmp_path / "src" / "train.csv")
+
+
+def _one_line(result, text):
+    assert result.returncode == errors.EXIT_IO, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    said = [line for line in result.stderr.splitlines() if "cannot write" in line]
+    assert len(said) == 1 and text in said[0], result.stderr[-2000:]
+    return said[0]
+
+
+def test_a_disk_full_before_the_first_shard_exits_3(small_disk, small_source, tmp_path):
+    filler = small_disk / "filler"
+    with open(filler, "wb") as f:  # fill the disk: nothing left for the lock's note
+        with pytest.raises(OSError):
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+    line = _one_line(_write(small_source, small_disk / "out", str(tmp_path)),
+                     "No space left on device")
+    assert "bytes still to write and 0 free there" in line
+
+
+def test_a_read_only_disk_exits_3(small_disk, small_source, tmp_path):
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    _one_line(_write(small_source, small_disk / "out", str(tmp_path)), "Read-only file system")
+
+
+def test_any_os_error_before_the_first_shard_is_a_write_failure(small_source, tmp_path,
+                                                                 monkeypatch):
+    from pipeline.core import locks
+    from pipeline.writing import writer
+    from pipeline.writing.settings import WriteConfig
+
+    def full(path):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(locks, "write_holder_note", full)
+    config = WriteConfig(output_dir=str(tmp_path / "out"), input=small_source, image_size=16,
+                         shards=2, val_fraction=0.0, num_workers=1, show_progress=False)
+    with pytest.raises(writer.WriteFailed, match=r"cannot write .*writer-\d+\.json: No space "
+                                                 r"left on device; about [\d,]+ bytes still"):
+        writer.write_dataset(config)
+    assert writer.WriteFailed.exit_code == errors.EXIT_IO
