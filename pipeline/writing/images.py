@@ -20,6 +20,13 @@ RESIZE_MODES = ("squash", "center_crop", "pad")
 # every real photo (a 200 MP phone photo is 16320x12240); a small file that claims more is an
 # attack or a corrupt header. This limit replaces Pillow's own (179 MP), see _open.
 MAX_PIXELS = 16384 * 16384
+# ...and so are images whose decoded pixels would take more memory than this, checked after
+# a JPEG's draft (which decodes it smaller) and before any pixel is decoded: Pillow keeps
+# 1 byte per pixel for L and P, 2 for 16-bit grey, 4 for everything else (RGB included), and
+# converting a 16-bit image takes about as much again. 256 MiB: a 67 MP RGB PNG or a 134 MP
+# 16-bit grey one; a worker then peaks well under 1 GB (a 12000x12000 16-bit PNG, 288 MiB,
+# took 5.5 GB before this limit).
+MAX_DECODED_BYTES = 256 << 20
 # Transparent pixels are composited onto this colour: dropping alpha would show whatever RGB
 # happens to sit under a transparent pixel (often black), which is not what the image shows.
 ALPHA_BACKGROUND = (255, 255, 255)
@@ -59,6 +66,7 @@ def _decode(file: str, image_size: int, resize: str) -> np.ndarray:
     with _open(file) as img:
         _check_pixels(img)
         _request_draft(img, image_size, resize)
+        _check_decoded_bytes(img)
         try:
             with warnings.catch_warnings():
                 # Pillow warns (not raises) on some damaged files; a warning here means the
@@ -142,6 +150,27 @@ def _request_draft(img: Image.Image, image_size: int, resize: str) -> None:
         img.draft(img.mode, wanted)
     except (OSError, ValueError) as err:
         raise RejectedImage(f"unreadable: {_short(err)}") from err
+
+
+def decoded_bytes(img: Image.Image) -> int:
+    """The memory Pillow takes for `img`'s pixels once decoded (at its draft size)."""
+    width, height = img.size
+    if img.mode in ("1", "L", "P"):
+        per_pixel = 1
+    elif img.mode.startswith("I;16"):
+        per_pixel = 2
+    else:
+        per_pixel = 4
+    return width * height * per_pixel
+
+
+def _check_decoded_bytes(img: Image.Image) -> None:
+    needed = decoded_bytes(img)
+    if needed > MAX_DECODED_BYTES:
+        width, height = img.size
+        raise RejectedImage(
+            f"too large to decode: {width}x{height} {img.mode} takes {needed / 2**20:,.0f} MiB "
+            f"> {MAX_DECODED_BYTES / 2**20:,.0f} MiB (images.MAX_DECODED_BYTES)")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

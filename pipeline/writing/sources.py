@@ -217,9 +217,15 @@ def _class_folders(root: str) -> tuple[dict[str, str], list[str]]:
     folders, warnings = {}, []
     inside = boundary.real_root(root)
     for entry in sorted(os.scandir(root), key=lambda entry: entry.name):
-        if not entry.is_dir() or entry.name.startswith("."):
-            continue
         name = boundary.escape_name(entry.name)
+        try:
+            is_dir = entry.is_dir()
+        except OSError as err:  # a symlink that loops (ELOOP), or one we may not follow
+            warnings.append(f"class folder {name!r} cannot be opened ({err.strerror}): "
+                            "skipped")
+            continue
+        if not is_dir or entry.name.startswith("."):
+            continue
         if entry.is_symlink() and boundary.is_ancestor(entry.path, inside):
             warnings.append(f"class folder {name!r} is a symlink to "
                             f"{os.path.realpath(entry.path)}, the tree itself or a folder "

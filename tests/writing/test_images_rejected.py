@@ -89,8 +89,9 @@ def test_decompression_bomb_is_rejected_before_decoding(tmp_path, monkeypatch):
     assert_layout(decode_image(file, 8), 8)
 
 
-def _png_header_only(path, width, height):
-    """A PNG that claims width x height but holds almost no data (what a bomb looks like)."""
+def _png_header_only(path, width, height, color_type=2, depth=8):
+    """A PNG that claims width x height but holds almost no data (what a bomb looks like);
+    colour type 2 is RGB, 0 grey."""
     import struct
     import zlib
 
@@ -98,7 +99,7 @@ def _png_header_only(path, width, height):
         body = kind + data
         return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
 
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
     data = zlib.compress(b"\0" * 64)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data)
                      + chunk(b"IEND", b""))
@@ -106,12 +107,52 @@ def _png_header_only(path, width, height):
 
 
 def test_pixel_limit_is_ours_not_pillows(tmp_path):
-    # A 200 MP phone photo (16320x12240) is above Pillow's default bomb limit (179 MP) but a
-    # real image: it must reach decoding (this one then fails, having no pixel data).
-    reason = reject_reason(_png_header_only(tmp_path / "phone.png", 16320, 12240))
+    # A 200 MP image (16320x12240, a phone photo's size) is above Pillow's default bomb limit
+    # (179 MP) but a real image: in grey (200 MiB decoded) it must reach decoding (this one
+    # then fails, having no pixel data).
+    reason = reject_reason(_png_header_only(tmp_path / "phone.png", 16320, 12240, 0))
     assert "decompression bomb" not in reason and "truncated or corrupt" in reason
     reason = reject_reason(_png_header_only(tmp_path / "bomb.png", 20000, 20000))
     assert "decompression bomb: 20000x20000" in reason
+
+
+def test_an_image_too_large_to_decode_is_rejected_before_decoding(tmp_path):
+    # Under MAX_PIXELS, but 16-bit: 12000 x 12000 x 2 bytes = 275 MiB decoded (and as much
+    # again to convert); RGB of a 200 MP photo would take 762 MiB.
+    reason = reject_reason(_png_header_only(tmp_path / "deep.png", 12000, 12000, 0, 16))
+    assert reason == ("too large to decode: 12000x12000 I;16 takes 275 MiB > 256 MiB "
+                      "(images.MAX_DECODED_BYTES)"), reason
+    reason = reject_reason(_png_header_only(tmp_path / "wide.png", 16320, 12240))
+    assert reason.startswith("too large to decode: 16320x12240 RGB takes 762 MiB"), reason
+
+
+def test_a_large_16_bit_png_costs_the_writer_under_1_gb(tmp_path):
+    """The writer's whole process tree, on a real (all-zero) 12000 x 12000 16-bit PNG."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from conftest import REPO_ROOT, write_csv, write_images
+
+    rows = write_images(str(tmp_path / "src"), 3, size=(8, 8))
+    Image.new("I;16", (12000, 12000)).save(tmp_path / "src" / "deep.png")
+    write_csv(tmp_path / "src" / "train.csv", ["image", "label"], rows + [("deep.png", "cat")])
+    command = [sys.executable, "-m", "pipeline.write",
+               f"--input={tmp_path / 'src' / 'train.csv'}", f"--output_dir={tmp_path / 'out'}",
+               "--image_size=8", "--shards=1", "--val_fraction=0", "--num_workers=1",
+               "--max_reject_fraction=0.5"]
+    # A fresh process runs the writer and reports the peak of its children (the writer and
+    # its worker), in KB.
+    measure = ("import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
+               "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    result = subprocess.run([sys.executable, "-c", measure, *command], cwd=REPO_ROOT,
+                            env={**os.environ, "PYTHONPATH": REPO_ROOT}, capture_output=True,
+                            text=True, timeout=300)
+    code, peak_kb = (int(word) for word in result.stdout.split())
+    assert code == 0, result.stderr[-2000:]
+    assert "too large to decode" in (tmp_path / "out" / "rejects.csv").read_text()
+    assert peak_kb < 1 << 20, f"{peak_kb / 1024:.0f} MB"
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")

@@ -99,6 +99,18 @@ def test_a_class_folder_looping_back_to_the_root_is_skipped_with_a_warning(tree,
     assert "skipped" in caplog.text
 
 
+def test_symlink_loops_are_skipped_or_rejected_never_a_traceback(tree, tmp_path):
+    os.symlink(tree / "self", tree / "self")  # a class folder that is a link to itself
+    os.symlink("loopy.png", tree / "cat" / "loopy.png")  # an image that is one
+    summary = write_dataset(_config(tree, tmp_path / "out", max_reject_fraction=0.5))
+    assert summary.manifest.classes == ("cat", "dog")
+    assert any("class folder 'self' cannot be opened (Too many levels of symbolic links): "
+               "skipped" in w for w in summary.warnings), summary.warnings
+    rejects = (tmp_path / "out" / "rejects.csv").read_text().splitlines()
+    assert len(rejects) == 2 and rejects[1].startswith("cat/loopy.png,unreadable")
+    assert "Too many levels of symbolic links" in rejects[1]
+
+
 def test_an_empty_class_folder_is_a_warning(tree, tmp_path):
     os.makedirs(tree / "owl")
     summary = write_dataset(_config(tree, tmp_path / "out"))
