@@ -23,6 +23,7 @@ import os
 from absl import logging
 
 from pipeline.core import files, record_index, records, schema
+from pipeline.writing import tfds_export
 
 # Bytes hashed per read: large enough that the per-call cost vanishes next to sha256's.
 HASH_CHUNK_BYTES = 1 << 20
@@ -101,3 +102,55 @@ def check_kept_shard(output_dir: str, shard, *, compression: str,
     if problem is not None:
         logging.warning("%s is %s; writing it again", filename, problem)
     return problem
+
+
+def check_manifest(output_dir: str, manifest: schema.Manifest, expected: dict) -> str | None:
+    """Over a complete dataset: why dataset.json no longer says what this command wrote
+    (changed_manifest_field), for the writer to refuse; else None, the TFDS metadata derived
+    from it restored where missing or changed."""
+    changed = changed_manifest_field(manifest, expected)
+    if changed:
+        return (f"{schema.manifest_path(output_dir)} was changed after it was written: "
+                f"{changed}. Put it back as it was, or write the dataset again with "
+                "--overwrite")
+    texts = (tfds_export.metadata_files(manifest)
+             if tfds_export.unsupported_reason(manifest) is None else {})
+    restored = restore_files(output_dir, texts)
+    if restored:
+        logging.info("restored %s from %s", ", ".join(restored), schema.MANIFEST_NAME)
+
+
+def changed_manifest_field(manifest: schema.Manifest, expected: dict) -> str | None:
+    """The first of dataset.json's fields that the write decides (image_shape, classes,
+    compression, the shard files) and that no longer says what the write wrote; the other
+    fields (counts, statistics, digests) are checked through the shards themselves."""
+    found = {"image_shape": list(manifest.image_shape), "classes": list(manifest.classes),
+             "compression": manifest.compression,
+             "shards": sorted(shard.file for info in manifest.splits.values()
+                              for shard in info.shards)}
+    for field, value in expected.items():
+        if found[field] != value:
+            return (f"its {field} is {_short(found[field])} where this command wrote "
+                    f"{_short(value)}")
+    return None
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def restore_files(output_dir: str, texts: dict[str, str]) -> list[str]:
+    """Write each of `texts` (name -> content) that is missing or differs; the names written."""
+    restored = []
+    for name, text in texts.items():
+        path = os.path.join(output_dir, name)
+        try:
+            with open(path, encoding="utf-8") as f:
+                if f.read() == text:
+                    continue
+        except FileNotFoundError:
+            pass
+        files.atomic_write_text(path, text)
+        restored.append(name)
+    return restored

@@ -91,9 +91,9 @@ def write_dataset(config: WriteConfig) -> Summary:
     write_plan = make_plan(config)
     try:
         return write_holding_dir(config, write_plan, start)
-    except errors.PipelineError:
-        raise
     except OSError as err:  # before the first shard: the lock, .progress/, a read-only disk
+        if isinstance(err, errors.PipelineError) or err.errno not in DISK_FAILURES:
+            raise  # ours, or a path of the wrong kind: the command's one-line user error
         raise write_failed(err, config, write_plan) from err
 
 
@@ -124,6 +124,12 @@ def repair_complete(config: WriteConfig, write_plan: WritePlan, start: float) ->
     """The same command over its complete dataset: check this task's shards (every shard for
     one task or --finalize) against dataset.json and rewrite those that differ (kept.py)."""
     manifest = schema.read_manifest(config.output_dir)
+    changed = kept.check_manifest(config.output_dir, manifest, {
+        "image_shape": [3, config.image_size, config.image_size],
+        "classes": list(write_plan.main.classes), "compression": config.compression,
+        "shards": sorted(spec.filename(config.compression) for spec in write_plan.shards)})
+    if changed:
+        raise output_dir.OutputDirError(changed)
     listed = {shard.file: shard for info in manifest.splits.values() for shard in info.shards}
     mine = [listed[spec.filename(config.compression)] for spec in (
         write_plan.shards if config.finalize else
@@ -149,6 +155,11 @@ def repair_complete(config: WriteConfig, write_plan: WritePlan, start: float) ->
                  schema.MANIFEST_NAME, len(todo), seconds)
     return Summary(config.output_dir, manifest, len(todo), len(mine) - len(todo), seconds,
                    write_plan.warnings)
+
+
+# The disk, not the command, failing a write before the first shard: full, over quota,
+# read-only, broken, a file too big.
+DISK_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG)
 
 
 class WriteFailed(errors.PipelineError, OSError):

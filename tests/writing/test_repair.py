@@ -2,7 +2,9 @@
 index damaged are repaired by the same command, unfinished or complete, byte-identical to a
 clean run; a shard whose source images changed is refused, not silently mixed in."""
 
+import json
 import os
+import re
 
 import pytest
 
@@ -10,6 +12,7 @@ from conftest import tree_digest
 from pipeline.core import schema
 from pipeline.writing import shard_writer, writer
 from pipeline.writing.finish import VerificationError
+from pipeline.writing.output_dir import OutputDirError
 from pipeline.writing.settings import WriteConfig
 from pipeline.writing.writer import write_dataset
 
@@ -95,3 +98,33 @@ def test_a_changed_source_image_is_refused_not_mixed_in(kaggle_folder, reference
         _flip_a_byte(kaggle_folder / "images" / name, at=60)
     with pytest.raises(VerificationError, match="source images changed.*--overwrite"):
         write_dataset(_config(kaggle_folder, reference))
+
+
+def test_a_rerun_restores_the_tfds_metadata(kaggle_folder, reference, tmp_path):
+    out = tmp_path / "out"
+    config = _config(kaggle_folder, out)
+    write_dataset(config)
+    os.remove(out / "dataset_info.json")
+    (out / "features.json").write_text("{}")
+    write_dataset(config)
+    assert tree_digest(out) == tree_digest(reference)
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda doc: doc.update(image_shape=[3, 4, 16]), "image_shape is [3, 4, 16] where this "
+                                                       "command wrote [3, 8, 8]"),
+    (lambda doc: doc.update(classes=doc["classes"][::-1]), "classes is ['owl', 'dog', 'cat']"),
+])
+def test_a_rerun_refuses_a_dataset_json_edited_since(kaggle_folder, tmp_path, edit, field):
+    out = tmp_path / "out"
+    config = _config(kaggle_folder, out)
+    write_dataset(config)
+    path = out / schema.MANIFEST_NAME
+    doc = json.loads(path.read_text())
+    edit(doc)  # the same byte count per image, or the same classes in another order
+    path.write_text(json.dumps(doc))
+    before = tree_digest(out)
+    with pytest.raises(OutputDirError, match=rf"dataset.json was changed after it was written: "
+                                             rf"its {re.escape(field)}.*--overwrite"):
+        write_dataset(config)
+    assert tree_digest(out) == before
