@@ -122,6 +122,12 @@ def exit_code_of(function: Callable[..., int | None], *args, **kwargs) -> int:
         # and whichever of its paths, it is the user's path, never a bug.
         logging.error("%s", wrong_kind_message(err))
         return errors.EXIT_USAGE
+    except Exception as err:  # noqa: BLE001 - re-raised unless the disk failed a write
+        message = errors.disk_failure(err)
+        if message is None:
+            raise
+        logging.error("%s", message)
+        return errors.EXIT_IO
     return errors.EXIT_OK if result is None else result
 
 

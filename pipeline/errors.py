@@ -10,10 +10,15 @@ the writer's sources, `DatasetError` in the reader, ...), all subclasses of this
 also subclass `ValueError`: a bad value is what they report, and callers that caught
 `ValueError` before still do.
 
-This module imports nothing of ours: every stage may import it.
+This module imports nothing of ours: every stage may import it. `disk_failure` turns the
+disk failing a write, however a library reports it, into one line with EXIT_IO.
 """
 
 from __future__ import annotations
+
+import errno
+import os
+import re
 
 EXIT_OK = 0
 # The command ran and its result is bad: too many unreadable images (write), problems found
@@ -25,6 +30,36 @@ EXIT_USAGE = 2
 # The machine failed the command: the disk is full, or a file could not be written. What was
 # complete is kept; the same command again, once there is room, finishes the work.
 EXIT_IO = 3
+
+
+# The disk, not the command, failing a write: full, over quota, read-only, broken, too big.
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG)
+# How libraries that wrap the OS error say so (h5py's RuntimeError, TensorFlow's OpError).
+_DISK_WORDS = tuple(os.strerror(code) for code in DISK_ERRNOS)
+
+
+def disk_failure(err: BaseException) -> str | None:
+    """One line for an error that is the disk failing a write (an OSError with one of
+    DISK_ERRNOS, or a library's error saying one), anywhere in its chain; else None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        text = str(err)
+        if isinstance(err, OSError) and err.errno in DISK_ERRNOS:
+            where = err.filename or "a file"
+            return _disk_line(where, err.strerror or text)
+        for words in _DISK_WORDS:
+            if words in text:
+                named = re.search(r"filename = '([^']+)'", text)
+                return _disk_line(named.group(1) if named else "a file", words)
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _disk_line(where: str, what: str) -> str:
+    return (f"cannot write {where}: {what}. Make room (or choose another place), then run "
+            "the same command again: what was complete is kept (a training run resumes from "
+            "its last checkpoint)")
 
 
 class PipelineError(Exception):

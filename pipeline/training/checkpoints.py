@@ -19,10 +19,12 @@ the input's whole position is the step, so the state holds no iterator.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
 import re
+import shutil
 import time
 from typing import Any
 
@@ -91,11 +93,35 @@ def write_state(workdir: str, state: RunState) -> None:
 
 
 def save_weights(model: keras.Model, path: str) -> float:
-    """model.save_weights (weights and optimizer state) to `path`, atomically; the seconds."""
+    """model.save_weights (weights and optimizer state) to `path`, atomically; the seconds.
+
+    The room is checked first: h5py meeting a full disk in the middle of a save does not
+    raise cleanly, it spirals through failing destructors into a segmentation fault (seen on
+    a full tmpfs), so a save that would not fit is refused with ENOSPC before it starts.
+    """
+    needed = checkpoint_bytes(model)
+    free = shutil.disk_usage(os.path.dirname(path) or ".").free
+    if free < needed:
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (a checkpoint takes about "
+                      f"{needed:,} bytes, {free:,} are free)", path)
     started = time.perf_counter()
     with files.atomic_path(path, WEIGHTS_SUFFIX) as temporary:
         model.save_weights(temporary)
     return time.perf_counter() - started
+
+
+# A checkpoint's bytes beyond its variables' (HDF5's metadata), and a margin over the sum.
+CHECKPOINT_OVERHEAD_BYTES = 1 << 20
+CHECKPOINT_MARGIN = 1.25
+
+
+def checkpoint_bytes(model: keras.Model) -> int:
+    """About what save_weights writes: every weight and optimizer variable, with a margin."""
+    variables = list(model.weights)
+    if getattr(model, "optimizer", None) is not None:
+        variables += list(model.optimizer.variables)
+    raw = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
+    return int(raw * CHECKPOINT_MARGIN) + CHECKPOINT_OVERHEAD_BYTES
 
 
 def publish(workdir: str, state: RunState) -> None:

@@ -92,7 +92,7 @@ def write_dataset(config: WriteConfig) -> Summary:
     try:
         return write_holding_dir(config, write_plan, start)
     except OSError as err:  # before the first shard: the lock, .progress/, a read-only disk
-        if isinstance(err, errors.PipelineError) or err.errno not in DISK_FAILURES:
+        if isinstance(err, errors.PipelineError) or err.errno not in errors.DISK_ERRNOS:
             raise  # ours, or a path of the wrong kind: the command's one-line user error
         raise write_failed(err, config, write_plan) from err
 
@@ -155,11 +155,6 @@ def repair_complete(config: WriteConfig, write_plan: WritePlan, start: float) ->
                  schema.MANIFEST_NAME, len(todo), seconds)
     return Summary(config.output_dir, manifest, len(todo), len(mine) - len(todo), seconds,
                    write_plan.warnings)
-
-
-# The disk, not the command, failing a write before the first shard: full, over quota,
-# read-only, broken, a file too big.
-DISK_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG)
 
 
 class WriteFailed(errors.PipelineError, OSError):

@@ -1,0 +1,58 @@
+"""The trainer on a full disk: exit 3 with one line and no traceback, no temporary file left,
+and the same command, once there is room, finishing the run."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT, write_labeled_dataset
+from pipeline import errors
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 150 KiB tmpfs (root only), unmounted after the test."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=150k", "tmpfs", str(mount)],
+            capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def _train(config, workdir):
+    return subprocess.run([sys.executable, "train.py", f"--config={config}",
+                           f"--workdir={workdir}"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": REPO_ROOT})
+
+
+def test_a_full_disk_stops_training_in_one_line_and_the_rerun_finishes(tiny_disk, tmp_path):
+    data_dir = write_labeled_dataset(tmp_path, 24, "data", shards=1, val_shards=1,
+                                     val_fraction=0.25)
+    config = tmp_path / "tiny.gin"
+    config.write_text(f"train_and_evaluate.data_dir = '{data_dir}'\n"
+                      "train_and_evaluate.epochs = 3\ntrain_and_evaluate.depth = 10\n"
+                      "train_and_evaluate.width = 4\ntrain_and_evaluate.stem = 'small'\n"
+                      "train_and_evaluate.batch_size = 4\n"
+                      "train_and_evaluate.warmup_epochs = 0\n")
+    workdir = tiny_disk / "run"
+    result = _train(config, workdir)
+    assert result.returncode == errors.EXIT_IO, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    said = [line for line in result.stderr.splitlines() if "cannot write" in line]
+    assert len(said) == 1 and "No space left on device" in said[0], result.stderr[-3000:]
+    assert "run the same command again" in said[0]
+    leftovers = [name for _, _, names in os.walk(workdir) for name in names if ".tmp." in name]
+    assert not leftovers
+
+    subprocess.run(["mount", "-o", "remount,size=64m", str(tiny_disk)], check=True)
+    rerun = _train(config, workdir)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert os.path.exists(workdir / "metrics.json")
