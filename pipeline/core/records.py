@@ -251,18 +251,34 @@ def example_layout(read: Callable[[int, int], bytes], length: int) -> ExampleLay
     the image a Feature{bytes_list (1): BytesList{value (1)}} and the label a
     Feature{int64_list (3): Int64List{value (1)}}, packed or not. Any field order is accepted.
     """
+    found = _feature_values(read, length, (IMAGE_KEY, LABEL_KEY))
+    if IMAGE_KEY not in found or LABEL_KEY not in found:
+        raise FormatError(f"no {IMAGE_KEY!r} or no {LABEL_KEY!r} feature")
+    image_offset, image_length = found[IMAGE_KEY]
+    return ExampleLayout(image_offset, image_length, found[LABEL_KEY][0])
+
+
+def path_of(payload: bytes) -> str:
+    """The source path a serialised Example holds (its `path` feature)."""
+    found = _feature_values(lambda offset, n: payload[offset:offset + n], len(payload),
+                            (PATH_KEY,))
+    if PATH_KEY not in found:
+        raise FormatError(f"no {PATH_KEY!r} feature")
+    offset, size = found[PATH_KEY]
+    return payload[offset:offset + size].decode("utf-8", "surrogateescape")
+
+
+def _feature_values(read, length: int, keys) -> dict[str, tuple[int, int]]:
+    """{key: (offset, length) of its single value} of the Example features named `keys`."""
     found: dict[str, tuple[int, int]] = {}
     for field, start, end in _fields(read, 0, length):
         if field == 1:  # Example.features
             for entry_field, entry_start, entry_end in _fields(read, start, end):
                 if entry_field == 1:  # Features.feature, a map entry
                     key, value = _map_entry(read, entry_start, entry_end)
-                    if key in (IMAGE_KEY, LABEL_KEY) and value is not None:
+                    if key in keys and value is not None:
                         found[key] = _only_value(read, value, key)
-    if IMAGE_KEY not in found or LABEL_KEY not in found:
-        raise FormatError(f"no {IMAGE_KEY!r} or no {LABEL_KEY!r} feature")
-    image_offset, image_length = found[IMAGE_KEY]
-    return ExampleLayout(image_offset, image_length, found[LABEL_KEY][0])
+    return found
 
 
 def layout_of(payload: bytes) -> ExampleLayout:
@@ -310,8 +326,8 @@ def _map_entry(read, start: int, end: int):
 
 
 def _only_value(read, feature: tuple[int, int], key: str) -> tuple[int, int]:
-    """(offset, length) of the single value of an image or label Feature."""
-    want = 1 if key == IMAGE_KEY else 3  # Feature.bytes_list, Feature.int64_list
+    """(offset, length) of the single value of an image, path or label Feature."""
+    want = 3 if key == LABEL_KEY else 1  # Feature.int64_list, Feature.bytes_list
     kinds = list(_fields(read, *feature))
     if len(kinds) != 1 or kinds[0][0] != want:
         raise FormatError(f"{key!r} is not a single {'bytes' if want == 1 else 'int64'} list")

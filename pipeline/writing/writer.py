@@ -34,8 +34,8 @@ from absl import logging
 
 from pipeline import cli, errors
 from pipeline.core import files, schema
-from pipeline.writing import (inputs, kept, lock, output_dir, plan, settings, shard_writer,
-                              tfds_export)
+from pipeline.writing import (inputs, kept, lock, output_dir, plan, restore, settings,
+                              shard_writer, tfds_export)
 from pipeline.writing.finish import (VerificationError, check_rejects, finish,
                                      planned_images, reject_counts)
 from pipeline.writing.progress import Progress
@@ -130,6 +130,7 @@ def repair_complete(config: WriteConfig, write_plan: WritePlan, start: float) ->
         "shards": sorted(spec.filename(config.compression) for spec in write_plan.shards)})
     if changed:
         raise output_dir.OutputDirError(changed)
+    restore.restore_rejects(config, manifest, write_plan.shards)
     listed = {shard.file: shard for info in manifest.splits.values() for shard in info.shards}
     mine = [listed[spec.filename(config.compression)] for spec in (
         write_plan.shards if config.finalize else

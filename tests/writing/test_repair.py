@@ -128,3 +128,20 @@ def test_a_rerun_refuses_a_dataset_json_edited_since(kaggle_folder, tmp_path, ed
                                              rf"its {re.escape(field)}.*--overwrite"):
         write_dataset(config)
     assert tree_digest(out) == before
+
+
+def test_a_rerun_restores_a_deleted_rejects_csv_from_the_shards(kaggle_folder, tmp_path):
+    train = (kaggle_folder / "train.csv").read_text().splitlines()
+    broken = [row.split(",")[0] for row in train[1:3]]
+    (kaggle_folder / broken[0]).write_bytes(b"not an image")
+    (kaggle_folder / broken[1]).write_bytes(b"")
+    out = tmp_path / "out"
+    config = _config(kaggle_folder, out, max_reject_fraction=0.2)
+    write_dataset(config)
+    written = (out / "rejects.csv").read_text()
+    assert written.count("\n") == 3  # the header and the two
+    before = tree_digest(out)
+    os.remove(out / "rejects.csv")
+    write_dataset(config)
+    assert (out / "rejects.csv").read_text() == written
+    assert tree_digest(out) == before
