@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import socket
+import subprocess
 
 import numpy as np
 import pytest
@@ -98,3 +99,18 @@ def info_logs(caplog):
     with caplog.at_level(logging.INFO):
         yield caplog
     absl_logging.set_verbosity(before)
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder, size: str):
+    """A tmpfs of `size` (mount's syntax: "1m", "150k") mounted at `folder` (created), root
+    only (the test is skipped otherwise), unmounted after."""
+    os.makedirs(folder, exist_ok=True)
+    if os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+            capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)

@@ -7,23 +7,15 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT, write_labeled_dataset
+from conftest import REPO_ROOT, small_tmpfs, write_labeled_dataset
 from pipeline import errors
 
 
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A 150 KiB tmpfs (root only), unmounted after the test."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=150k", "tmpfs", str(mount)],
-            capture_output=True).returncode != 0:
-        pytest.skip("needs root to mount a small tmpfs")
-    try:
+    with small_tmpfs(tmp_path / "disk", "150k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def _train(config, workdir):

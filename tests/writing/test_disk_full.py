@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT, write_csv, write_images
+from conftest import REPO_ROOT, small_tmpfs, write_csv, write_images
 from pipeline import errors
 from pipeline.core import files
 
@@ -28,16 +28,8 @@ def tree_digest(folder):
 @pytest.fixture
 def small_disk(tmp_path):
     """A 1 MiB tmpfs (root only), unmounted after the test."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-            capture_output=True).returncode != 0:
-        pytest.skip("needs root to mount a small tmpfs")
-    try:
+    with small_tmpfs(tmp_path / "disk", "1m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def _write(source, out, cwd):
