@@ -8,6 +8,7 @@
     integrity.py   verify_dataset: every shard and record checked against the manifest
     streams.py     the hashing and inflating file readers integrity.py checks shards with
     files.py       atomic writes and temporary names a rerun can find
+    locks.py       one process per directory: flock, and a note of who holds it
     workspace.py   where things live by default (PIPELINE_WORKSPACE)
 
 schema.py, records.py and record_index.py are the only modules that know the formats; the

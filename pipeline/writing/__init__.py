@@ -16,6 +16,8 @@
     shard_writer.py  what a worker process runs: decode and serialise one shard
     output_dir.py    whose the output directory is, what is complete, what may be removed
     lock.py          one writer per output directory (flock), the holder named to others
+    kept.py          reruns check what they keep (shards, indexes, dataset.json's fields)
+    restore.py       reruns restore a deleted rejects.csv from the shards
     progress.py      the progress bar or log line of a long write
     finish.py        check what was written, then rejects.csv, TFDS metadata, dataset.json
     tfds_export.py   the TFDS metadata beside the shards (tfds.builder_from_directory)
