@@ -106,7 +106,11 @@ def write_holding_dir(config: WriteConfig, write_plan: WritePlan, start: float) 
         holder = lock.record_holder(config.output_dir)
         try:
             if state == "complete":
-                return repair_complete(config, write_plan, start)
+                summary = repair_complete(config, write_plan, start)
+                if not tasks:  # what a write killed after dataset.json left: nothing to keep
+                    shutil.rmtree(os.path.join(config.output_dir, shard_writer.PROGRESS_DIR),
+                                  ignore_errors=True)
+                return summary
             with (lock.locked_task(config.output_dir, config.task_index, config.num_tasks)
                   if tasks else contextlib.nullcontext()):
                 return write_locked(config, write_plan, start)

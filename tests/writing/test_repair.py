@@ -5,11 +5,13 @@ clean run; a shard whose source images changed is refused, not silently mixed in
 import json
 import os
 import re
+import shutil
 
 import pytest
 
 from conftest import tree_digest
 from pipeline.core import schema
+from pipeline.writing import finish as finish_module
 from pipeline.writing import shard_writer, writer
 from pipeline.writing.finish import VerificationError
 from pipeline.writing.output_dir import OutputDirError
@@ -145,3 +147,30 @@ def test_a_rerun_restores_a_deleted_rejects_csv_from_the_shards(kaggle_folder, t
     write_dataset(config)
     assert (out / "rejects.csv").read_text() == written
     assert tree_digest(out) == before
+
+
+@pytest.mark.parametrize("tasks", [1, 2])
+def test_a_write_killed_after_its_manifest_is_tidied_by_the_rerun(kaggle_folder, reference,
+                                                                 tmp_path, monkeypatch, tasks):
+    """Killed between dataset.json and the removal of .progress/ (a one-task write, or the
+    --finalize of a two-task one): the same command removes what is left."""
+    out = tmp_path / "out"
+    for index in range(tasks if tasks > 1 else 0):
+        write_dataset(_config(kaggle_folder, out, num_tasks=tasks, task_index=index))
+    last = _config(kaggle_folder, out, **(dict(num_tasks=tasks, finalize=True) if tasks > 1
+                                          else {}))
+    real = shutil.rmtree
+
+    def killed(path, *args, **kwargs):
+        if str(path).endswith(shard_writer.PROGRESS_DIR):
+            raise KeyboardInterrupt  # the kill, just before .progress/ goes
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(finish_module.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(last)
+    monkeypatch.undo()
+    assert (out / schema.MANIFEST_NAME).exists() and (out / shard_writer.PROGRESS_DIR).exists()
+    write_dataset(last)
+    assert not (out / shard_writer.PROGRESS_DIR).exists()
+    assert tree_digest(out) == tree_digest(reference)
