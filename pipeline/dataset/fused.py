@@ -31,7 +31,7 @@ from pipeline.augment import boxes, geometric
 from pipeline.augment.common import as_seed, fold_seed
 from pipeline.augment.resizing import op_text
 from pipeline.dataset import kernels
-from pipeline.dataset.random_access import Placement, RecordReader
+from pipeline.dataset.random_access import RecordReader
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,19 +97,41 @@ def placement(host: HostOps, seeds: np.ndarray, count: int,
     """The crops and flips of a batch of `count` images, as the ops would draw them."""
     if not host.count:
         return None
+    flips = (geometric.flips_np(seeds[host.flip], count) if host.flip is not None
+             else np.zeros(count, bool))
     if host.resized is not None:
         _, height, width = image_shape
-        flips = (geometric.flips_np(seeds[host.flip], count) if host.flip is not None
-                 else np.zeros(count, bool))
         return Resampling(boxes.boxes_np(seeds[host.resized], count, height, width,
                                          host.scale, host.ratio), flips)
     tops = lefts = np.zeros(count, np.int64)
     if host.crop is not None:
         tops, lefts = geometric.crop_offsets_np(seeds[host.crop], count, host.pad)
-    flips = (geometric.flips_np(seeds[host.flip], count) if host.flip is not None
-             else np.zeros(count, bool))
     return Placement(np.ascontiguousarray(tops, np.int64), np.ascontiguousarray(lefts, np.int64),
                      host.pad, flips.astype(np.int64))
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """random_crop and flip_lr done by the reader: per slot of the batch, the row and column
+    offsets into the image zero-padded by `pad`, and whether it is mirrored (kernels._place)."""
+
+    tops: np.ndarray  # int64 [B], in [0, 2 * pad]
+    lefts: np.ndarray  # int64 [B]
+    pad: int
+    flips: np.ndarray  # int64 [B], 0 or 1
+
+    def read(self, reader: RecordReader, positions, start: int, stop: int, images, labels,
+             status, detail) -> None:
+        kernels.read_batch_placed(
+            *reader.kernel_args(positions, start, stop), images, labels, status, detail,
+            reader.scratch(), reader.num_classes, np.empty(reader.image_shape, np.uint8),
+            self.tops, self.lefts, self.pad, self.flips)
+
+    def gather(self, table: np.ndarray, rows: np.ndarray, start: int, stop: int,
+               images: np.ndarray) -> None:
+        """The same, from the in-memory table's `rows`."""
+        kernels.gather_placed(table, rows, start, stop, images, self.tops, self.lefts,
+                              self.pad, self.flips)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,12 +145,11 @@ class Resampling:
 
     def read(self, reader: RecordReader, positions, start: int, stop: int, images, labels,
              status, detail) -> None:
-        fds, table, shard_of = reader.kernel_args(positions, start, stop)[:3]
         source = np.empty(reader.image_shape, np.uint8)
         flat, scratch = source.reshape(-1), reader.scratch()
         for slot in range(start, stop):
-            status[slot], detail[slot], labels[slot] = kernels.read_one(
-                fds, table, shard_of, positions[slot], flat, scratch, reader.num_classes)
+            status[slot], detail[slot], labels[slot] = reader.read_one(positions[slot], flat,
+                                                                       scratch)
             if status[slot] == kernels.OK:
                 self._resize(source, images[slot], slot)
 

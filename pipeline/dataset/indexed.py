@@ -184,8 +184,7 @@ def read_batches(numbers: tf.data.Dataset, records: Records, order: Order,
         return positions
 
     def read(positions, seeds):
-        images = pool.take() if len(positions) == order.batch_size else np.empty(
-            (len(positions), *shape), np.uint8)
+        images = pool.take(len(positions))
         labels = np.empty(len(positions), np.int64)
         try:
             reader.read_into(positions, images, labels,
@@ -241,8 +240,7 @@ def gather_placed(numbers: tf.data.Dataset, images: np.ndarray, labels: np.ndarr
 
     def gather(batch, seeds):
         rows = order.indices(int(batch))
-        out = pool.take() if len(rows) == order.batch_size else np.empty((len(rows), *shape),
-                                                                         np.uint8)
+        out = pool.take(len(rows))
         placement = fused.placement(host, seeds, len(rows), images.shape[1:])
         in_threads(lambda start, stop: placement.gather(images, rows, start, stop, out),
                    len(rows), threads)

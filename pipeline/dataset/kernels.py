@@ -179,16 +179,21 @@ def read_record(fd, offset, length, image_offset, label_offset, image, scratch, 
 
 
 @numba.njit(nogil=True, cache=True)
+def _read_position(fds, table, shard_of, p, image, scratch, iov, num_classes):
+    """read_record of the record at reader position `p` (its shard's fd, its index row)."""
+    return read_record(fds[shard_of[p]], table[p, 0], table[p, 1], table[p, 2], table[p, 3],
+                       image, scratch, iov, num_classes)
+
+
+@numba.njit(nogil=True, cache=True)
 def read_batch(fds, table, shard_of, positions, start, stop, images, labels, status, detail,
                scratch, num_classes):
     """Records positions[start:stop] into images[start:stop] (uint8 [B, image_bytes]), their
     labels, status and detail; every record is read, whatever an earlier one gave."""
     iov = np.empty(6, np.int64)
     for slot in range(start, stop):
-        p = positions[slot]
-        status[slot], detail[slot], labels[slot] = read_record(
-            fds[shard_of[p]], table[p, 0], table[p, 1], table[p, 2], table[p, 3],
-            images[slot], scratch, iov, num_classes)
+        status[slot], detail[slot], labels[slot] = _read_position(
+            fds, table, shard_of, positions[slot], images[slot], scratch, iov, num_classes)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -235,10 +240,8 @@ def read_batch_placed(fds, table, shard_of, positions, start, stop, images, labe
     iov = np.empty(6, np.int64)
     flat = source.reshape(source.size)
     for slot in range(start, stop):
-        p = positions[slot]
-        status[slot], detail[slot], labels[slot] = read_record(
-            fds[shard_of[p]], table[p, 0], table[p, 1], table[p, 2], table[p, 3],
-            flat, scratch, iov, num_classes)
+        status[slot], detail[slot], labels[slot] = _read_position(
+            fds, table, shard_of, positions[slot], flat, scratch, iov, num_classes)
         if status[slot] == OK:
             _place(source, images[slot], tops[slot], lefts[slot], pad, flips[slot])
 
@@ -246,9 +249,8 @@ def read_batch_placed(fds, table, shard_of, positions, start, stop, images, labe
 @numba.njit(nogil=True, cache=True)
 def read_one(fds, table, shard_of, position, image, scratch, num_classes):
     """One record into `image` (uint8 [image_bytes]): (status, detail, label)."""
-    return read_record(fds[shard_of[position]], table[position, 0], table[position, 1],
-                       table[position, 2], table[position, 3], image, scratch,
-                       np.empty(6, np.int64), num_classes)
+    return _read_position(fds, table, shard_of, position, image, scratch,
+                          np.empty(6, np.int64), num_classes)
 
 
 @numba.njit(nogil=True, cache=True)

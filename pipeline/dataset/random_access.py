@@ -27,7 +27,6 @@ CRC, both memory-bound); with the batch order, the read-ahead advice and the poo
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import threading
@@ -60,7 +59,11 @@ class BatchPool:
         self._keep = keep
         self._lock = threading.Lock()
 
-    def take(self) -> np.ndarray:
+    def take(self, count: int | None = None) -> np.ndarray:
+        """An array of the pool's shape; for a `count` other than its batch size (an
+        evaluation's last, partial batch), a fresh one of that many rows."""
+        if count is not None and count != self.shape[0]:
+            return np.empty((count, *self.shape[1:]), np.uint8)
         with self._lock:
             for array in self._arrays:
                 # Held only by the list, this loop and getrefcount's argument: free. An
@@ -89,30 +92,6 @@ class DamagedRecord(Exception):
     def __init__(self, shard: str, record: int, problem: str):
         super().__init__(f"{shard}: record {record}: {problem}")
         self.shard, self.record, self.problem = shard, record, problem
-
-
-@dataclasses.dataclass(frozen=True)
-class Placement:
-    """random_crop and flip_lr done by the reader: per slot of the batch, the row and column
-    offsets into the image zero-padded by `pad`, and whether it is mirrored (kernels._place)."""
-
-    tops: np.ndarray  # int64 [B], in [0, 2 * pad]
-    lefts: np.ndarray  # int64 [B]
-    pad: int
-    flips: np.ndarray  # int64 [B], 0 or 1
-
-    def read(self, reader: "RecordReader", positions, start: int, stop: int, images, labels,
-             status, detail) -> None:
-        kernels.read_batch_placed(
-            *reader.kernel_args(positions, start, stop), images, labels, status, detail,
-            reader.scratch(), reader.num_classes, np.empty(reader.image_shape, np.uint8),
-            self.tops, self.lefts, self.pad, self.flips)
-
-    def gather(self, table: np.ndarray, rows: np.ndarray, start: int, stop: int,
-               images: np.ndarray) -> None:
-        """The same, from the in-memory table's `rows`."""
-        kernels.gather_placed(table, rows, start, stop, images, self.tops, self.lefts,
-                              self.pad, self.flips)
 
 
 class RecordReader:
@@ -154,8 +133,8 @@ class RecordReader:
     def read_into(self, positions: np.ndarray, images: np.ndarray, labels: np.ndarray,
                   placement=None) -> None:
         """Records at `positions` into images[i] (uint8, image_shape) and labels[i]; with a
-        `placement` (Placement, fused.Resampling), cropped, resized and flipped on the way as
-        it says. Raises DamagedRecord for the first record (in batch order) that fails its
+        `placement` (fused.Placement, fused.Resampling), cropped, resized and flipped on the
+        way as it says. Raises DamagedRecord for the first record (in batch order) that fails its
         checks, whatever the threads."""
         positions = np.ascontiguousarray(positions, np.int64)
         count = len(positions)
@@ -178,6 +157,13 @@ class RecordReader:
     def kernel_args(self, positions: np.ndarray, start: int, stop: int) -> tuple:
         """The kernels' first arguments: where the records are, and which slots to read."""
         return self._fd_array, self.table, self.shard_of, positions, start, stop
+
+    def read_one(self, position: int, image: np.ndarray,
+                 scratch: np.ndarray) -> tuple[int, int, int]:
+        """The record at `position` into `image` (uint8, flat): (status, detail, label) as
+        the kernels give them."""
+        return kernels.read_one(self._fd_array, self.table, self.shard_of, position, image,
+                                scratch, self.num_classes)
 
     def scratch(self) -> np.ndarray:
         """A buffer for the bytes of a record around its image (one per reading thread)."""

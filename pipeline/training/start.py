@@ -4,7 +4,6 @@ the precision, the devices, the batch and the image sizes."""
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import keras
 import tensorflow as tf
@@ -44,8 +43,6 @@ def start_run(data_dir: str, workdir: str, *, train_split: str, val_split: str,
               sizes: dict | None = None, allow_other_data: bool = False) -> Run:
     """Check the dataset and the workdir, seed everything, pick the precision and devices.
     `sizes`: make_resolution's arguments."""
-    if os.path.isfile(workdir):  # before the dataset: every path of the run checked first
-        raise run_files.not_a_workdir(workdir)
     manifest = read_manifest(data_dir, fold)
     if val_split not in manifest.splits:
         how = (f"it is in {len(manifest.folds)} folds: pass fold=0..{len(manifest.folds) - 1}"

@@ -56,15 +56,6 @@ def write_speedup(rows: Sequence[Row]) -> float | None:
     return parallel.images_per_s / baseline.images_per_s
 
 
-def baseline_ratio(rows: Sequence[Row], name: str) -> float | None:
-    """img/s of row `name` over the JPEG tf.data row's, when both ran."""
-    by_name = {row.name: row for row in rows}
-    row, baseline = by_name.get(name), by_name.get(BASELINE_ROW)
-    if row is None or baseline is None or baseline.images_per_s <= 0:
-        return None
-    return row.images_per_s / baseline.images_per_s
-
-
 def ratio(rows: Sequence[Row], name: str, baseline: str) -> float | None:
     """img/s of row `name` over row `baseline`'s, when both ran."""
     by_name = {row.name: row for row in rows}
@@ -72,6 +63,11 @@ def ratio(rows: Sequence[Row], name: str, baseline: str) -> float | None:
     if row is None or base is None or base.images_per_s <= 0:
         return None
     return row.images_per_s / base.images_per_s
+
+
+def baseline_ratio(rows: Sequence[Row], name: str) -> float | None:
+    """img/s of row `name` over the JPEG tf.data row's, when both ran."""
+    return ratio(rows, name, BASELINE_ROW)
 
 
 def scaling_lines(rows: Sequence[Row]) -> list[str]:
