@@ -5,7 +5,9 @@ r"""Check a written dataset against its `dataset.json`: every shard, every recor
 
 Prints one line per problem, naming the shard file and, where there is one, the 0-based
 record (`train-00003-of-00036.tfrecord: record 17: data CRC mismatch`), then one summary
-line. What is checked, and how, is in pipeline.core.integrity.
+line. A record index problem gets a line of its own, named by the index file
+(`train-00003-of-00036.tfrecord.offsets: sha256 ..., dataset.json says ...`). What is
+checked, and how, is in pipeline.core.integrity and pipeline.core.index_check.
 
 Exit status: 0 no problems, 1 problems found, 2 unusable input (no or malformed dataset.json,
 an unknown --split, bad flags).

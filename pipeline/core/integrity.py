@@ -19,9 +19,11 @@ plus READ_CHUNK_BYTES. Shards are checked in parallel worker processes, one per 
 default. Workers never import TensorFlow (seconds per process); records are parsed with the
 pure-protobuf copy of the `tf.train.Example` message that tensorflow_datasets ships.
 
-The DALI index files and the TFDS metadata beside the shards are not checked: they are derived
-from the shards and dataset.json, and a problem in them must not make on_corrupt="skip" (which
-reads these reports) drop good records. The reader (skipping damaged shards) and the trainer
+Each record index (`<shard>.offsets`) is checked too (pipeline.core.index_check: its digest in
+dataset.json, its rows against the shard's records), each problem on a line named by the index
+file, not the shard: on_corrupt="skip" (which reads these reports) then never drops good
+records because of a bad index. The DALI index files and the TFDS metadata are not checked:
+they are derived from the shards and dataset.json. The reader (skipping damaged shards) and the trainer
 (naming them) use this module, which is why it lives with the format and not with the tools.
 """
 
@@ -37,7 +39,7 @@ from typing import Sequence
 from absl import logging
 
 from pipeline import cli, errors
-from pipeline.core import schema
+from pipeline.core import index_check, schema
 from pipeline.core.records import iter_framed_records
 from pipeline.core.streams import HashingReader, InflatingReader
 
@@ -210,6 +212,10 @@ def check_shard(task: ShardTask) -> ShardReport:
         problems.append(Problem(name, None, f"sha256 {sha256[:SHA256_SHOWN_CHARS]}..., "
                                             f"manifest says "
                                             f"{expected.sha256[:SHA256_SHOWN_CHARS]}..."))
+    if task.compression == "NONE":  # each on a line of its own, named by the index file
+        index_file = schema.record_index_filename(name, "NONE")
+        problems += [Problem(index_file, None, message) for message in
+                     index_check.index_problems(task.data_dir, expected, task.image_bytes)]
     return ShardReport(name, records, source.bytes, tuple(problems))
 
 

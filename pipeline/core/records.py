@@ -178,6 +178,7 @@ class RecordWriter:
             self._zlib = zlib.compressobj(COMPRESSION_LEVEL)
         self.records = 0
         self.stream_bytes = 0  # framed bytes written so far, before compression
+        self.last_crc = 0  # the masked data CRC32C of the record written last (its footer)
 
     def write(self, payload: bytes) -> tuple[int, int]:
         """Append one record; returns its (offset, size) in the uncompressed record stream,
@@ -190,6 +191,7 @@ class RecordWriter:
         else:
             self._sink.write(framed)
         span = (self.stream_bytes, len(framed))
+        (self.last_crc,) = struct.unpack_from("<I", framed, len(framed) - FOOTER_BYTES)
         self.stream_bytes += len(framed)
         self.records += 1
         return span
@@ -256,6 +258,30 @@ def example_layout(read: Callable[[int, int], bytes], length: int) -> ExampleLay
         raise FormatError(f"no {IMAGE_KEY!r} or no {LABEL_KEY!r} feature")
     image_offset, image_length = found[IMAGE_KEY]
     return ExampleLayout(image_offset, image_length, found[LABEL_KEY][0])
+
+
+def image_lead(image_bytes: int) -> bytes:
+    """The bytes right before the image in a record holding `image_bytes` of it: its map
+    entry's key and the Feature, BytesList and value framing (tags and lengths). A record index
+    row whose image offset is not preceded by these does not point at an image."""
+    value = _varint(1 << 3 | 2) + _varint(image_bytes)  # BytesList.value
+    byte_list = _varint(1 << 3 | 2) + _varint(len(value) + image_bytes)  # Feature.bytes_list
+    feature = _varint(2 << 3 | 2) + _varint(len(byte_list) + len(value) + image_bytes)
+    return _length_delimited(1, IMAGE_KEY.encode()) + feature + byte_list + value
+
+
+# A label's varint is 1..10 bytes long (-1 takes 10).
+LABEL_VARINT_BYTES = range(1, _MAX_VARINT_BYTES + 1)
+
+
+def label_lead(varint_bytes: int) -> bytes:
+    """The bytes right before a label varint of `varint_bytes` bytes: its map entry's key and
+    the Feature and packed Int64List framing (label_lead(1): b"\n\x05label\x12\x05\x1a\x03
+    \n\x01"), the same length for every varint length."""
+    packed = _varint(1 << 3 | 2) + _varint(varint_bytes)  # Int64List.value, packed
+    int64_list = _varint(3 << 3 | 2) + _varint(len(packed) + varint_bytes)
+    feature = _varint(2 << 3 | 2) + _varint(len(int64_list) + len(packed) + varint_bytes)
+    return _length_delimited(1, LABEL_KEY.encode()) + feature + int64_list + packed
 
 
 def path_of(payload: bytes) -> str:

@@ -5,6 +5,7 @@ A dataset directory holds sharded TFRecord files and one `dataset.json`:
     train-00000-of-00036.tfrecord ... train-00035-of-00036.tfrecord
     val-00000-of-00004.tfrecord ...
     train-00000-of-00036.tfrecord.idx ...  # DALI index of each uncompressed shard
+    train-00000-of-00036.tfrecord.offsets ...  # record index (pipeline.core.record_index)
     dataset.json      # written last: its presence means the dataset is complete
     rejects.csv       # source images that could not be decoded, with the reason
     dataset_info.json, features.json, label.labels.txt   # TFDS's view (writing.tfds_export)
@@ -15,15 +16,15 @@ Each record is a serialised `tf.train.Example` with three features:
     label: int64  class index into `classes`, or -1 for an unlabeled (test) image
     path:  bytes  the source image's path relative to the input (UTF-8)
 
-This module and pipeline.core.records (the same records as bytes: encoding, framing, CRCs)
-are the only places that know the format; the writer, the reader and the tools import them.
+This module, pipeline.core.manifest_json (dataset.json's text), pipeline.core.records (the
+same records as bytes: encoding, framing, CRCs) and pipeline.core.record_index are the only
+places that know the format; the writer, the reader and the tools import them.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import os
 import re
 from typing import Any, Mapping, Sequence
@@ -31,7 +32,9 @@ from typing import Any, Mapping, Sequence
 from pipeline import errors
 from pipeline.core import files
 
-FORMAT_VERSION = 1
+# 2: dataset.json holds each record index's sha256, each index every record's data CRC
+# (pipeline.core.record_index); shards are byte for byte those of 1, which still reads.
+FORMAT_VERSION = 2
 MANIFEST_NAME = "dataset.json"
 REJECTS_NAME = "rejects.csv"
 
@@ -122,12 +125,16 @@ class ShardInfo:
     bytes: int
     sha256: str
     fold: int | None = None  # in a dataset written with folds: the fold of all its records
+    # sha256 of its record index file (format 2, uncompressed shards): ties the place and CRC of
+    # every record to this manifest (pipeline.core.record_index). None: compressed, or format 1.
+    index_sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The manifest's entry: "fold" only where there is one (other manifests unchanged)."""
+        """The manifest's entry: "fold" and "index_sha256" only where there is one."""
         entry = dataclasses.asdict(self)
-        if self.fold is None:
-            del entry["fold"]
+        for optional in ("fold", "index_sha256"):
+            if entry[optional] is None:
+                del entry[optional]
         return entry
 
 
@@ -216,107 +223,18 @@ class Manifest:
         return [os.path.join(data_dir, shard.file) for shard in self.split(split).shards]
 
     def to_json(self) -> str:
-        if self.fold is not None:
-            raise ValueError("a fold view is not a manifest to store; store the dataset's")
-        document = {
-            "format_version": self.format_version,
-            "image_shape": list(self.image_shape),
-            "dtype": self.dtype,
-            "layout": self.layout,
-            "compression": self.compression,
-            "classes": list(self.classes),
-            "mean": None if self.mean is None else list(self.mean),
-            "std": None if self.std is None else list(self.std),
-            "rejects": self.rejects,
-            "splits": {
-                name: {
-                    "count": info.count,
-                    "class_counts": dict(info.class_counts),
-                    "shards": [shard.to_dict() for shard in info.shards],
-                }
-                for name, info in self.splits.items()
-            },
-            "flags": dict(self.flags),
-            "fingerprint": self.fingerprint,
-        }
-        if self.folds:
-            document["folds"] = [{"count": fold.count, "class_counts": dict(fold.class_counts)}
-                                 for fold in self.folds]
-        return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+        """dataset.json's text (pipeline.core.manifest_json)."""
+        from pipeline.core import manifest_json
+
+        return manifest_json.to_json(self)
 
     @classmethod
     def from_json(cls, text: str, source: str = MANIFEST_NAME) -> "Manifest":
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise FormatError(f"{source} is not valid JSON: {err}") from err
-        if not isinstance(doc, dict):
-            raise FormatError(f"{source} must hold a JSON object, got {type(doc).__name__}")
-        version = doc.get("format_version")
-        if version != FORMAT_VERSION:
-            raise FormatError(
-                f"{source} has format_version {version!r}; this code reads {FORMAT_VERSION}. "
-                "Rewrite the dataset with `python -m pipeline.write --overwrite`."
-            )
-        try:
-            splits = {
-                name: SplitInfo(
-                    count=int(info["count"]),
-                    shards=tuple(ShardInfo(**shard) for shard in info["shards"]),
-                    class_counts=dict(info.get("class_counts", {})),
-                )
-                for name, info in doc["splits"].items()
-            }
-            manifest = cls(
-                image_shape=tuple(int(d) for d in doc["image_shape"]),
-                classes=tuple(doc["classes"]),
-                splits=splits,
-                mean=None if doc.get("mean") is None else tuple(doc["mean"]),
-                std=None if doc.get("std") is None else tuple(doc["std"]),
-                compression=doc.get("compression", "NONE"),
-                rejects=int(doc.get("rejects", 0)),
-                flags=doc.get("flags", {}),
-                fingerprint=doc.get("fingerprint", ""),
-                dtype=doc["dtype"],
-                layout=doc["layout"],
-                folds=tuple(SplitInfo(int(fold["count"]), (), dict(fold["class_counts"]))
-                            for fold in doc.get("folds", ())),
-            )
-        except (KeyError, TypeError, ValueError) as err:
-            raise FormatError(f"{source} is missing or has a malformed field: {err!r}") from err
-        validate_manifest(manifest, source)
-        return manifest
+        """The manifest in dataset.json's `text`; FormatError naming `source` when it is not
+        one this code reads (pipeline.core.manifest_json)."""
+        from pipeline.core import manifest_json
 
-
-def validate_manifest(manifest: Manifest, source: str = MANIFEST_NAME) -> None:
-    if (manifest.dtype, manifest.layout) != (DTYPE, LAYOUT):
-        raise FormatError(
-            f"{source}: dtype/layout {manifest.dtype}/{manifest.layout}; expected {DTYPE}/{LAYOUT}"
-        )
-    if len(manifest.image_shape) != 3 or manifest.image_shape[0] != CHANNELS:
-        raise FormatError(f"{source}: image_shape {list(manifest.image_shape)} is not [3, H, W]")
-    compression_suffix(manifest.compression)
-    for name, info in manifest.splits.items():
-        total = sum(shard.count for shard in info.shards)
-        if total != info.count:
-            raise FormatError(
-                f"{source}: split {name!r} says count={info.count} but its shards hold {total}"
-            )
-    validate_folds(manifest, source)
-
-
-def validate_folds(manifest: Manifest, source: str) -> None:
-    """Every shard of a folded train split in a fold, each fold's count its shards'."""
-    if not manifest.folds:
-        return
-    shards = manifest.split(TRAIN).shards
-    for number, fold in enumerate(manifest.folds):
-        total = sum(shard.count for shard in shards if shard.fold == number)
-        if total != fold.count:
-            raise FormatError(f"{source}: fold {number} says count={fold.count} but its "
-                              f"shards hold {total}")
-    if sum(fold.count for fold in manifest.folds) != manifest.split(TRAIN).count:
-        raise FormatError(f"{source}: a {TRAIN!r} shard is in none of its folds")
+        return manifest_json.from_json(text, source)
 
 
 def manifest_path(data_dir: str) -> str:

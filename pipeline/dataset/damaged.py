@@ -21,7 +21,7 @@ from typing import Sequence
 
 from absl import logging
 
-from pipeline.core import integrity, schema
+from pipeline.core import integrity, record_index, schema
 from pipeline.dataset.options import DatasetError
 
 # Every message about a damaged record says this (damage_named finds them by it).
@@ -56,13 +56,14 @@ def damaged_message(shard: str, record: int, problem: str) -> str:
 def damage_named(error_message: str) -> str | None:
     """The damaged_message inside a TensorFlow error raised while iterating a dataset, or None.
 
+    A record that does not match dataset.json (record_index.MISMATCH) is named the same way.
     Inside a pipeline, a damaged record stops reading with tf.debugging.Assert's
     InvalidArgumentError ("... assertion failed: [<damaged_message>]"): no TensorFlow op
     raises DataLossError with a message of ours, and an exception raised in a numpy_function
     comes out as UnknownError with its Python traceback in the message.
     """
-    found = re.search(r"assertion failed: \[([^\]]*" + re.escape(DAMAGED) + r"[^\]]*)\]",
-                      error_message)
+    named = "|".join(re.escape(marker) for marker in (DAMAGED, record_index.MISMATCH))
+    found = re.search(r"assertion failed: \[([^\]]*(?:" + named + r")[^\]]*)\]", error_message)
     if found is None:
         return None
     # The assertion prints its string C-escaped.

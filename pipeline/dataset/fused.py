@@ -124,7 +124,7 @@ class Placement:
              status, detail) -> None:
         kernels.read_batch_placed(
             *reader.kernel_args(positions, start, stop), images, labels, status, detail,
-            reader.scratch(), reader.num_classes, np.empty(reader.image_shape, np.uint8),
+            reader.scratch(), reader.checks, np.empty(reader.image_shape, np.uint8),
             self.tops, self.lefts, self.pad, self.flips)
 
     def gather(self, table: np.ndarray, rows: np.ndarray, start: int, stop: int,

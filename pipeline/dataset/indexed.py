@@ -31,7 +31,7 @@ import tensorflow as tf
 from absl import logging
 
 from pipeline import augment as augment_lib
-from pipeline.core import schema
+from pipeline.core import record_index, schema
 from pipeline.dataset import access as access_lib
 from pipeline.dataset import damaged, fused, table
 from pipeline.dataset.options import ReadOptions
@@ -192,6 +192,8 @@ def read_batches(numbers: tf.data.Dataset, records: Records, order: Order,
         except DamagedRecord as err:
             message = damaged.damaged_message(err.shard, err.record, err.problem)
             return images, labels, message.encode("utf-8")
+        except record_index.IndexMismatch as err:  # named the same way (damaged.damage_named)
+            return images, labels, str(err).encode("utf-8")
         return images, labels, b""
 
     def locate_in_graph(batch):

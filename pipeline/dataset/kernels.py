@@ -12,8 +12,10 @@ Per record: one `preadv` of exactly its bytes (pipeline.core.record_index locate
 into its row of the batch (or into a scratch image when it is cropped or flipped on its way),
 the rest (label, path, the data CRC) into the scratch after the prefix. Then the checks, in
 this order: all bytes there, the header's length CRC, the length the index gives, the data
-CRC32C (the CPU's CRC instruction on x86; a table elsewhere), the label varint and its range.
-A record that fails gets a status code and a detail (bytes read, the length held, the label);
+CRC32C (the CPU's CRC instruction on x86; a table elsewhere), the image and the label behind
+their own keys and framing (the `leads`, pipeline.core.records.image_lead and label_lead), the
+label varint and its range, and last that CRC being the one the index lists. A record that
+fails gets a status code and a detail (bytes read, the length held, the label);
 pipeline.dataset.random_access turns the first into its error message.
 
 The fused crop and flip (random_crop's zero-padded translation, flip_lr's mirror) copy rows of
@@ -30,7 +32,11 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-OK, TRUNCATED, LENGTH_CRC, LENGTH, DATA_CRC, LABEL_UNREADABLE, LABEL_RANGE, READ_FAILED = range(8)
+(OK, TRUNCATED, LENGTH_CRC, LENGTH, DATA_CRC, LABEL_UNREADABLE, LABEL_RANGE, READ_FAILED,
+ NOT_INDEXED, IMAGE_FIELD, LABEL_FIELD) = range(11)
+# Statuses that say the record index (or the shard under it) is not dataset.json's, not that
+# the record is damaged: never skipped, since skipping would drop records that may be good.
+INDEX_STATUSES = (NOT_INDEXED, IMAGE_FIELD, LABEL_FIELD)
 HEADER_BYTES = 12  # TFRecord framing: 8-byte length, 4-byte masked CRC of it
 FOOTER_BYTES = 4  # masked CRC of the data
 UNLABELED = -1
@@ -127,23 +133,39 @@ def _le(buf, start, count):
 
 @numba.njit(nogil=True, cache=True)
 def _varint(buf, start, stop):
-    """(int64 value, ok) of the varint at buf[start:stop]."""
+    """(int64 value, its length in bytes) of the varint at buf[start:stop]; length 0: none."""
     value = np.uint64(0)
     for k in range(10):
         if start + k >= stop:
-            return 0, False
+            return 0, 0
         byte = buf[start + k]
         value |= np.uint64(byte & 0x7F) << np.uint64(7 * k)
         if byte < 0x80:
-            return np.int64(value), True
-    return 0, False
+            return np.int64(value), k + 1
+    return 0, 0
 
 
 @numba.njit(nogil=True, cache=True)
-def read_record(fd, offset, length, image_offset, label_offset, image, scratch, iov,
-                num_classes):
-    """One record: image bytes into `image` (uint8 [image_bytes]), the rest into `scratch`.
-    Returns (status, detail, label)."""
+def _led(buf, at, lead, floor):
+    """Whether buf[at - len(lead):at] holds `lead`, all of it at or after `floor`."""
+    size = lead.size
+    if at - size < floor:
+        return False
+    for k in range(size):
+        if buf[at - size + k] != lead[k]:
+            return False
+    return True
+
+
+@numba.njit(nogil=True, cache=True)
+def read_record(fd, row, image, scratch, iov, checks):
+    """One record (its index row: offset, data length, image and label offsets, data CRC):
+    image bytes into `image` (uint8 [image_bytes]), the rest into `scratch`. `checks`:
+    (num_classes, image lead, label leads [varint bytes, lead]). Returns (status, detail,
+    label)."""
+    num_classes, image_lead, label_leads = checks
+    offset, length, image_offset, label_offset, indexed_crc = row[0], row[1], row[2], row[3], \
+        row[4]
     image_bytes = image.size
     prefix = HEADER_BYTES + image_offset
     suffix = length - image_offset - image_bytes + FOOTER_BYTES
@@ -164,36 +186,45 @@ def read_record(fd, offset, length, image_offset, label_offset, image, scratch, 
     crc = crc32c(0, scratch, HEADER_BYTES, prefix)
     crc = crc32c(crc, image, 0, image_bytes)
     crc = crc32c(crc, scratch, prefix, prefix + suffix - FOOTER_BYTES)
-    if _mask(crc) != np.uint32(_le(scratch, prefix + suffix - FOOTER_BYTES, 4)):
+    footer = np.uint32(_le(scratch, prefix + suffix - FOOTER_BYTES, 4))
+    if _mask(crc) != footer:
         return DATA_CRC, 0, 0
+    if not _led(scratch, prefix, image_lead, HEADER_BYTES):
+        return IMAGE_FIELD, 0, 0
     if label_offset < image_offset:
-        label, ok = _varint(scratch, HEADER_BYTES + label_offset, prefix)
+        floor, at, stop = HEADER_BYTES, HEADER_BYTES + label_offset, prefix
     else:
-        at = prefix + label_offset - image_offset - image_bytes
-        label, ok = _varint(scratch, at, prefix + suffix - FOOTER_BYTES)
-    if not ok:
+        floor, at = prefix, prefix + label_offset - image_offset - image_bytes
+        stop = prefix + suffix - FOOTER_BYTES
+    label, size = _varint(scratch, at, stop)
+    if size == 0:
         return LABEL_UNREADABLE, 0, 0
+    if not _led(scratch, at, label_leads[size], floor):
+        return LABEL_FIELD, 0, 0
     if label != UNLABELED and not 0 <= label < num_classes:
         return LABEL_RANGE, label, label
+    # Last: a record whose own checks hold but whose CRC is not the index's is another
+    # record than the one written (a damaged one, say its label, is named as damage above).
+    if indexed_crc >= 0 and np.int64(footer) != indexed_crc:
+        return NOT_INDEXED, 0, 0
     return OK, 0, label
 
 
 @numba.njit(nogil=True, cache=True)
-def _read_position(fds, table, shard_of, p, image, scratch, iov, num_classes):
+def _read_position(fds, table, shard_of, p, image, scratch, iov, checks):
     """read_record of the record at reader position `p` (its shard's fd, its index row)."""
-    return read_record(fds[shard_of[p]], table[p, 0], table[p, 1], table[p, 2], table[p, 3],
-                       image, scratch, iov, num_classes)
+    return read_record(fds[shard_of[p]], table[p], image, scratch, iov, checks)
 
 
 @numba.njit(nogil=True, cache=True)
 def read_batch(fds, table, shard_of, positions, start, stop, images, labels, status, detail,
-               scratch, num_classes):
+               scratch, checks):
     """Records positions[start:stop] into images[start:stop] (uint8 [B, image_bytes]), their
     labels, status and detail; every record is read, whatever an earlier one gave."""
     iov = np.empty(6, np.int64)
     for slot in range(start, stop):
         status[slot], detail[slot], labels[slot] = _read_position(
-            fds, table, shard_of, positions[slot], images[slot], scratch, iov, num_classes)
+            fds, table, shard_of, positions[slot], images[slot], scratch, iov, checks)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -234,23 +265,23 @@ def _place(source, out, top, left, pad, flip):
 
 @numba.njit(nogil=True, cache=True)
 def read_batch_placed(fds, table, shard_of, positions, start, stop, images, labels, status,
-                      detail, scratch, num_classes, source, tops, lefts, pad, flips):
+                      detail, scratch, checks, source, tops, lefts, pad, flips):
     """read_batch through `source` (one scratch image [C, H, W]), each record placed into
     images[slot] ([B, C, H, W]) by _place with its own offsets and flip."""
     iov = np.empty(6, np.int64)
     flat = source.reshape(source.size)
     for slot in range(start, stop):
         status[slot], detail[slot], labels[slot] = _read_position(
-            fds, table, shard_of, positions[slot], flat, scratch, iov, num_classes)
+            fds, table, shard_of, positions[slot], flat, scratch, iov, checks)
         if status[slot] == OK:
             _place(source, images[slot], tops[slot], lefts[slot], pad, flips[slot])
 
 
 @numba.njit(nogil=True, cache=True)
-def read_one(fds, table, shard_of, position, image, scratch, num_classes):
+def read_one(fds, table, shard_of, position, image, scratch, checks):
     """One record into `image` (uint8 [image_bytes]): (status, detail, label)."""
     return _read_position(fds, table, shard_of, position, image, scratch,
-                          np.empty(6, np.int64), num_classes)
+                          np.empty(6, np.int64), checks)
 
 
 @numba.njit(nogil=True, cache=True)

@@ -9,8 +9,12 @@ batch size, with the damaged-shard policy (`DamagedShards`) and the tf.data serv
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 import random
 from typing import Sequence
+
+from absl import logging
 
 from pipeline import errors
 from pipeline.augment import DEFAULT_TRAIN_AUGMENT
@@ -121,8 +125,21 @@ def read_manifest(data_dir: str, fold: int | None = None) -> schema.Manifest:
     """The manifest as fold `fold` reads it (schema.Manifest.for_fold), a fold the dataset
     does not have a DatasetError. The trainer and predict read their folds through it."""
     try:
-        return schema.read_manifest(data_dir).for_fold(fold)
+        manifest = schema.read_manifest(data_dir)
+        if manifest.format_version < schema.FORMAT_VERSION:
+            _say_older_format(os.path.abspath(data_dir), manifest.format_version)
+        return manifest.for_fold(fold)
     except schema.FormatError as err:
         if fold is None:
             raise
         raise DatasetError(f"{data_dir}: {err}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def _say_older_format(data_dir: str, version: int) -> None:
+    """Once per dataset: what an older format misses, and the one command that upgrades it."""
+    logging.warning(
+        "%s is a format %d dataset: each record is checked against its own CRC, but nothing "
+        "ties the shards and their record indexes to dataset.json. Run the `python -m "
+        "pipeline.write` command that wrote it again (same flags) to upgrade it to format %d "
+        "in place: the shards are kept as they are", data_dir, version, schema.FORMAT_VERSION)

@@ -105,6 +105,7 @@ class RecordReader:
         self.image_shape = tuple(image_shape)
         self.image_bytes = int(np.prod(self.image_shape))
         self.num_classes = num_classes
+        self.checks = field_checks(self.image_bytes, num_classes)
         self.threads = threads or default_threads()
         counts = [len(table) for table in indexes]
         self.shard_of = np.repeat(np.arange(len(files), dtype=np.int64), counts)
@@ -146,7 +147,7 @@ class RecordReader:
                 placement.read(self, positions, start, stop, images, labels, status, detail)
             else:
                 kernels.read_batch(*self.kernel_args(positions, start, stop), flat, labels,
-                                   status, detail, self.scratch(), self.num_classes)
+                                   status, detail, self.scratch(), self.checks)
 
         in_threads(read, count, self.threads)
         failed = np.flatnonzero(status)
@@ -163,7 +164,7 @@ class RecordReader:
         """The record at `position` into `image` (uint8, flat): (status, detail, label) as
         the kernels give them."""
         return kernels.read_one(self._fd_array, self.table, self.shard_of, position, image,
-                                scratch, self.num_classes)
+                                scratch, self.checks)
 
     def scratch(self) -> np.ndarray:
         """A buffer for the bytes of a record around its image (one per reading thread)."""
@@ -175,8 +176,11 @@ class RecordReader:
             raise OSError(f"{self.paths[self.shard_of[position]]}: reading record {record} "
                           "failed")
         length = int(self.table[position, record_index.DATA_LENGTH])
-        raise DamagedRecord(shard, record, problem_text(status, detail, length,
-                                                          self.num_classes))
+        problem = problem_text(status, detail, length, self.num_classes)
+        if status in kernels.INDEX_STATUSES:
+            raise record_index.IndexMismatch(record_index.mismatch_message(shard, record,
+                                                                         problem))
+        raise DamagedRecord(shard, record, problem)
 
     def advise(self, positions: np.ndarray) -> None:
         """Ask the kernel to start reading the records at `positions` into the page cache."""
@@ -185,6 +189,17 @@ class RecordReader:
                                       rows[:, 0].tolist(), rows[:, 1].tolist()):
             os.posix_fadvise(fd, offset, length + records.HEADER_BYTES + records.FOOTER_BYTES,
                              os.POSIX_FADV_WILLNEED)
+
+
+def field_checks(image_bytes: int, num_classes: int) -> tuple:
+    """The kernels' `checks`: the label range, and the bytes that must lead up to the image
+    and to a label varint of each length (pipeline.core.records knows them)."""
+    lead_bytes = len(records.label_lead(1))
+    label_leads = np.zeros((max(records.LABEL_VARINT_BYTES) + 1, lead_bytes), np.uint8)
+    for size in records.LABEL_VARINT_BYTES:
+        label_leads[size] = np.frombuffer(records.label_lead(size), np.uint8)
+    return (num_classes, np.frombuffer(records.image_lead(image_bytes), np.uint8).copy(),
+            label_leads)
 
 
 def problem_text(status: int, detail: int, length: int, num_classes: int) -> str:
@@ -201,7 +216,14 @@ def problem_text(status: int, detail: int, length: int, num_classes: int) -> str
         return "data CRC mismatch"
     if status == kernels.LABEL_RANGE:
         return schema.label_problem(detail, num_classes) or f"label {detail}"
-    return "the label field cannot be read"
+    return _INDEX_PROBLEMS.get(status, "the label field cannot be read")
+
+
+_INDEX_PROBLEMS = {
+    kernels.NOT_INDEXED: "its CRC32C is not the one its record index lists",
+    kernels.IMAGE_FIELD: "its record index does not point at its image",
+    kernels.LABEL_FIELD: "its record index does not point at its label",
+}
 
 
 def default_threads() -> int:
@@ -267,8 +289,7 @@ def open_records(data_dir: str, manifest: schema.Manifest, shards: Sequence[sche
               for shard in shards]
     built = sum(entry.built for entry in loaded)
     if built:
-        logging.info("built the record index of %d shard(s) of %r in %.1f s (the dataset "
-                     "was written before record indexes existed)", built, split,
+        logging.info("built the record index of %d shard(s) of %r in %.1f s", built, split,
                      time.monotonic() - start)
     problems = [(shard, entry.problem) for shard, entry in zip(shards, loaded) if entry.problem]
     if not policy.skip:

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import tensorflow as tf
 
 from pipeline import augment as augment_lib
-from pipeline.core import files, schema
+from pipeline.core import files, record_index, schema
 from pipeline.dataset import damaged
 from pipeline.dataset.options import DatasetError, ReadOptions, read_manifest
 from pipeline.dataset.order import require_batches
@@ -68,6 +68,7 @@ def streamed_dataset(data_dir: str, manifest: schema.Manifest, split: str,
     order comes from shuffle buffers, not from positions)."""
     listed = {shard.file: shard.count for shard in manifest.split(split).shards}
     counts = [listed[os.path.basename(path)] for path in paths]
+    check_against_indexes(data_dir, manifest, split, paths)
     if options.damaged.skip:
         readable = damaged.readable_per_shard(data_dir, manifest, split, paths, sum(counts),
                                               options.damaged.max_fraction)
@@ -88,6 +89,26 @@ def streamed_dataset(data_dir: str, manifest: schema.Manifest, split: str,
     if training and options.start_batch == 0:
         dataset = dataset.repeat()
     return dataset
+
+
+def check_against_indexes(data_dir: str, manifest: schema.Manifest, split: str,
+                          paths: Sequence[str]) -> None:
+    """IndexMismatch naming the first record of `paths` that is not the one dataset.json
+    lists, through each shard's record index (record_index.foreign_record): TFRecordDataset
+    checks a record only against its own CRC, so a shard from another write would stream
+    silently. Compressed and remote shards have no index: verify checks their sha256."""
+    if manifest.compression != "NONE" or files.has_scheme(data_dir):
+        return
+    shards = {shard.file: shard for shard in manifest.split(split).shards}
+    for path in paths:
+        shard = shards[os.path.basename(path)]
+        if not os.path.exists(path):
+            continue  # named where it is opened
+        index = record_index.load_or_build(data_dir, shard, manifest.image_bytes).index
+        record = record_index.foreign_record(path, index, manifest.num_classes)
+        if record is not None:
+            raise record_index.IndexMismatch(record_index.mismatch_message(
+                shard.file, record, "its CRC32C is not the one its record index lists"))
 
 
 def streaming_batches(paths: Sequence[str], counts: Sequence[int], manifest: schema.Manifest,

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from pipeline.core import records, schema, streams
+from pipeline.core import record_index, records, schema, streams
 from pipeline.dataset import damaged
 from pipeline.dataset.options import DamagedShards, DatasetError
 from pipeline.dataset.random_access import DamagedRecord, Records, aligned_empty
@@ -47,6 +47,8 @@ def load_records(records_: Records, variables: bool = True):
         except DamagedRecord as err:
             raise DatasetError(damaged.damaged_message(err.shard, err.record,
                                                        err.problem)) from None
+        except record_index.IndexMismatch as err:
+            raise DatasetError(str(err)) from None
     return to_variables(images, labels) if variables else (images, labels)
 
 

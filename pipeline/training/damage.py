@@ -6,7 +6,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from pipeline.core import integrity
+from pipeline.core import integrity, record_index
 from pipeline.dataset import damaged
 from pipeline.training.settings import TrainingError
 
@@ -14,6 +14,8 @@ from pipeline.training.settings import TrainingError
 def named_damage(data_dir: str, splits: Sequence[str], err: tf.errors.OpError) -> Exception:
     """A TrainingError naming the damaged record or shard, or `err` when it is not damage."""
     named = damaged.damage_named(err.message)
+    if named is not None and record_index.MISMATCH in named:
+        return TrainingError(named)  # not damage: on_corrupt="skip" does not apply
     if named is not None and damaged.UNREAD_AFTER_DAMAGE not in named:
         return TrainingError(f"{named} (in a gin config: train_and_evaluate.on_corrupt="
                              "'skip')")

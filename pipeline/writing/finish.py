@@ -19,7 +19,7 @@ from absl import logging
 
 from pipeline import errors
 from pipeline.core import files, schema
-from pipeline.writing import plan, settings, tfds_export
+from pipeline.writing import kept, plan, settings, tfds_export
 from pipeline.writing.output_dir import shard_files
 from pipeline.writing.settings import WriteConfig
 from pipeline.writing.shard_writer import PROGRESS_DIR, ShardResult
@@ -122,6 +122,8 @@ def finish(output_dir, shards, results, classes, config: WriteConfig, fingerprin
     """Verify, then write rejects.csv, the TFDS metadata and (last) dataset.json, then drop
     `.progress/`."""
     check_written(output_dir, shards, results, config.compression)
+    results = {key: with_index_digest(output_dir, result, config.compression)
+               for key, result in results.items()}
     check_rejects(shards, results, planned_images(shards), config.max_reject_fraction,
                   output_dir)
     write_rejects_csv(output_dir, [r for result in results.values() for r in result.rejects])
@@ -136,6 +138,16 @@ def finish(output_dir, shards, results, classes, config: WriteConfig, fingerprin
     return manifest
 
 
+def with_index_digest(output_dir: str, result, compression: str):
+    """`result` with its record index's sha256: a `.progress/` record of an older write has
+    none, and its index file was rebuilt from the shard and checked when it was kept."""
+    if compression != "NONE" or result.index_sha256 is not None:
+        return result
+    name = schema.record_index_filename(result.file, compression)
+    return dataclasses.replace(result, index_sha256=kept.file_digest(
+        os.path.join(output_dir, name))[1])
+
+
 def split_info(specs, results, classes) -> schema.SplitInfo:
     """The manifest's entry for the shards `specs`, from what writing them counted."""
     split_results = [results[(spec.split, spec.index)] for spec in specs]
@@ -145,7 +157,8 @@ def split_info(specs, results, classes) -> schema.SplitInfo:
             label_counts[label] = label_counts.get(label, 0) + n
     return schema.SplitInfo(
         count=sum(r.count for r in split_results),
-        shards=tuple(schema.ShardInfo(r.file, r.count, r.bytes, r.sha256, spec.fold)
+        shards=tuple(schema.ShardInfo(r.file, r.count, r.bytes, r.sha256, spec.fold,
+                                      r.index_sha256)
                      for spec, r in zip(specs, split_results)),
         class_counts={classes[label]: label_counts[label] for label in sorted(label_counts)
                       if label != schema.UNLABELED},
@@ -186,3 +199,20 @@ def build_manifest(shards, results, classes, config: WriteConfig, fingerprint: s
         fingerprint=fingerprint,
         folds=fold_infos(shards, results, classes),
     )
+
+
+def log_summary(summary, total_images: int) -> None:
+    """The write's last line (a writer.Summary): what was written, how fast, where."""
+    manifest = summary.manifest
+    split_text = " + ".join(f"{info.count:,} {name}" for name, info in manifest.splits.items())
+    num_shards = sum(len(info.shards) for info in manifest.splits.values())
+    size = sum(shard.bytes for info in manifest.splits.values() for shard in info.shards)
+    rate = total_images / max(summary.seconds, 1e-9)
+    logging.info(
+        "wrote %s images in %d shards (%.1f MB; %d written, %d kept) in %.1f s (%.0f img/s); "
+        "%d rejected (%s) -> %s", split_text, num_shards, size / 1e6, summary.written,
+        summary.reused, summary.seconds, rate, manifest.rejects,
+        ", ".join(f"{n:,} {split}" for split, n in sorted(summary.rejects.items())),
+        schema.manifest_path(summary.output_dir))
+    for warning in summary.warnings:  # said at planning too; repeated where it is seen
+        logging.warning("note: %s", warning)

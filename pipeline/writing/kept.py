@@ -17,16 +17,21 @@ disk reads slower than that.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 
 from absl import logging
 
+from pipeline import errors
 from pipeline.core import files, record_index, records, schema
 from pipeline.writing import tfds_export
 
 # Bytes hashed per read: large enough that the per-call cost vanishes next to sha256's.
 HASH_CHUNK_BYTES = 1 << 20
+# Formats whose datasets the same command upgrades in place: their shards are this format's
+# byte for byte; only the record indexes and dataset.json change (upgrade_manifest).
+UPGRADABLE_VERSIONS = (1,)
 
 
 def file_digest(path: str) -> tuple[int, str]:
@@ -154,3 +159,53 @@ def restore_files(output_dir: str, texts: dict[str, str]) -> list[str]:
         files.atomic_write_text(path, text)
         restored.append(name)
     return restored
+
+
+class ChangedManifest(errors.PipelineError):
+    """dataset.json no longer says what the write wrote (exit 2: put it back, or --overwrite)."""
+
+
+def settle_manifest(output_dir: str, manifest: schema.Manifest,
+                    fingerprint: str) -> schema.Manifest:
+    """After every shard of a complete dataset was checked and its record indexes rebuilt
+    (check_kept_shard): ChangedManifest when dataset.json lists another index digest than the
+    rebuilt index's; an older format's dataset upgraded (upgrade_manifest)."""
+    if manifest.format_version < schema.FORMAT_VERSION:
+        return upgrade_manifest(output_dir, manifest, fingerprint)
+    for info in manifest.splits.values():
+        for shard in info.shards:
+            if shard.index_sha256 is None:
+                continue
+            name = schema.record_index_filename(shard.file, manifest.compression)
+            if file_digest(os.path.join(output_dir, name))[1] != shard.index_sha256:
+                raise ChangedManifest(
+                    f"{schema.manifest_path(output_dir)} was changed after it was written: "
+                    f"the index_sha256 of {shard.file} is not its record index's. Put it back "
+                    "as it was, or write the dataset again with --overwrite")
+    return manifest
+
+
+def upgrade_manifest(output_dir: str, manifest: schema.Manifest,
+                     fingerprint: str) -> schema.Manifest:
+    """A complete dataset of an older format, its shards checked and its record indexes
+    rebuilt (check_kept_shard), made this format's: dataset.json gets every index's digest
+    and this write's fingerprint, and the TFDS metadata (which names the format) follows."""
+
+    def upgraded(shard: schema.ShardInfo) -> schema.ShardInfo:
+        if manifest.compression != "NONE":
+            return shard
+        name = schema.record_index_filename(shard.file, manifest.compression)
+        return dataclasses.replace(shard, index_sha256=file_digest(
+            os.path.join(output_dir, name))[1])
+
+    splits = {name: dataclasses.replace(info, shards=tuple(map(upgraded, info.shards)))
+              for name, info in manifest.splits.items()}
+    new = dataclasses.replace(manifest, splits=splits, fingerprint=fingerprint,
+                              format_version=schema.FORMAT_VERSION)
+    restore_files(output_dir, tfds_export.metadata_files(new)
+                  if tfds_export.unsupported_reason(new) is None else {})
+    files.atomic_write_text(schema.manifest_path(output_dir), new.to_json())
+    logging.info("upgraded %s from format %d to %d: every record index is now listed in it "
+                 "(the shards were kept as they are)", schema.manifest_path(output_dir),
+                 manifest.format_version, schema.FORMAT_VERSION)
+    return new

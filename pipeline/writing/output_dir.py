@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from typing import Sequence
 
 from absl import logging
 
@@ -56,8 +57,10 @@ def read_plan_fingerprint(output_dir: str) -> str | None:
         return None
 
 
-def prepare_output_dir(output_dir: str, fingerprint: str, overwrite: bool) -> str:
-    """Make `output_dir` ready; returns "new", "resume" or "complete".
+def prepare_output_dir(output_dir: str, fingerprint: str, overwrite: bool,
+                       older: Sequence[str] = ()) -> str:
+    """Make `output_dir` ready; returns "new", "resume" or "complete". `older`: the same
+    write's fingerprints in older formats, whose output is kept and upgraded (kept.py).
 
     Refuses (OutputDirError) a non-empty directory that belongs to another command, unless
     `overwrite`, which removes this tool's files there (and only those).
@@ -67,7 +70,7 @@ def prepare_output_dir(output_dir: str, fingerprint: str, overwrite: bool) -> st
         entries = []  # only the locks of writers that had not planned yet: nothing to keep
     if entries:
         owner = read_plan_fingerprint(output_dir)
-        if owner == fingerprint and not overwrite:
+        if owner in (fingerprint, *older) and not overwrite:
             complete = os.path.exists(schema.manifest_path(output_dir))
             return "complete" if complete else "resume"
         if not overwrite:

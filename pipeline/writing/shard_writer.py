@@ -41,6 +41,9 @@ class ShardResult:
     pixel_sum: tuple[int, ...]  # per channel, exact
     pixel_sq_sum: tuple[int, ...]
     pixels: int  # per channel
+    # sha256 of its record index (uncompressed shards); None in a record of an older write,
+    # whose index kept.py rebuilds and hashes.
+    index_sha256: str | None = None
 
     @property
     def images_seen(self) -> int:
@@ -75,7 +78,7 @@ def write_shard(
     """
     filename = spec.filename(compression)
     stats = _ShardStats()
-    placed: list[tuple[int, int, records.ExampleLayout]] = []  # (offset, size, layout)
+    placed: list[tuple] = []  # (offset, size, data CRC, ExampleLayout) per record
     pending = 0
     with files.atomic_file(os.path.join(output_dir, filename)) as raw:
         writer = records.RecordWriter(raw, compression)
@@ -86,32 +89,35 @@ def write_shard(
                 stats.rejects.append((image.path, rejected.reason))
             else:
                 payload = records.encode_example(chw.tobytes(), image.label, image.path)
-                placed.append((*writer.write(payload), records.layout_of(payload)))
+                placed.append((*writer.write(payload), writer.last_crc,
+                               records.layout_of(payload)))
                 stats.add(chw, image.label)
             pending += 1
             if pending == PROGRESS_EVERY:
                 on_progress(pending)
                 pending = 0
         size, sha256 = writer.close()
+    index_sha256 = None
     if compression == "NONE":
-        write_indexes(output_dir, placed, record_index.RecordIndex(
+        index_sha256 = write_indexes(output_dir, placed, record_index.RecordIndex(
             filename, size, sha256, schema.CHANNELS * image_size * image_size,
             np.array([record_index.row(*record) for record in placed], np.int64).reshape(
                 -1, len(record_index.COLUMNS))))
     on_progress(pending)
-    result = stats.result(filename, size, sha256, image_size)
+    result = stats.result(filename, size, sha256, image_size, index_sha256)
     files.atomic_write_text(progress_record_path(output_dir, filename), result.to_json())
     return result
 
 
-def write_indexes(output_dir: str, placed, index: record_index.RecordIndex) -> None:
+def write_indexes(output_dir: str, placed, index: record_index.RecordIndex) -> str:
     """The DALI index and the record index of an uncompressed shard (a compressed one has
-    neither: its records have no offsets in the file)."""
+    neither: its records have no offsets in the file); returns the record index's sha256."""
     dali_file = schema.dali_index_filename(index.shard, "NONE")
     files.atomic_write_text(os.path.join(output_dir, dali_file),
-                            records.dali_index_text([(offset, size) for offset, size, _ in placed]))
+                            records.dali_index_text([record[:2] for record in placed]))
     record_index.write(
         os.path.join(output_dir, schema.record_index_filename(index.shard, "NONE")), index)
+    return record_index.digest(index)
 
 
 class _ShardStats:
@@ -131,9 +137,11 @@ class _ShardStats:
         self.pixel_sum += flat.sum(axis=1)
         self.pixel_sq_sum += np.einsum("ij,ij->i", flat, flat)
 
-    def result(self, filename: str, size: int, sha256: str, image_size: int) -> ShardResult:
+    def result(self, filename: str, size: int, sha256: str, image_size: int,
+               index_sha256: str | None) -> ShardResult:
         return ShardResult(
             file=filename, count=self.count, bytes=size, sha256=sha256,
+            index_sha256=index_sha256,
             rejects=tuple(self.rejects), label_counts=self.label_counts,
             pixel_sum=tuple(int(v) for v in self.pixel_sum),
             pixel_sq_sum=tuple(int(v) for v in self.pixel_sq_sum),

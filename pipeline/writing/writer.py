@@ -36,7 +36,7 @@ from pipeline import cli, errors
 from pipeline.core import files, schema
 from pipeline.writing import (inputs, kept, lock, output_dir, plan, restore, settings,
                               shard_writer, tfds_export)
-from pipeline.writing.finish import (VerificationError, check_rejects, finish,
+from pipeline.writing.finish import (VerificationError, check_rejects, finish, log_summary,
                                      planned_images, reject_counts)
 from pipeline.writing.progress import Progress
 from pipeline.writing.settings import WriteConfig
@@ -74,6 +74,7 @@ class WritePlan:
     sources: Mapping  # what decides the images' bytes beyond their paths (inputs.source_ids)
     fingerprint: str
     advice: tuple[str, ...] = ()  # about the plan: shards much smaller than they should be
+    older: tuple[str, ...] = ()  # fingerprints of the same write in older formats (upgraded)
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -102,7 +103,7 @@ def write_holding_dir(config: WriteConfig, write_plan: WritePlan, start: float) 
     tasks = config.num_tasks > 1 and not config.finalize
     with lock.locked_output_dir(config.output_dir, shared=tasks):  # one writer: lock.py
         state = output_dir.prepare_output_dir(config.output_dir, write_plan.fingerprint,
-                                              config.overwrite)
+                                              config.overwrite, write_plan.older)
         holder = lock.record_holder(config.output_dir)
         try:
             if state == "complete":
@@ -153,6 +154,8 @@ def repair_complete(config: WriteConfig, write_plan: WritePlan, start: float) ->
                 "the source images changed since the dataset was written. Write it again "
                 "with --overwrite")
         os.remove(shard_writer.progress_record_path(config.output_dir, result.file))
+    if len(mine) == len(write_plan.shards):  # else --finalize upgrades an older format
+        manifest = kept.settle_manifest(config.output_dir, manifest, write_plan.fingerprint)
     checked = sum(shard.bytes for shard in mine)
     seconds = time.monotonic() - start
     logging.info("%s is complete for this command: %d shard(s) (%.1f MB) checked against %s, "
@@ -230,6 +233,8 @@ def make_plan(config: WriteConfig) -> WritePlan:
     shards = plan_all_shards(splits, counts, main.classes, config)
     sources = inputs.source_ids(main, test)
     fingerprint = plan.fingerprint(shards, {**config.output_settings(), **sources})
+    older = tuple(plan.fingerprint(shards, {**config.output_settings(), "format_version": v,
+                                            **sources}) for v in kept.UPGRADABLE_VERSIONS)
     logging.info("input: %s%s", main.description, f"; test: {test.description}" if test else "")
     for warning in main.warnings + (test.warnings if test else ()):
         logging.warning("input: %s", warning)
@@ -241,7 +246,8 @@ def make_plan(config: WriteConfig) -> WritePlan:
         len(splits.get(schema.TRAIN, ())), counts.get(schema.TRAIN, 0), config.image_bytes)
     if advice:
         logging.warning("plan: %s", advice)
-    return WritePlan(main, test, tuple(shards), sources, fingerprint, (advice,) if advice else ())
+    return WritePlan(main, test, tuple(shards), sources, fingerprint, (advice,) if advice else (),
+                     older)
 
 
 def plan_all_shards(splits, counts, classes, config: WriteConfig) -> list[plan.ShardSpec]:
@@ -382,19 +388,3 @@ def _shard_results(todo, config: WriteConfig, progress: Progress,
                     progress.update_to(done_images + counter.value)
             progress.update_to(done_images + counter.value)
             yield spec, result
-
-
-def log_summary(summary: Summary, total_images: int) -> None:
-    manifest = summary.manifest
-    split_text = " + ".join(f"{info.count:,} {name}" for name, info in manifest.splits.items())
-    num_shards = sum(len(info.shards) for info in manifest.splits.values())
-    size = sum(shard.bytes for info in manifest.splits.values() for shard in info.shards)
-    rate = total_images / max(summary.seconds, 1e-9)
-    logging.info(
-        "wrote %s images in %d shards (%.1f MB; %d written, %d kept) in %.1f s (%.0f img/s); "
-        "%d rejected (%s) -> %s", split_text, num_shards, size / 1e6, summary.written,
-        summary.reused, summary.seconds, rate, manifest.rejects,
-        ", ".join(f"{n:,} {split}" for split, n in sorted(summary.rejects.items())),
-        schema.manifest_path(summary.output_dir))
-    for warning in summary.warnings:  # said at planning too; repeated where it is seen
-        logging.warning("note: %s", warning)

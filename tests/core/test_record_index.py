@@ -1,6 +1,7 @@
 """The record index (`<shard>.offsets`): what the writer stores is where each record, its image
 and its label really are, and a dataset without one gets it built, once."""
 
+import dataclasses
 import errno
 import logging
 import os
@@ -33,11 +34,15 @@ def test_the_writer_indexes_every_record_where_tensorflow_finds_it(data_dir):
         parsed = [tf.io.parse_single_example(r, schema.tf_feature_spec())
                   for r in tf.data.TFRecordDataset(os.path.join(data_dir, shard.file))]
         assert index.records == len(parsed) == shard.count
-        for (offset, length, image_offset, label_offset), example in zip(index.table, parsed):
+        for (offset, length, image_offset, label_offset, crc), example in zip(index.table,
+                                                                               parsed):
             data = content[offset + records.HEADER_BYTES:offset + records.HEADER_BYTES + length]
             image = data[image_offset:image_offset + manifest.image_bytes]
             assert image == example["image"].numpy()
             assert records.decode_int64(data, label_offset) == int(example["label"])
+            footer = offset + records.HEADER_BYTES + length
+            assert crc == int.from_bytes(content[footer:footer + 4], "little")
+            assert crc == records.mask_crc(records.crc32c(data))
 
 
 def test_a_scan_of_the_shard_finds_the_same_table(data_dir):
@@ -61,9 +66,9 @@ def test_a_shard_written_by_tensorflow_is_scanned_whatever_its_field_order(tmp_p
                     value=[bytes([label % 256]) * 12])),
             })).SerializeToString())
     table, problem = record_index.scan_shard(path, 12)
-    assert problem is None and table.shape == (3, 4)
+    assert problem is None and table.shape == (3, 5)
     content = open(path, "rb").read()
-    for (offset, length, image_offset, label_offset), label in zip(table, (3, -1, 300)):
+    for (offset, length, image_offset, label_offset, _), label in zip(table, (3, -1, 300)):
         data = content[offset + 12:offset + 12 + length]
         assert data[image_offset:image_offset + 12] == bytes([label % 256]) * 12
         assert records.decode_int64(data, label_offset) == label
@@ -84,7 +89,7 @@ def test_a_scan_stops_at_the_first_broken_record(tmp_path, data_dir):
     assert (problem.record, problem.message) == (2, "length CRC mismatch")
 
 
-def test_an_old_dataset_gets_its_index_built_once_and_saved(data_dir, tmp_path, caplog):
+def test_a_missing_index_is_built_again_once_and_saved(data_dir, tmp_path, caplog):
     manifest, shards = _shards(data_dir)
     shard = shards[0]
     old = tmp_path / "old"
@@ -95,10 +100,15 @@ def test_an_old_dataset_gets_its_index_built_once_and_saved(data_dir, tmp_path, 
     saved = old / (shard.file + ".offsets")
     assert saved.read_bytes() == open(os.path.join(data_dir, shard.file + ".offsets"),
                                       "rb").read()
+    assert record_index.digest(loaded.index) == shard.index_sha256
     assert not record_index.load_or_build(str(old), shard, manifest.image_bytes).built
-    # A stale index (the manifest lists another version of the shard) is built again.
-    other = schema.ShardInfo(shard.file, shard.count, shard.bytes, "0" * 64)
+    # A stale index (a format 1 manifest listing another version of the shard) is built again.
+    other = dataclasses.replace(shard, sha256="0" * 64, index_sha256=None)
     assert record_index.load_or_build(str(old), other, manifest.image_bytes).built
+    # With format 2, an index built again that is not the listed one is an error.
+    other = dataclasses.replace(shard, sha256="0" * 64)
+    with pytest.raises(record_index.IndexMismatch, match=shard.file):
+        record_index.load_or_build(str(old), other, manifest.image_bytes)
 
 
 def test_a_read_only_dataset_gets_its_index_in_memory_with_a_warning(data_dir, tmp_path,
@@ -123,10 +133,10 @@ def test_a_read_only_dataset_gets_its_index_in_memory_with_a_warning(data_dir, t
 def test_garbage_is_not_an_index(tmp_path):
     with pytest.raises(schema.FormatError, match="wrong magic"):
         record_index.decode(b"not an index at all", "x.offsets")
-    index = record_index.RecordIndex("s.tfrecord", 10, "ab", 4, np.zeros((2, 4), np.int64))
+    index = record_index.RecordIndex("s.tfrecord", 10, "ab", 4, np.zeros((2, 5), np.int64))
     data = record_index.encode(index)
-    assert record_index.decode(data, "x").table.shape == (2, 4)
+    assert record_index.decode(data, "x").table.shape == (2, 5)
     with pytest.raises(schema.FormatError, match=r"\(1 rows\), header says 2 rows"):
-        record_index.decode(data[:-32], "x")
+        record_index.decode(data[:-40], "x")
     with pytest.raises(schema.FormatError, match="header says 2 rows"):
         record_index.decode(data[:-8], "x")

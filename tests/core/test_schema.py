@@ -104,8 +104,8 @@ def test_shard_filename():
 
 
 def _manifest():
-    shards = (schema.ShardInfo("train-00000-of-00002.tfrecord", 2, 100, "ab"),
-              schema.ShardInfo("train-00001-of-00002.tfrecord", 1, 50, "cd"))
+    shards = (schema.ShardInfo("train-00000-of-00002.tfrecord", 2, 100, "ab", index_sha256="e"),
+              schema.ShardInfo("train-00001-of-00002.tfrecord", 1, 50, "cd", index_sha256="f"))
     return schema.Manifest(
         image_shape=(3, 8, 8), classes=("cat", "dog"),
         splits={"train": schema.SplitInfo(3, shards, {"cat": 2, "dog": 1})},
@@ -138,6 +138,22 @@ def test_manifest_errors_name_the_problem(tmp_path):
     (tmp_path / "dataset.json").write_text(json.dumps(doc))
     with pytest.raises(schema.FormatError, match="count=4 but its shards hold 3"):
         schema.read_manifest(str(tmp_path))
+    doc = json.loads(_manifest().to_json())
+    del doc["splits"]["train"]["shards"][1]["index_sha256"]  # format 2 ties every index
+    (tmp_path / "dataset.json").write_text(json.dumps(doc))
+    with pytest.raises(schema.FormatError, match="00001-of-00002.tfrecord needs an index_sha256"):
+        schema.read_manifest(str(tmp_path))
+
+
+def test_a_format_1_manifest_reads_without_index_digests(tmp_path):
+    doc = json.loads(_manifest().to_json())
+    doc["format_version"] = 1
+    for shard in doc["splits"]["train"]["shards"]:
+        del shard["index_sha256"]
+    (tmp_path / "dataset.json").write_text(json.dumps(doc))
+    loaded = schema.read_manifest(str(tmp_path))
+    assert loaded.format_version == 1
+    assert [shard.index_sha256 for shard in loaded.split("train").shards] == [None, None]
     (tmp_path / "dataset.json").write_text("{not json")
     with pytest.raises(schema.FormatError, match="not valid JSON"):
         schema.read_manifest(str(tmp_path))

@@ -56,8 +56,10 @@ def _manifest(shards):
         count=sum(shard.count for shard in shards), shards=tuple(shards),
         class_counts={str(k): sum(shard.count for shard in shards) // 10 for k in range(10)},
     )
+    # Format 1 (no index digests): the reader builds the shards' record indexes itself.
     return schema.Manifest(image_shape=IMAGE_SHAPE, classes=tuple(str(k) for k in range(10)),
-                           splits={schema.TRAIN: split}, mean=(127.5,) * 3, std=(73.9,) * 3)
+                           splits={schema.TRAIN: split}, mean=(127.5,) * 3, std=(73.9,) * 3,
+                           format_version=1)
 
 
 @pytest.fixture(scope="module")

@@ -48,3 +48,19 @@ def test_a_full_disk_stops_training_in_one_line_and_the_rerun_finishes(tiny_disk
     rerun = _train(config, workdir)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert os.path.exists(workdir / "metrics.json")
+
+
+def test_a_read_only_workdir_stops_training_in_one_line(tiny_disk, tmp_path):
+    data_dir = write_labeled_dataset(tmp_path, 12, "data", shards=1, val_shards=1,
+                                     val_fraction=0.25)
+    config = tmp_path / "tiny.gin"
+    config.write_text(f"train_and_evaluate.data_dir = '{data_dir}'\n"
+                      "train_and_evaluate.epochs = 1\ntrain_and_evaluate.depth = 10\n"
+                      "train_and_evaluate.width = 4\ntrain_and_evaluate.stem = 'small'\n"
+                      "train_and_evaluate.batch_size = 4\n")
+    subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)
+    result = _train(config, tiny_disk / "run")
+    assert result.returncode == errors.EXIT_IO, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    said = [line for line in result.stderr.splitlines() if "Read-only file system" in line]
+    assert len(said) == 1, result.stderr[-3000:]

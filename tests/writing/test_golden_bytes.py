@@ -13,6 +13,10 @@ scikit-learn's digits moving counts as one).
 Updates so far: the val split and the folds became stratified by class (plan.split_labeled,
 plan.assign_folds), and --folds writes every fold into one copy (--fold went: a run picks
 its fold when reading), which moved images between splits and changed dataset.json.
+FORMAT_VERSION 2 tied each record index to dataset.json (its sha256 there, each record's CRC in
+it): dataset.json, the TFDS metadata (which names the format) and the record indexes changed;
+GOLDEN_KEPT, recorded with format 1, proves every other file (shards, DALI indexes,
+rejects.csv) stayed byte for byte what format 1 wrote.
 """
 
 import hashlib
@@ -23,31 +27,41 @@ import sys
 import pytest
 
 from conftest import write_csv, write_images
-from pipeline.core.schema import RECORD_INDEX_SUFFIX
+from pipeline.core.schema import MANIFEST_NAME, RECORD_INDEX_SUFFIX
 
 GOLDEN = {
     # The bundled sample (digits) at 32x32 in 4 train shards.
-    "sample": "987b66607c4ede7b66968a653722d9dcafca57d9f2ffcee09af491503c1af6a1",
+    "sample": "a4eb50270845d01e27c04a89b6ce0b5bf637b92e1af9233de315957d84562ff0",
     # A labeled CSV with one undecodable image, an unlabeled test CSV, center_crop, GZIP.
-    "csv_gzip": "e07cd7c17acc133c025d376b101f4e081d732fc29d330dce697585fd2e8bef50",
+    "csv_gzip": "b1b9b774f559e5c29e60d5dc65fb2ab7176f4d52db82f457681809cc56bed67e",
     # The same labeled CSV in 3 folds, padded.
-    "csv_folds": "cea1edafd5f4663669b6cc5d4a0c28071d82d2945cfc5b6eebf5c2bbeabc4a08",
+    "csv_folds": "41622b060288a4b7a40504eb2dbb0e0ed577bb68c86c0c524d495c36c6288201",
 }
 # The record indexes of the same writes (a GZIP dataset has none).
 GOLDEN_RECORD_INDEXES = {
-    "sample": "679ad34cf76805941cb3ab04aaa5d107730495ec0b097479f3d50be602da17c7",
+    "sample": "4e82cb6da92fdb0fd812500871257ef6369aaf065f530f1b5e401dd043f1d2ea",
     "csv_gzip": hashlib.sha256().hexdigest(),
-    "csv_folds": "53e3603edf3836586542c1b74b3030543b765bb2f3d9c394a821a9c014a9ef63",
+    "csv_folds": "a02e77a90ad2482589ce03b2c009cb671c4354cc1c43c0021640c43cce81fb2b",
 }
 
 
-def tree_sha256(folder, record_indexes=False):
+# Every file but dataset.json, the TFDS metadata and the record indexes: the same since format 1.
+GOLDEN_KEPT = {
+    "sample": "756510bfc8134310cc6fcf7dea05e245db404edd7bd1bc6f1c1f7af9c4761c38",
+    "csv_gzip": "afcfe3edf10227ded6c9aa6cde41dffc0916dd2be60d078d36f92036773bba0e",
+    "csv_folds": "2d4c1756130d67a0381a61e4f3720205030b351e41300a9c74fe9df562ba94ec",
+}
+FORMAT_FILES = (MANIFEST_NAME, "dataset_info.json", "features.json")
+
+
+def tree_sha256(folder, record_indexes=False, kept=False):
     """One sha256 over every file's relative path and contents, in sorted order: all but the
-    record indexes, or only those."""
+    record indexes, or only those; `kept`: all but those and the FORMAT_FILES."""
     digest = hashlib.sha256()
     for dirpath, _, names in sorted(os.walk(folder)):
         for name in sorted(names):
-            if name.endswith(RECORD_INDEX_SUFFIX) != record_indexes:
+            if name.endswith(RECORD_INDEX_SUFFIX) != record_indexes or (
+                    kept and name in FORMAT_FILES):
                 continue
             path = os.path.join(dirpath, name)
             with open(path, "rb") as f:
@@ -79,6 +93,7 @@ def csv_folder(tmp_path_factory):
 
 def test_the_sample_write_is_byte_identical(tmp_path):
     write_command(str(tmp_path), "--image_size=32", "--shards=4", "--output_dir=out")
+    assert tree_sha256(tmp_path / "out", kept=True) == GOLDEN_KEPT["sample"]
     assert tree_sha256(tmp_path / "out") == GOLDEN["sample"]
     assert tree_sha256(tmp_path / "out", record_indexes=True) == GOLDEN_RECORD_INDEXES["sample"]
 
@@ -88,6 +103,7 @@ def test_a_csv_write_with_rejects_a_test_split_and_gzip_is_byte_identical(csv_fo
                   "--output_dir=out", "--image_size=12", "--shards=3", "--val_fraction=0.25",
                   "--resize=center_crop", "--compression=GZIP", "--max_reject_fraction=0.1",
                   "--seed=7")
+    assert tree_sha256(csv_folder / "out", kept=True) == GOLDEN_KEPT["csv_gzip"]
     assert tree_sha256(csv_folder / "out") == GOLDEN["csv_gzip"]
     assert tree_sha256(csv_folder / "out", record_indexes=True) == (
         GOLDEN_RECORD_INDEXES["csv_gzip"])
@@ -97,6 +113,7 @@ def test_a_fold_write_is_byte_identical(csv_folder):
     write_command(str(csv_folder), "--input=src/train.csv", "--output_dir=out_folds",
                   "--image_size=12", "--shards=3", "--resize=pad", "--max_reject_fraction=0.1",
                   "--folds=3")
+    assert tree_sha256(csv_folder / "out_folds", kept=True) == GOLDEN_KEPT["csv_folds"]
     assert tree_sha256(csv_folder / "out_folds") == GOLDEN["csv_folds"]
     assert tree_sha256(csv_folder / "out_folds", record_indexes=True) == (
         GOLDEN_RECORD_INDEXES["csv_folds"])

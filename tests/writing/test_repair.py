@@ -14,6 +14,7 @@ from pipeline.core import schema
 from pipeline.writing import finish as finish_module
 from pipeline.writing import shard_writer, writer
 from pipeline.writing.finish import VerificationError
+from pipeline.writing.kept import ChangedManifest
 from pipeline.writing.output_dir import OutputDirError
 from pipeline.writing.settings import WriteConfig
 from pipeline.writing.writer import write_dataset
@@ -128,6 +129,22 @@ def test_a_rerun_refuses_a_dataset_json_edited_since(kaggle_folder, tmp_path, ed
     before = tree_digest(out)
     with pytest.raises(OutputDirError, match=rf"dataset.json was changed after it was written: "
                                              rf"its {re.escape(field)}.*--overwrite"):
+        write_dataset(config)
+    assert tree_digest(out) == before
+
+
+def test_a_rerun_refuses_an_index_digest_edited_in_dataset_json(kaggle_folder, tmp_path):
+    out = tmp_path / "out"
+    config = _config(kaggle_folder, out)
+    write_dataset(config)
+    path = out / schema.MANIFEST_NAME
+    doc = json.loads(path.read_text())
+    shard = doc["splits"]["train"]["shards"][0]
+    shard["index_sha256"] = "0" * 64
+    path.write_text(json.dumps(doc))
+    before = tree_digest(out)
+    with pytest.raises(ChangedManifest, match=rf"the index_sha256 of {shard['file']} is not "
+                                              "its record index's.*--overwrite"):
         write_dataset(config)
     assert tree_digest(out) == before
 
