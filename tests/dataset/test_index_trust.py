@@ -220,3 +220,18 @@ def test_a_format_1_dataset_reads_and_the_same_write_upgrades_it_in_place(tmp_pa
                               image_size=8, num_workers=1, show_progress=False, shards=3,
                               val_fraction=0.0, seed=1))
     assert tree_digest(data_dir) == written  # byte for byte what format 2 writes
+
+
+def test_the_trainer_names_a_foreign_shard_in_one_line(written, tmp_path):
+    from pipeline import training
+    from pipeline.training.settings import TrainingError
+
+    data_dir, shard = _swap_in_foreign_shard(*written, tmp_path, with_indexes=False)
+    with pytest.raises(TrainingError) as raised:
+        training.train_and_evaluate(data_dir=data_dir, workdir=str(tmp_path / "run"), depth=10,
+                                    width=4, stem="small", batch_size=3, warmup_epochs=0,
+                                    epochs=1, verbose=0, augment=None, cache=None,
+                                    val_split="train")
+    said = str(raised.value)
+    assert said.startswith(f"{shard.file}: record ") and record_index.MISMATCH in said
+    assert "on_corrupt" not in said  # not damage: skipping is no way around it
