@@ -256,6 +256,24 @@ def read_manifest(data_dir: str) -> Manifest:
     return Manifest.from_json(text, source=path)
 
 
+# The writer's --image_path template has this where a CSV's value goes: the stored path is
+# the template with the value in it (manifest flag "image_path").
+IMAGE_PATH_SLOT = "{}"
+
+
+def path_from_value(template: str, value: str) -> str:
+    """The image path --image_path=`template` makes of a CSV value."""
+    return template.replace(IMAGE_PATH_SLOT, value)
+
+
+def value_from_path(template: str, path: str) -> str:
+    """The CSV value a stored path was made from (the inverse of path_from_value)."""
+    before, after = template.split(IMAGE_PATH_SLOT)
+    if not (path.startswith(before) and path.endswith(after)):
+        raise FormatError(f"{path!r} was not made by the template {template!r}")
+    return path[len(before):len(path) - len(after)]
+
+
 def label_problem(label: int, num_classes: int) -> str | None:
     """Why `label` is no label of a dataset with `num_classes` classes, or None: a label
     outside the classes is damage, not data."""

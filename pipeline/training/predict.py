@@ -4,8 +4,10 @@ r"""Predict a split with a trained run: the rows of a Kaggle-style `submission.c
     files.atomic_write_text(path, submission_csv(rows))
 
 Reads the model `train.py` saved in the workdir (`model.keras`, or a checkpoint's weights)
-and the dataset named in its `run.json`. One row per record, `image,label`: the image path
-as given to `python -m pipeline.write` and the predicted class name, in the input's order.
+and the dataset named in its `run.json`. One row per record, `image,label` (or the input
+CSV's own column names): the image path as given to `python -m pipeline.write` (with its
+--image_path template, the CSV's own value) and the predicted class name, in the input's
+order.
 Several workdirs make an ensemble (e.g. one model per fold), and test-time views (`tta`:
 flips) are averaged with the original: the mean of the softmax probabilities of every model
 on every view, which predict_probabilities returns and probabilities_csv writes out.
@@ -117,7 +119,8 @@ def view_of(batches, view: str | None):
 def predict_split(workdir: str | Sequence[str], split: str = schema.TEST, *,
                   data_dir: str | None = None, weights: str = "final", batch_size: int = 256,
                   tta=None, fold: int | None = None) -> list[tuple[str, str]]:
-    """[(image path, predicted class name)] for every record of `split`, in input order."""
+    """[(image id, predicted class name)] for every record of `split`, in input order
+    (ids: submission_ids)."""
     return predicted_rows(*predict_probabilities(
         workdir, split, data_dir=data_dir, weights=weights, batch_size=batch_size, tta=tta,
         fold=fold))
@@ -125,9 +128,25 @@ def predict_split(workdir: str | Sequence[str], split: str = schema.TEST, *,
 
 def predicted_rows(manifest: schema.Manifest, paths: Sequence[str],
                    probabilities) -> list[tuple[str, str]]:
-    """[(image path, the most probable class's name)]."""
-    return [(path, manifest.classes[index])
-            for path, index in zip(paths, np.argmax(probabilities, axis=1))]
+    """[(image id, the most probable class's name)] (ids: submission_ids)."""
+    return [(image_id, manifest.classes[index]) for image_id, index in
+            zip(submission_ids(manifest, paths), np.argmax(probabilities, axis=1))]
+
+
+def submission_ids(manifest: schema.Manifest, paths: Sequence[str]) -> list[str]:
+    """Each record's id in a submission: its image path as written, or with the writer's
+    --image_path template the CSV's own value the path was made from."""
+    template = manifest.flags.get("image_path")
+    if not template:
+        return list(paths)
+    return [schema.value_from_path(template, path) for path in paths]
+
+
+def submission_header(manifest: schema.Manifest) -> tuple[str, str]:
+    """The submission's columns: the input CSV's image and label column names (a Kaggle
+    sample submission's), HEADER for other inputs."""
+    flags = manifest.flags
+    return (flags.get("image_column") or HEADER[0], flags.get("label_column") or HEADER[1])
 
 
 def read_run(workdir: str) -> dict:
@@ -177,14 +196,15 @@ def csv_text(header: Sequence[str], rows) -> str:
     return buffer.getvalue()
 
 
-def submission_csv(rows: Sequence[tuple[str, str]]) -> str:
-    return csv_text(HEADER, rows)
+def submission_csv(rows: Sequence[tuple[str, str]], header: Sequence[str] = HEADER) -> str:
+    return csv_text(header, rows)
 
 
-def probabilities_csv(classes: Sequence[str], paths: Sequence[str], probabilities) -> str:
+def probabilities_csv(classes: Sequence[str], ids: Sequence[str], probabilities,
+                      id_header: str = HEADER[0]) -> str:
     """`image,<class>,<class>...`: one row per record, the probability of each class."""
-    return csv_text(("image", *classes), ((path, *(f"{p:.6g}" for p in row))
-                                          for path, row in zip(paths, probabilities)))
+    return csv_text((id_header, *classes), ((image_id, *(f"{p:.6g}" for p in row))
+                                            for image_id, row in zip(ids, probabilities)))
 
 
 def write_predictions(workdir: str | Sequence[str], split: str = schema.TEST, *,
@@ -199,10 +219,11 @@ def write_predictions(workdir: str | Sequence[str], split: str = schema.TEST, *,
         workdir, split, data_dir=data_dir, weights=weights, batch_size=batch_size, tta=tta,
         fold=fold)
     rows = predicted_rows(manifest, paths, probs)
+    header = submission_header(manifest)
     first = workdir if isinstance(workdir, str) else workdir[0]
     output = output or os.path.join(first, SUBMISSION_NAME)
-    files.atomic_write_text(output, submission_csv(rows))
+    files.atomic_write_text(output, submission_csv(rows, header))
     if probabilities:
-        files.atomic_write_text(probabilities,
-                                probabilities_csv(manifest.classes, paths, probs))
+        files.atomic_write_text(probabilities, probabilities_csv(
+            manifest.classes, submission_ids(manifest, paths), probs, header[0]))
     return output, len(rows)

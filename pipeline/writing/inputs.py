@@ -24,6 +24,9 @@ def resolve_inputs(config: WriteConfig) -> tuple[Listing, Listing | None]:
     unlabeled, or a tfds: split labeled with --input's classes."""
     input_path, test_input = config.input, config.test_input
     if input_path is None:
+        if config.image_path is not None:
+            raise InputError(f"--image_path={config.image_path} makes paths of a CSV's values: "
+                             "give the CSV with --input")
         sample = ensure_sample_dataset(workspace.raw_dir())
         train_csv, test_csv = (os.path.join(sample, name) for name in SAMPLE_CSVS)
         input_path, test_input = train_csv, test_input or test_csv
@@ -64,7 +67,8 @@ def load_input(given: str, config: WriteConfig, *, label_column_required: bool =
     return load_listing(given, image_column=config.image_column,
                         label_column=config.label_column,
                         label_column_required=label_column_required,
-                        allow_outside=config.allow_outside_input)
+                        allow_outside=config.allow_outside_input,
+                        image_path=config.image_path)
 
 
 def check_input_flags(config: WriteConfig, inputs: Sequence[str | None]) -> None:
@@ -77,7 +81,8 @@ def check_input_flags(config: WriteConfig, inputs: Sequence[str | None]) -> None
     if tfds_inputs and len(tfds_inputs) == len([given for given in inputs if given]):
         csv_flags = [flag for flag, given in (
             (f"--image_column={config.image_column}", config.image_column != "image"),
-            (f"--label_column={config.label_column}", config.label_column_required)) if given]
+            (f"--label_column={config.label_column}", config.label_column_required),
+            (f"--image_path={config.image_path}", config.image_path is not None)) if given]
         if csv_flags:
             raise InputError(f"{' '.join(csv_flags)} name CSV columns; a tfds: input takes its "
                              "features from --tfds_image_key / --tfds_label_key")

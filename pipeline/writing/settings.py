@@ -72,8 +72,16 @@ class WriteConfig:
         "labeled --input, kept in file order for predictions; or a tfds: split (e.g. "
         "tfds:cifar10:test), kept in TFDS's order with its labels (same classes as --input) or "
         "unlabeled when all its labels are -1.", group="input", recorded=True)
-    image_column: str = setting("image", "CSV column holding image paths.", group="input",
-                                recorded=True)
+    image_column: str = setting("image", "CSV column holding image paths (or, with "
+                                "--image_path, the values its template makes them from).",
+                                group="input", recorded=True)
+    image_path: str | None = setting(
+        None, "A template from the image column's value to the image's path, relative to the "
+        "CSV's folder, with one {} for the value: --image_path='images/{}.jpg' reads "
+        "images/Train_0.jpg for the value Train_0 (Plant Pathology's image_id, PetFinder's "
+        "Id). It applies to --test_input too, and predict writes the column's own values "
+        "(its name as the header), as a Kaggle submission wants them.", group="input",
+        recorded=True)
     label_column: str = setting(
         "label", "CSV column holding class names; a CSV without it is unlabeled.",
         group="input", recorded=True)
@@ -205,6 +213,10 @@ def check(config: WriteConfig) -> None:
         raise plan.PlanError(
             f"--num_tasks={config.num_tasks} --task_index={config.task_index}: need "
             f"num_tasks >= 1 and 0 <= task_index < num_tasks")
+    if config.image_path is not None and config.image_path.count(schema.IMAGE_PATH_SLOT) != 1:
+        raise plan.PlanError(f"--image_path={config.image_path!r} needs exactly one "
+                             f"{schema.IMAGE_PATH_SLOT} where the image column's value goes, e.g. "
+                             "'images/{}.jpg'")
     if config.num_tasks > 1 and config.overwrite:
         raise plan.PlanError("--overwrite with --num_tasks > 1 would let one task delete the "
                              "others' shards; clear --output_dir once before starting the tasks")
@@ -212,7 +224,8 @@ def check(config: WriteConfig) -> None:
 
 def manifest_flags(config: WriteConfig) -> dict:
     """The command's settings as dataset.json records them: the recorded ones, in field
-    order; the tfds group only for a tfds: input, so other manifests stay as they were; an
+    order; the tfds group only for a tfds: input and --image_path only when given, so other
+    manifests stay as they were; an
     empty --input as the bundled sample's name."""
     reads_tfds = any(tfds_source.is_tfds_input(given)
                      for given in (config.input, config.test_input))
@@ -220,6 +233,8 @@ def manifest_flags(config: WriteConfig) -> dict:
     for field in fields(recorded=True):
         if field.metadata["group"] == "tfds" and not reads_tfds:
             continue
+        if field.name == "image_path" and config.image_path is None:
+            continue  # recorded only where given: other manifests stay as they were
         recorded[field.name] = getattr(config, field.name)
     if config.input is None:
         recorded["input"] = sample_input()

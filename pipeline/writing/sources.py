@@ -49,15 +49,20 @@ class Listing:
 def load_listing(
     input_path: str, *, image_column: str = "image", label_column: str = "label",
     label_column_required: bool = False, allow_outside: bool = False,
+    image_path: str | None = None,
 ) -> Listing:
     """A CSV file or a directory of class folders -> Listing. Paths that lead outside the
     input are refused unless `allow_outside` (pipeline.writing.boundary)."""
     if os.path.isdir(input_path):
+        if image_path is not None:
+            raise InputError(f"--image_path={image_path} makes paths of a CSV's values; "
+                             f"--input={input_path} is a folder of class folders")
         return list_class_tree(input_path, allow_outside=allow_outside)
     if os.path.isfile(input_path):
         return read_csv_listing(
             input_path, image_column=image_column, label_column=label_column,
             label_column_required=label_column_required, allow_outside=allow_outside,
+            image_path=image_path,
         )
     raise InputError(
         f"--input={input_path!r} does not exist; give a CSV file (image,label columns) or a "
@@ -68,8 +73,10 @@ def load_listing(
 def read_csv_listing(
     csv_path: str, *, image_column: str = "image", label_column: str = "label",
     label_column_required: bool = False, allow_outside: bool = False,
+    image_path: str | None = None,
 ) -> Listing:
-    """Read `image[,label]` rows; paths are relative to the CSV's folder.
+    """Read `image[,label]` rows; paths are relative to the CSV's folder, or made of the image
+    column's values by the `image_path` template (schema.path_from_value).
 
     Without a label column the listing is unlabeled (a Kaggle `test.csv`): every label is -1
     and the file order is kept, because predictions must come out in that order.
@@ -100,6 +107,8 @@ def read_csv_listing(
     paths = frame[image_column].tolist()
     base = os.path.dirname(os.path.abspath(csv_path))
     _refuse_blank_paths(csv_path, paths)
+    if image_path is not None:
+        paths = [schema.path_from_value(image_path, value) for value in paths]
     if not allow_outside:
         _refuse_rows_outside(csv_path, base, paths)
     _refuse_duplicates(csv_path, base, paths)
