@@ -213,17 +213,21 @@ def write_predictions(workdir: str | Sequence[str], split: str = schema.TEST, *,
                       probabilities: str | None = None,
                       fold: int | None = None) -> tuple[str, int]:
     """predict_split as a CSV at `output` (default <first workdir>/submission.csv), and with
-    `probabilities` a CSV of every class's probability; each written atomically. Returns
+    `probabilities` a CSV of every class's probability; each written atomically. A dataset
+    written with one-hot --label_columns gets the probabilities as its submission. Returns
     (the submission's path, rows)."""
     manifest, paths, probs = predict_probabilities(
         workdir, split, data_dir=data_dir, weights=weights, batch_size=batch_size, tta=tta,
         fold=fold)
     rows = predicted_rows(manifest, paths, probs)
     header = submission_header(manifest)
+    table = probabilities_csv(manifest.classes, submission_ids(manifest, paths), probs,
+                              header[0])
     first = workdir if isinstance(workdir, str) else workdir[0]
     output = output or os.path.join(first, SUBMISSION_NAME)
-    files.atomic_write_text(output, submission_csv(rows, header))
+    # One-hot class columns in, one probability per column out: that competition's format.
+    one_hot = bool(manifest.flags.get("label_columns"))
+    files.atomic_write_text(output, table if one_hot else submission_csv(rows, header))
     if probabilities:
-        files.atomic_write_text(probabilities, probabilities_csv(
-            manifest.classes, submission_ids(manifest, paths), probs, header[0]))
+        files.atomic_write_text(probabilities, table)
     return output, len(rows)

@@ -31,7 +31,8 @@ def resolve_inputs(config: WriteConfig) -> tuple[Listing, Listing | None]:
         train_csv, test_csv = (os.path.join(sample, name) for name in SAMPLE_CSVS)
         input_path, test_input = train_csv, test_input or test_csv
     check_input_flags(config, [input_path, test_input])
-    main = load_input(input_path, config, label_column_required=config.label_column_required)
+    main = load_input(input_path, config, label_column_required=(
+        config.label_column_required or config.label_columns is not None))
     if test_input is None:
         return main, None
     if not main.labeled:
@@ -42,7 +43,8 @@ def resolve_inputs(config: WriteConfig) -> tuple[Listing, Listing | None]:
     test = load_input(test_input, config)
     if test.labeled and not tfds_source.is_tfds_input(test_input):
         raise InputError(
-            f"--test_input={test_input} has a {config.label_column!r} column; the test split "
+            f"--test_input={test_input} has the label column(s) "
+            f"{config.label_columns or config.label_column!r}; the test split "
             "is unlabeled (give labeled data through --input)"
         )
     if test.labeled and test.classes != main.classes:
@@ -68,7 +70,8 @@ def load_input(given: str, config: WriteConfig, *, label_column_required: bool =
                         label_column=config.label_column,
                         label_column_required=label_column_required,
                         allow_outside=config.allow_outside_input,
-                        image_path=config.image_path)
+                        image_path=config.image_path,
+                        label_columns=config.label_column_names)
 
 
 def check_input_flags(config: WriteConfig, inputs: Sequence[str | None]) -> None:
@@ -82,7 +85,9 @@ def check_input_flags(config: WriteConfig, inputs: Sequence[str | None]) -> None
         csv_flags = [flag for flag, given in (
             (f"--image_column={config.image_column}", config.image_column != "image"),
             (f"--label_column={config.label_column}", config.label_column_required),
-            (f"--image_path={config.image_path}", config.image_path is not None)) if given]
+            (f"--image_path={config.image_path}", config.image_path is not None),
+            (f"--label_columns={config.label_columns}", config.label_columns is not None))
+            if given]
         if csv_flags:
             raise InputError(f"{' '.join(csv_flags)} name CSV columns; a tfds: input takes its "
                              "features from --tfds_image_key / --tfds_label_key")

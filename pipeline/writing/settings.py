@@ -85,6 +85,12 @@ class WriteConfig:
     label_column: str = setting(
         "label", "CSV column holding class names; a CSV without it is unlabeled.",
         group="input", recorded=True)
+    label_columns: str | None = setting(
+        None, "Comma-separated one-hot class columns, instead of --label_column (Plant "
+        "Pathology's healthy,multiple_diseases,rust,scab): each row holds 1 in exactly one of "
+        "them and 0 in the others. The classes are these columns in this order, and predict "
+        "writes one probability per column, the competition's submission. --input must have "
+        "them; a --test_input without them is unlabeled.", group="input", recorded=True)
     # True when --label_column was given: a CSV without that column is then a typo, not an
     # unlabeled CSV.
     label_column_required: bool = setting(
@@ -166,6 +172,13 @@ class WriteConfig:
         "tasks otherwise.", group="multi-host")
 
     @property
+    def label_column_names(self) -> tuple[str, ...]:
+        """--label_columns as a tuple (empty when not given)."""
+        if self.label_columns is None:
+            return ()
+        return tuple(name.strip() for name in self.label_columns.split(","))
+
+    @property
     def image_bytes(self) -> int:
         """Bytes of one written image (uint8 CHW)."""
         return schema.CHANNELS * self.image_size * self.image_size
@@ -217,23 +230,38 @@ def check(config: WriteConfig) -> None:
         raise plan.PlanError(f"--image_path={config.image_path!r} needs exactly one "
                              f"{schema.IMAGE_PATH_SLOT} where the image column's value goes, e.g. "
                              "'images/{}.jpg'")
+    check_label_columns(config)
     if config.num_tasks > 1 and config.overwrite:
         raise plan.PlanError("--overwrite with --num_tasks > 1 would let one task delete the "
                              "others' shards; clear --output_dir once before starting the tasks")
 
 
+def check_label_columns(config: WriteConfig) -> None:
+    """--label_columns names distinct, non-empty columns, and replaces --label_column."""
+    if config.label_columns is None:
+        return
+    names = config.label_column_names
+    if not names or any(not name for name in names) or len(set(names)) != len(names):
+        raise plan.PlanError(f"--label_columns={config.label_columns!r}: name each one-hot "
+                             "column once, comma-separated, e.g. 'healthy,rust,scab'")
+    if config.label_column_required:
+        raise plan.PlanError(f"--label_column={config.label_column} and --label_columns="
+                             f"{config.label_columns}: give one (a class-name column, or "
+                             "one-hot class columns)")
+
+
 def manifest_flags(config: WriteConfig) -> dict:
     """The command's settings as dataset.json records them: the recorded ones, in field
-    order; the tfds group only for a tfds: input and --image_path only when given, so other
-    manifests stay as they were; an
-    empty --input as the bundled sample's name."""
+    order; the tfds group only for a tfds: input, --image_path and --label_columns only when
+    given, so other manifests stay as they were; an empty --input as the bundled sample's
+    name."""
     reads_tfds = any(tfds_source.is_tfds_input(given)
                      for given in (config.input, config.test_input))
     recorded = {}
     for field in fields(recorded=True):
         if field.metadata["group"] == "tfds" and not reads_tfds:
             continue
-        if field.name == "image_path" and config.image_path is None:
+        if field.name in ("image_path", "label_columns") and getattr(config, field.name) is None:
             continue  # recorded only where given: other manifests stay as they were
         recorded[field.name] = getattr(config, field.name)
     if config.input is None:

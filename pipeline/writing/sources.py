@@ -49,7 +49,7 @@ class Listing:
 def load_listing(
     input_path: str, *, image_column: str = "image", label_column: str = "label",
     label_column_required: bool = False, allow_outside: bool = False,
-    image_path: str | None = None,
+    image_path: str | None = None, label_columns: Sequence[str] = (),
 ) -> Listing:
     """A CSV file or a directory of class folders -> Listing. Paths that lead outside the
     input are refused unless `allow_outside` (pipeline.writing.boundary)."""
@@ -62,7 +62,7 @@ def load_listing(
         return read_csv_listing(
             input_path, image_column=image_column, label_column=label_column,
             label_column_required=label_column_required, allow_outside=allow_outside,
-            image_path=image_path,
+            image_path=image_path, label_columns=label_columns,
         )
     raise InputError(
         f"--input={input_path!r} does not exist; give a CSV file (image,label columns) or a "
@@ -73,10 +73,11 @@ def load_listing(
 def read_csv_listing(
     csv_path: str, *, image_column: str = "image", label_column: str = "label",
     label_column_required: bool = False, allow_outside: bool = False,
-    image_path: str | None = None,
+    image_path: str | None = None, label_columns: Sequence[str] = (),
 ) -> Listing:
     """Read `image[,label]` rows; paths are relative to the CSV's folder, or made of the image
-    column's values by the `image_path` template (schema.path_from_value).
+    column's values by the `image_path` template (schema.path_from_value). With
+    `label_columns`, each row's class is the one-hot column holding its 1 (_one_hot_names).
 
     Without a label column the listing is unlabeled (a Kaggle `test.csv`): every label is -1
     and the file order is kept, because predictions must come out in that order.
@@ -96,11 +97,13 @@ def read_csv_listing(
             f"{csv_path}: no {image_column!r} column; it has {columns}. "
             "Name the image column with --image_column."
         )
-    labeled = label_column in columns
-    if not labeled and label_column_required:
+    wanted = list(label_columns) or [label_column]
+    missing = [name for name in wanted if name not in columns]
+    labeled = not missing
+    if missing and (label_column_required or len(missing) < len(wanted)):
         raise InputError(
-            f"{csv_path}: no {label_column!r} column; it has {columns}. "
-            "Name the label column with --label_column."
+            f"{csv_path}: no {', '.join(map(repr, missing))} column; it has {columns}. "
+            f"Name the label column{'s with --label_columns' if label_columns else ' with --label_column'}."
         )
     if frame.empty:
         raise InputError(f"{csv_path}: the CSV has a header but no rows")
@@ -117,14 +120,12 @@ def read_csv_listing(
             SourceImage(p, os.path.join(base, p), schema.UNLABELED) for p in paths
         )
         return Listing(images, (), False, f"unlabeled CSV {csv_path} ({len(images):,} images)")
-    names = frame[label_column].tolist()
-    empty = [i + 2 for i, name in enumerate(names) if not name.strip()]  # +2: header, 1-based
-    if empty:
-        raise InputError(
-            f"{csv_path}: empty {label_column!r} on line(s) {empty[:MAX_EXAMPLES]}"
-            f"{' ...' if len(empty) > MAX_EXAMPLES else ''}; every row needs a label"
-        )
-    classes = sort_class_names(set(names))
+    if label_columns:
+        names, classes = _one_hot_names(csv_path, frame, label_columns), tuple(label_columns)
+    else:
+        names = frame[label_column].tolist()
+        _refuse_empty_labels(csv_path, label_column, names)
+        classes = sort_class_names(set(names))
     index = {name: i for i, name in enumerate(classes)}
     images = tuple(
         SourceImage(p, os.path.join(base, p), index[name]) for p, name in zip(paths, names)
@@ -132,6 +133,38 @@ def read_csv_listing(
     return Listing(
         images, classes, True, f"CSV {csv_path} ({len(images):,} images, {len(classes)} classes)"
     )
+
+
+def _refuse_empty_labels(csv_path: str, label_column: str, names: Sequence[str]) -> None:
+    empty = [i + 2 for i, name in enumerate(names) if not name.strip()]  # +2: header, 1-based
+    if empty:
+        raise InputError(
+            f"{csv_path}: empty {label_column!r} on line(s) {empty[:MAX_EXAMPLES]}"
+            f"{' ...' if len(empty) > MAX_EXAMPLES else ''}; every row needs a label"
+        )
+
+
+# What a one-hot column may hold, and which of those mean "this class".
+ONE_HOT_VALUES = ("0", "1", "0.0", "1.0")
+ONE_HOT_ONES = ("1", "1.0")
+
+
+def _one_hot_names(csv_path: str, frame, label_columns: Sequence[str]) -> list[str]:
+    """Each row's class: the one of `label_columns` holding its single 1. Anything but 0 or 1,
+    or not exactly one 1 in a row, is an InputError naming the line."""
+    values = frame[list(label_columns)].apply(lambda column: column.str.strip())
+    for bad, why in ((~values.isin(ONE_HOT_VALUES).all(axis=1), "holds something other "
+                      "than 0 or 1 in"),
+                     (values.isin(ONE_HOT_ONES).sum(axis=1) != 1, "has not exactly one 1 in")):
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            shown = ", ".join(f"{name}={values.iloc[row][name]!r}" for name in label_columns)
+            raise InputError(
+                f"{csv_path}: line {row + 2} {why} the one-hot columns ({shown}); each row "
+                "needs 1 in exactly one class column and 0 in the others (rows with several "
+                "classes are multi-label, which the writer does not store yet)")
+    ones = values.isin(ONE_HOT_ONES).to_numpy()
+    return [label_columns[column] for column in ones.argmax(axis=1)]
 
 
 def _refuse_blank_paths(csv_path: str, paths: Sequence[str]) -> None:
