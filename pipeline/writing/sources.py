@@ -82,15 +82,7 @@ def read_csv_listing(
     Without a label column the listing is unlabeled (a Kaggle `test.csv`): every label is -1
     and the file order is kept, because predictions must come out in that order.
     """
-    import pandas as pd  # here, not at the top: worker processes never read a CSV
-
-    try:
-        # Everything as text: "007.jpg" must not become 7, and "NA" is a valid class name.
-        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=False)
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{csv_path}: the CSV is empty (no header, no rows)") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise InputError(f"{csv_path}: not a readable CSV: {err}") from err
+    frame = _read_csv(csv_path)
     columns = list(frame.columns)
     if image_column not in columns:
         raise InputError(
@@ -101,10 +93,9 @@ def read_csv_listing(
     missing = [name for name in wanted if name not in columns]
     labeled = not missing
     if missing and (label_column_required or len(missing) < len(wanted)):
-        raise InputError(
-            f"{csv_path}: no {', '.join(map(repr, missing))} column; it has {columns}. "
-            f"Name the label column{'s with --label_columns' if label_columns else ' with --label_column'}."
-        )
+        flag = "--label_columns" if label_columns else "--label_column"
+        raise InputError(f"{csv_path}: no {', '.join(map(repr, missing))} column; it has "
+                         f"{columns}. Name the label column(s) with {flag}.")
     if frame.empty:
         raise InputError(f"{csv_path}: the CSV has a header but no rows")
     paths = frame[image_column].tolist()
@@ -120,12 +111,7 @@ def read_csv_listing(
             SourceImage(p, os.path.join(base, p), schema.UNLABELED) for p in paths
         )
         return Listing(images, (), False, f"unlabeled CSV {csv_path} ({len(images):,} images)")
-    if label_columns:
-        names, classes = _one_hot_names(csv_path, frame, label_columns), tuple(label_columns)
-    else:
-        names = frame[label_column].tolist()
-        _refuse_empty_labels(csv_path, label_column, names)
-        classes = sort_class_names(set(names))
+    names, classes = _class_names(csv_path, frame, label_column, label_columns)
     index = {name: i for i, name in enumerate(classes)}
     images = tuple(
         SourceImage(p, os.path.join(base, p), index[name]) for p, name in zip(paths, names)
@@ -133,6 +119,30 @@ def read_csv_listing(
     return Listing(
         images, classes, True, f"CSV {csv_path} ({len(images):,} images, {len(classes)} classes)"
     )
+
+
+def _read_csv(csv_path: str):
+    """The CSV as a pandas frame of text, or InputError saying why it is none."""
+    import pandas as pd  # here, not at the top: worker processes never read a CSV
+
+    try:
+        # Everything as text: "007.jpg" must not become 7, and "NA" is a valid class name.
+        return pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=False)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{csv_path}: the CSV is empty (no header, no rows)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise InputError(f"{csv_path}: not a readable CSV: {err}") from err
+
+
+def _class_names(csv_path: str, frame, label_column: str,
+                 label_columns: Sequence[str]) -> tuple[list[str], tuple[str, ...]]:
+    """(each row's class name, the classes in label order): the label column's names, sorted;
+    or the one-hot columns', in their order."""
+    if label_columns:
+        return _one_hot_names(csv_path, frame, label_columns), tuple(label_columns)
+    names = frame[label_column].tolist()
+    _refuse_empty_labels(csv_path, label_column, names)
+    return names, sort_class_names(set(names))
 
 
 def _refuse_empty_labels(csv_path: str, label_column: str, names: Sequence[str]) -> None:
