@@ -74,19 +74,20 @@ def expected_indexes(output_dir: str, filename: str, size: int, sha256: str,
             schema.record_index_filename(filename, "NONE"): record_index.encode(index)}
 
 
-def repair_indexes(output_dir: str, expected: dict[str, bytes]) -> list[str]:
-    """Replace the index files that differ from `expected`; returns their names."""
+def repair_indexes(output_dir: str, expected: dict[str, bytes]) -> list[tuple[str, bool]]:
+    """Replace the index files that differ from `expected`; returns (name, whether it was an
+    older format's record index, which an upgrade replaces as a matter of course)."""
     replaced = []
     for name, data in sorted(expected.items()):
         path = os.path.join(output_dir, name)
         try:
             with open(path, "rb") as f:
-                same = f.read() == data
+                found = f.read()
         except FileNotFoundError:
-            same = False
-        if not same:
+            found = b""
+        if found != data:
             files.atomic_write_bytes(path, data)
-            replaced.append(name)
+            replaced.append((name, found.startswith(record_index.MAGIC_V1)))
     return replaced
 
 
@@ -102,8 +103,12 @@ def check_kept_shard(output_dir: str, shard, *, compression: str,
         if expected is None:
             problem = "its records cannot be framed"
         else:
-            for name in repair_indexes(output_dir, expected):
-                logging.warning("%s did not match its shard; rebuilt it from %s", name, filename)
+            for name, older in repair_indexes(output_dir, expected):
+                if older:
+                    logging.info("%s rebuilt from %s in this format", name, filename)
+                else:
+                    logging.warning("%s did not match its shard; rebuilt it from %s", name,
+                                    filename)
     if problem is not None:
         logging.warning("%s is %s; writing it again", filename, problem)
     return problem

@@ -216,10 +216,16 @@ def test_a_format_1_dataset_reads_and_the_same_write_upgrades_it_in_place(tmp_pa
             _same(_read(data_dir, access), batches)
     assert caplog.text.count("is a format 1 dataset") == 1
     assert "to upgrade it to format 2 in place" in caplog.text
-    write_dataset(WriteConfig(output_dir=data_dir, input=str(tmp_path / "src" / "train.csv"),
-                              image_size=8, num_workers=1, show_progress=False, shards=3,
-                              val_fraction=0.0, seed=1))
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        write_dataset(WriteConfig(output_dir=data_dir,
+                                  input=str(tmp_path / "src" / "train.csv"), image_size=8,
+                                  num_workers=1, show_progress=False, shards=3,
+                                  val_fraction=0.0, seed=1))
     assert tree_digest(data_dir) == written  # byte for byte what format 2 writes
+    assert "upgraded" in caplog.text and "from format 1 to 2" in caplog.text
+    # Replacing an older format's index is the upgrade, not a repair worth a warning.
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_the_trainer_names_a_foreign_shard_in_one_line(written, tmp_path):
