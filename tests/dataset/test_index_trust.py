@@ -201,7 +201,7 @@ def _to_format_1(data_dir):
     open(path, "w").write(json.dumps(doc))
 
 
-def test_a_format_1_dataset_reads_and_the_same_write_upgrades_it_in_place(tmp_path, caplog):
+def test_a_format_1_dataset_reads_and_the_same_write_upgrades_it_in_place(tmp_path, info_logs):
     from conftest import tree_digest
     from pipeline.writing.settings import WriteConfig
     from pipeline.writing.writer import write_dataset
@@ -211,21 +211,18 @@ def test_a_format_1_dataset_reads_and_the_same_write_upgrades_it_in_place(tmp_pa
     expected = {access: _read(data_dir, access) for access in ("random", "stream")}
     _to_format_1(data_dir)
     assert record_index.read(_index_path(data_dir, _shard(data_dir))).table[0, 4] == -1
-    with caplog.at_level(logging.WARNING):
-        for access, batches in expected.items():
-            _same(_read(data_dir, access), batches)
-    assert caplog.text.count("is a format 1 dataset") == 1
-    assert "to upgrade it to format 2 in place" in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.INFO):
-        write_dataset(WriteConfig(output_dir=data_dir,
-                                  input=str(tmp_path / "src" / "train.csv"), image_size=8,
-                                  num_workers=1, show_progress=False, shards=3,
-                                  val_fraction=0.0, seed=1))
+    for access, batches in expected.items():
+        _same(_read(data_dir, access), batches)
+    assert info_logs.text.count("is a format 1 dataset") == 1
+    assert "to upgrade it to format 2 in place" in info_logs.text
+    info_logs.clear()
+    write_dataset(WriteConfig(output_dir=data_dir, input=str(tmp_path / "src" / "train.csv"),
+                              image_size=8, num_workers=1, show_progress=False, shards=3,
+                              val_fraction=0.0, seed=1))
     assert tree_digest(data_dir) == written  # byte for byte what format 2 writes
-    assert "upgraded" in caplog.text and "from format 1 to 2" in caplog.text
+    assert "upgraded" in info_logs.text and "from format 1 to 2" in info_logs.text
     # Replacing an older format's index is the upgrade, not a repair worth a warning.
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [r for r in info_logs.records if r.levelno >= logging.WARNING]
 
 
 def test_the_trainer_names_a_foreign_shard_in_one_line(written, tmp_path):
