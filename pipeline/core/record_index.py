@@ -249,6 +249,10 @@ class Loaded:
 MISMATCH = f"does not match {schema.MANIFEST_NAME}"
 
 
+# What reading says of a whole record whose CRC is not the one its index lists.
+NOT_INDEXED_PROBLEM = "its CRC32C is not the one its record index lists"
+
+
 class IndexMismatch(schema.FormatError):
     """A shard whose records are not the ones dataset.json lists (through its index digest)."""
 

@@ -220,7 +220,7 @@ def problem_text(status: int, detail: int, length: int, num_classes: int) -> str
 
 
 _INDEX_PROBLEMS = {
-    kernels.NOT_INDEXED: "its CRC32C is not the one its record index lists",
+    kernels.NOT_INDEXED: record_index.NOT_INDEXED_PROBLEM,
     kernels.IMAGE_FIELD: "its record index does not point at its image",
     kernels.LABEL_FIELD: "its record index does not point at its label",
 }

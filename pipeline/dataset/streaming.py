@@ -108,7 +108,7 @@ def check_against_indexes(data_dir: str, manifest: schema.Manifest, split: str,
         record = record_index.foreign_record(path, index, manifest.num_classes)
         if record is not None:
             raise record_index.IndexMismatch(record_index.mismatch_message(
-                shard.file, record, "its CRC32C is not the one its record index lists"))
+                shard.file, record, record_index.NOT_INDEXED_PROBLEM))
 
 
 def streaming_batches(paths: Sequence[str], counts: Sequence[int], manifest: schema.Manifest,

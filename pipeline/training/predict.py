@@ -221,7 +221,7 @@ def write_predictions(workdir: str | Sequence[str], split: str = schema.TEST, *,
         fold=fold)
     rows = predicted_rows(manifest, paths, probs)
     header = submission_header(manifest)
-    table = probabilities_csv(manifest.classes, submission_ids(manifest, paths), probs,
+    table = probabilities_csv(manifest.classes, [image_id for image_id, _ in rows], probs,
                               header[0])
     first = workdir if isinstance(workdir, str) else workdir[0]
     output = output or os.path.join(first, SUBMISSION_NAME)

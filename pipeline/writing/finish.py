@@ -143,9 +143,7 @@ def with_index_digest(output_dir: str, result, compression: str):
     none, and its index file was rebuilt from the shard and checked when it was kept."""
     if compression != "NONE" or result.index_sha256 is not None:
         return result
-    name = schema.record_index_filename(result.file, compression)
-    return dataclasses.replace(result, index_sha256=kept.file_digest(
-        os.path.join(output_dir, name))[1])
+    return dataclasses.replace(result, index_sha256=kept.index_digest(output_dir, result.file))
 
 
 def split_info(specs, results, classes) -> schema.SplitInfo:

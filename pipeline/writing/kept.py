@@ -45,6 +45,12 @@ def file_digest(path: str) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
+def index_digest(output_dir: str, shard_file: str) -> str:
+    """The sha256 of the record index file beside the uncompressed shard `shard_file`."""
+    return file_digest(os.path.join(output_dir,
+                                    schema.record_index_filename(shard_file, "NONE")))[1]
+
+
 def shard_problem(output_dir: str, filename: str, size: int, sha256: str) -> str | None:
     """Why the shard `filename` is not the one of `size` bytes and digest `sha256` (missing,
     another size, other bytes), or None when it is."""
@@ -179,10 +185,8 @@ def settle_manifest(output_dir: str, manifest: schema.Manifest,
         return upgrade_manifest(output_dir, manifest, fingerprint)
     for info in manifest.splits.values():
         for shard in info.shards:
-            if shard.index_sha256 is None:
-                continue
-            name = schema.record_index_filename(shard.file, manifest.compression)
-            if file_digest(os.path.join(output_dir, name))[1] != shard.index_sha256:
+            if (shard.index_sha256 is not None
+                    and index_digest(output_dir, shard.file) != shard.index_sha256):
                 raise ChangedManifest(
                     f"{schema.manifest_path(output_dir)} was changed after it was written: "
                     f"the index_sha256 of {shard.file} is not its record index's. Put it back "
@@ -199,9 +203,7 @@ def upgrade_manifest(output_dir: str, manifest: schema.Manifest,
     def upgraded(shard: schema.ShardInfo) -> schema.ShardInfo:
         if manifest.compression != "NONE":
             return shard
-        name = schema.record_index_filename(shard.file, manifest.compression)
-        return dataclasses.replace(shard, index_sha256=file_digest(
-            os.path.join(output_dir, name))[1])
+        return dataclasses.replace(shard, index_sha256=index_digest(output_dir, shard.file))
 
     splits = {name: dataclasses.replace(info, shards=tuple(map(upgraded, info.shards)))
               for name, info in manifest.splits.items()}
