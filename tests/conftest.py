@@ -13,6 +13,9 @@ import pytest
 from PIL import Image
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The smallest training run there is: one epoch of a 10-layer, 4-wide ResNet on 8x8 images.
+TINY_RUN = dict(depth=10, width=4, stem="small", batch_size=3, warmup_epochs=0, epochs=1,
+                verbose=0, augment=None)
 
 
 def free_ports(n=1):
@@ -36,6 +39,22 @@ def write_images(folder, count, *, classes=("cat", "dog", "owl"), size=(20, 14),
         Image.fromarray(pixels).save(os.path.join(folder, path))
         rows.append((path, classes[i % len(classes)]))
     return rows
+
+
+def train_tiny(data_dir, workdir, **settings):
+    """train_and_evaluate with TINY_RUN (and `settings` over it); returns its metrics."""
+    from pipeline import training
+
+    return training.train_and_evaluate(data_dir=str(data_dir), workdir=str(workdir),
+                                       **{**TINY_RUN, **settings})
+
+
+def assert_same_batches(got, expected):
+    """Two lists of (images, labels) batches, equal batch for batch, byte for byte."""
+    assert len(got) == len(expected)
+    for (images, labels), (want_images, want_labels) in zip(got, expected):
+        np.testing.assert_array_equal(images, want_images)
+        np.testing.assert_array_equal(labels, want_labels)
 
 
 def write_csv(path, header, rows):

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import write_labeled_dataset
+from conftest import assert_same_batches as _same
+from conftest import train_tiny, write_labeled_dataset
 from pipeline import dataset
 from pipeline.core import integrity, record_index, schema
 from pipeline.dataset.options import DatasetError
@@ -78,13 +79,6 @@ def _read(data_dir, access, **options):
     ds = dataset.make_dataset(data_dir, "train", batch_size=3, training=False, **kwargs,
                               **options)
     return [(images.numpy(), labels.numpy()) for images, labels in ds]
-
-
-def _same(got, expected):
-    assert len(got) == len(expected)
-    for (images, labels), (want_images, want_labels) in zip(got, expected):
-        np.testing.assert_array_equal(images, want_images)
-        np.testing.assert_array_equal(labels, want_labels)
 
 
 def _raises_naming(shard, read):
@@ -226,15 +220,11 @@ def test_a_format_1_dataset_reads_and_the_same_write_upgrades_it_in_place(tmp_pa
 
 
 def test_the_trainer_names_a_foreign_shard_in_one_line(written, tmp_path):
-    from pipeline import training
     from pipeline.training.settings import TrainingError
 
     data_dir, shard = _swap_in_foreign_shard(*written, tmp_path, with_indexes=False)
     with pytest.raises(TrainingError) as raised:
-        training.train_and_evaluate(data_dir=data_dir, workdir=str(tmp_path / "run"), depth=10,
-                                    width=4, stem="small", batch_size=3, warmup_epochs=0,
-                                    epochs=1, verbose=0, augment=None, cache=None,
-                                    val_split="train")
+        train_tiny(data_dir, tmp_path / "run", cache=None, val_split="train")
     said = str(raised.value)
     assert said.startswith(f"{shard.file}: record ") and record_index.MISMATCH in said
     assert "on_corrupt" not in said  # not damage: skipping is no way around it

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import assert_same_batches as _same
 from conftest import write_labeled_dataset
 from pipeline import augment, dataset
 from pipeline.core import record_index, schema
@@ -34,13 +35,6 @@ def data_dir(tmp_path_factory):
 def _batches(ds, count=None):
     ds = ds.take(count) if count is not None else ds
     return [(x.numpy(), y.numpy()) for x, y in ds]
-
-
-def _same(a, b):
-    assert len(a) == len(b)
-    for (xa, ya), (xb, yb) in zip(a, b):
-        np.testing.assert_array_equal(xa, xb)
-        np.testing.assert_array_equal(ya, yb)
 
 
 def _train_images(data_dir):

@@ -25,15 +25,21 @@ def _train(config, workdir):
                           env={**os.environ, "PYTHONPATH": REPO_ROOT})
 
 
-def test_a_full_disk_stops_training_in_one_line_and_the_rerun_finishes(tiny_disk, tmp_path):
-    data_dir = write_labeled_dataset(tmp_path, 24, "data", shards=1, val_shards=1,
+def _tiny_config(tmp_path, *, images, epochs):
+    """A gin file training a tiny ResNet for `epochs` on `images` written in tmp_path/data."""
+    data_dir = write_labeled_dataset(tmp_path, images, "data", shards=1, val_shards=1,
                                      val_fraction=0.25)
     config = tmp_path / "tiny.gin"
     config.write_text(f"train_and_evaluate.data_dir = '{data_dir}'\n"
-                      "train_and_evaluate.epochs = 3\ntrain_and_evaluate.depth = 10\n"
+                      f"train_and_evaluate.epochs = {epochs}\ntrain_and_evaluate.depth = 10\n"
                       "train_and_evaluate.width = 4\ntrain_and_evaluate.stem = 'small'\n"
                       "train_and_evaluate.batch_size = 4\n"
                       "train_and_evaluate.warmup_epochs = 0\n")
+    return config
+
+
+def test_a_full_disk_stops_training_in_one_line_and_the_rerun_finishes(tiny_disk, tmp_path):
+    config = _tiny_config(tmp_path, images=24, epochs=3)
     workdir = tiny_disk / "run"
     result = _train(config, workdir)
     assert result.returncode == errors.EXIT_IO, result.stderr[-3000:]
@@ -51,13 +57,7 @@ def test_a_full_disk_stops_training_in_one_line_and_the_rerun_finishes(tiny_disk
 
 
 def test_a_read_only_workdir_stops_training_in_one_line(tiny_disk, tmp_path):
-    data_dir = write_labeled_dataset(tmp_path, 12, "data", shards=1, val_shards=1,
-                                     val_fraction=0.25)
-    config = tmp_path / "tiny.gin"
-    config.write_text(f"train_and_evaluate.data_dir = '{data_dir}'\n"
-                      "train_and_evaluate.epochs = 1\ntrain_and_evaluate.depth = 10\n"
-                      "train_and_evaluate.width = 4\ntrain_and_evaluate.stem = 'small'\n"
-                      "train_and_evaluate.batch_size = 4\n")
+    config = _tiny_config(tmp_path, images=12, epochs=1)
     subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)
     result = _train(config, tiny_disk / "run")
     assert result.returncode == errors.EXIT_IO, result.stderr[-3000:]

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from conftest import write_csv, write_images
+from conftest import train_tiny, write_csv, write_images
 from pipeline import dataset
 from pipeline.core import schema
 from pipeline.writing import plan
@@ -84,14 +84,11 @@ def test_the_template_is_refused_for_a_folder_of_classes(id_folder):
 
 
 def test_predict_writes_the_test_csvs_own_ids_under_its_column_name(id_folder, tmp_path):
-    from pipeline import training
     from pipeline.training import predict
 
     write_dataset(_config(id_folder))
     workdir = str(tmp_path / "run")
-    training.train_and_evaluate(data_dir=str(id_folder / "out"), workdir=workdir, depth=10,
-                                width=4, stem="small", batch_size=3, warmup_epochs=0, epochs=1,
-                                verbose=0, augment=None)
+    train_tiny(id_folder / "out", workdir)
     probabilities = tmp_path / "probabilities.csv"
     output, rows = predict.write_predictions(workdir, output=str(tmp_path / "sub.csv"),
                                              probabilities=str(probabilities))

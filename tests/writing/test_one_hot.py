@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import write_csv, write_images
+from conftest import train_tiny, write_csv, write_images
 from pipeline import dataset
 from pipeline.core import schema
 from pipeline.writing import plan
@@ -98,14 +98,11 @@ def test_a_test_csv_with_the_class_columns_is_refused(plants):
 
 
 def test_predict_writes_a_probability_per_class_column(plants, tmp_path):
-    from pipeline import training
     from pipeline.training import predict
 
     write_dataset(_config(plants))
     workdir = str(tmp_path / "run")
-    training.train_and_evaluate(data_dir=str(plants / "out"), workdir=workdir, depth=10,
-                                width=4, stem="small", batch_size=3, warmup_epochs=0, epochs=1,
-                                verbose=0, augment=None)
+    train_tiny(plants / "out", workdir)
     output, rows = predict.write_predictions(workdir, output=str(tmp_path / "sub.csv"))
     with open(output, newline="") as f:
         table = list(csv.reader(f))
