@@ -24,7 +24,7 @@ record's place and data CRC, the record its fields. At open (`load`, O(records) 
 the index must hash to the manifest's digest and its rows must tile the shard: the first at 0,
 each next where this one ends, the last ending at the shard's size, each image and label
 inside its record. At read (pipeline.dataset.kernels) the record's CRC must be the index's and
-the image and label must sit behind their own keys and framing (records.image_lead,
+the image and label must sit behind their own keys and framing (record_fields.image_lead,
 label_lead). So a wrong row, a shifted offset or a foreign shard fails at the first record
 read, without hashing whole shards; an index that does not hash right is rebuilt from the
 shard, and kept only if the rebuilt one hashes right.
@@ -41,7 +41,7 @@ import struct
 import numpy as np
 from absl import logging
 
-from pipeline.core import files, records, schema
+from pipeline.core import files, record_fields, records, schema
 
 MAGIC = b"RCHWIDX2"
 COLUMNS = ("offset", "data_length", "image_offset", "label_offset", "data_crc")
@@ -166,7 +166,7 @@ def read(path: str) -> RecordIndex:
 
 
 def row(offset: int, framed_size: int, crc: int,
-        layout: records.ExampleLayout) -> tuple[int, ...]:
+        layout: record_fields.ExampleLayout) -> tuple[int, ...]:
     """The table row of a record written at `offset` as `framed_size` bytes with the masked
     data CRC `crc` (RecordWriter)."""
     data_length = framed_size - records.HEADER_BYTES - records.FOOTER_BYTES
@@ -191,7 +191,7 @@ def scan_shard(path: str, image_bytes: int) -> tuple[np.ndarray, ScanProblem | N
             problem = None
             try:
                 data_length = _framed_length(fd, offset, size)
-                layout = records.example_layout(_reader(fd, offset + records.HEADER_BYTES,
+                layout = record_fields.example_layout(_reader(fd, offset + records.HEADER_BYTES,
                                                         data_length), data_length)
                 if layout.image_length != image_bytes:
                     problem = (f"image is {layout.image_length} bytes, manifest says "
@@ -342,10 +342,10 @@ def foreign_record(path: str, index: RecordIndex, num_classes: int) -> int | Non
             f.seek(int(table[row, OFFSET]))
             try:
                 payload = next(records.iter_framed_records(f))
-                layout = records.layout_of(payload)
+                layout = record_fields.layout_of(payload)
             except (schema.FormatError, StopIteration):
                 continue  # damaged: its own CRCs or fields do not hold
-            label = records.decode_int64(payload, layout.label_offset)
+            label = record_fields.decode_int64(payload, layout.label_offset)
             if (layout.image_length == index.image_bytes
                     and schema.label_problem(label, num_classes) is None):
                 return row

@@ -10,15 +10,20 @@ A dataset directory holds sharded TFRecord files and one `dataset.json`:
     rejects.csv       # source images that could not be decoded, with the reason
     dataset_info.json, features.json, label.labels.txt   # TFDS's view (writing.tfds_export)
 
-Each record is a serialised `tf.train.Example` with three features:
+Each record is a serialised `tf.train.Example` with three features, and a fourth in a
+multi-label dataset (`target_kind`):
 
-    image: bytes  the raw uint8 tensor, shape `image_shape` = [3, H, W] (CHW), C-contiguous
-    label: int64  class index into `classes`, or -1 for an unlabeled (test) image
-    path:  bytes  the source image's path relative to the input (UTF-8)
+    image:  bytes    the raw uint8 tensor, shape `image_shape` = [3, H, W] (CHW), C-contiguous
+    label:  int64    class index into `classes`, or -1 for an unlabeled (test) image; in a
+                     multi-label dataset 0 for a labeled image (its classes are in `target`)
+    path:   bytes    the source image's path relative to the input (UTF-8)
+    target: float32  multi-label only: [len(classes)] multi-hot, 1.0 for each of the image's
+                     classes, in `classes` order (zeros for an unlabeled image)
 
 This module, pipeline.core.manifest_json (dataset.json's text), pipeline.core.records (the
-same records as bytes: encoding, framing, CRCs) and pipeline.core.record_index are the only
-places that know the format; the writer, the reader and the tools import them.
+same records as bytes: encoding, framing, CRCs), pipeline.core.record_fields (where a record's
+fields lie in its bytes) and pipeline.core.record_index are the only places that know the
+format; the writer, the reader and the tools import them.
 """
 
 from __future__ import annotations
@@ -41,6 +46,13 @@ REJECTS_NAME = "rejects.csv"
 IMAGE_KEY = "image"
 LABEL_KEY = "label"
 PATH_KEY = "path"
+TARGET_KEY = "target"
+
+# What a dataset's labels are (Manifest.target_kind): one class per image, or any number of
+# classes per image (multi-hot `target` vectors; Planet's tags, one-hot columns with several 1s).
+CLASS, MULTI_LABEL = "class", "multi_label"
+TARGET_KINDS = (CLASS, MULTI_LABEL)
+LABELED = 0  # the label of every labeled image of a multi-label dataset
 
 DTYPE = "uint8"
 LAYOUT = "CHW"
@@ -176,10 +188,22 @@ class Manifest:
     # A view for one fold (for_fold): its train split is every fold but this one, its val
     # split this fold. None: the manifest as stored.
     fold: int | None = None
+    target_kind: str = CLASS  # CLASS or MULTI_LABEL (stored only when not CLASS)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def target_size(self) -> int:
+        """Floats in each record's `target` (and each record index row's): 0 without one."""
+        return self.num_classes if self.target_kind == MULTI_LABEL else 0
+
+    @property
+    def label_values(self) -> int:
+        """The label field's values besides UNLABELED, 0..label_values-1: the classes, or
+        LABELED alone in a multi-label dataset (what the reader's range checks take)."""
+        return 1 if self.target_kind == MULTI_LABEL else self.num_classes
 
     def for_fold(self, fold: int | None) -> "Manifest":
         """The dataset as fold `fold` of a cross-validation reads it: "train" all folds but
@@ -305,20 +329,22 @@ def channel_stats(pixel_sum: Sequence[int], pixel_sq_sum: Sequence[int], pixels:
 # ---------------------------------------------------------------------------------------------
 
 
-def parse_batch(serialized, image_shape, batch_size: int = -1):
-    """A batch of serialised records -> (uint8 images [B, *image_shape], int64 labels [B]);
-    B is static when `batch_size` gives it.
+def parse_batch(serialized, image_shape, batch_size: int = -1, target_size: int = 0):
+    """A batch of serialised records -> (uint8 images [B, *image_shape], int64 labels [B],
+    float32 targets [B, target_size] or None when `target_size` is 0); B is static when
+    `batch_size` gives it.
 
     One parse_example and one decode_raw for the whole batch: the per-record cost is a memcpy
     of the image bytes. The path feature is not parsed (most readers never need it).
     """
     import tensorflow as tf
 
-    spec = tf_feature_spec()
-    features = tf.io.parse_example(serialized, {IMAGE_KEY: spec[IMAGE_KEY],
-                                                LABEL_KEY: spec[LABEL_KEY]})
+    spec = tf_feature_spec(target_size)
+    features = tf.io.parse_example(serialized, {key: spec[key] for key in spec
+                                                if key != PATH_KEY})
     images = tf.io.decode_raw(features[IMAGE_KEY], tf.uint8)
-    return tf.reshape(images, [batch_size, *image_shape]), features[LABEL_KEY]
+    images = tf.reshape(images, [batch_size, *image_shape])
+    return images, features[LABEL_KEY], features.get(TARGET_KEY)
 
 
 def tf_compression_type(compression: str) -> str:
@@ -327,10 +353,13 @@ def tf_compression_type(compression: str) -> str:
     return "" if compression == "NONE" else compression
 
 
-def tf_feature_spec():
-    """The `tf.io.parse_example` spec of a record."""
+def tf_feature_spec(target_size: int = 0):
+    """The `tf.io.parse_example` spec of a record (with its `target` when `target_size`)."""
     import tensorflow as tf
 
-    return {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
+    spec = {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
             LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
             PATH_KEY: tf.io.FixedLenFeature([], tf.string, default_value="")}
+    if target_size:
+        spec[TARGET_KEY] = tf.io.FixedLenFeature([target_size], tf.float32)
+    return spec

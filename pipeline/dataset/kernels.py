@@ -13,8 +13,8 @@ into its row of the batch (or into a scratch image when it is cropped or flipped
 the rest (label, path, the data CRC) into the scratch after the prefix. Then the checks, in
 this order: all bytes there, the header's length CRC, the length the index gives, the data
 CRC32C (the CPU's CRC instruction on x86; a table elsewhere), the image and the label behind
-their own keys and framing (the `leads`, pipeline.core.records.image_lead and label_lead), the
-label varint and its range, and last that CRC being the one the index lists. A record that
+their own keys and framing (the `leads`: pipeline.core.record_fields.image_lead, label_lead),
+the label varint and its range, and last that CRC being the one the index lists. A record that
 fails gets a status code and a detail (bytes read, the length held, the label);
 pipeline.dataset.random_access turns the first into its error message.
 

@@ -37,7 +37,7 @@ import numpy as np
 from absl import logging
 
 from pipeline import errors
-from pipeline.core import record_index, records, schema
+from pipeline.core import record_fields, record_index, records, schema
 from pipeline.dataset import damaged, kernels
 from pipeline.dataset.options import DamagedShards, DatasetError
 
@@ -194,11 +194,11 @@ class RecordReader:
 def field_checks(image_bytes: int, num_classes: int) -> tuple:
     """The kernels' `checks`: the label range, and the bytes that must lead up to the image
     and to a label varint of each length (pipeline.core.records knows them)."""
-    lead_bytes = len(records.label_lead(1))
-    label_leads = np.zeros((max(records.LABEL_VARINT_BYTES) + 1, lead_bytes), np.uint8)
-    for size in records.LABEL_VARINT_BYTES:
-        label_leads[size] = np.frombuffer(records.label_lead(size), np.uint8)
-    return (num_classes, np.frombuffer(records.image_lead(image_bytes), np.uint8).copy(),
+    lead_bytes = len(record_fields.label_lead(1))
+    label_leads = np.zeros((max(record_fields.LABEL_VARINT_BYTES) + 1, lead_bytes), np.uint8)
+    for size in record_fields.LABEL_VARINT_BYTES:
+        label_leads[size] = np.frombuffer(record_fields.label_lead(size), np.uint8)
+    return (num_classes, np.frombuffer(record_fields.image_lead(image_bytes), np.uint8).copy(),
             label_leads)
 
 

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from pipeline.core import record_index, records, schema, streams
+from pipeline.core import record_fields, record_index, records, schema, streams
 from pipeline.dataset import damaged
 from pipeline.dataset.options import DamagedShards, DatasetError
 from pipeline.dataset.random_access import DamagedRecord, Records, aligned_empty
@@ -102,12 +102,12 @@ def _load_shard(path: str, manifest: schema.Manifest, images: np.ndarray,
 def _store(data: bytes, manifest: schema.Manifest, row: np.ndarray, labels: np.ndarray,
            slot: int) -> str | None:
     try:
-        layout = records.layout_of(data)
+        layout = record_fields.layout_of(data)
     except schema.FormatError as err:
         return str(err)
     if layout.image_length != manifest.image_bytes:
         return f"image is {layout.image_length} bytes, manifest says {manifest.image_bytes}"
-    label = records.decode_int64(data, layout.label_offset)
+    label = record_fields.decode_int64(data, layout.label_offset)
     problem = schema.label_problem(label, manifest.num_classes)
     if problem is None:
         start = layout.image_offset

@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 
 from absl import logging
 
-from pipeline.core import records, schema, streams
+from pipeline.core import record_fields, records, schema, streams
 from pipeline.writing import finish, images, plan
 from pipeline.writing.settings import WriteConfig
 
@@ -47,7 +47,7 @@ def stored_paths(path: str, compression: str) -> Iterator[str]:
     with open(path, "rb") as raw:
         stream = raw if compression == "NONE" else streams.InflatingReader(raw, compression)
         for data in records.iter_framed_records(stream):
-            yield records.path_of(data)
+            yield record_fields.path_of(data)
 
 
 def reason_now(file: str, config: WriteConfig) -> str:

@@ -19,7 +19,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from pipeline.core import files, record_index, records, schema
+from pipeline.core import files, record_fields, record_index, records, schema
 from pipeline.writing import plan
 from pipeline.writing.images import RejectedImage, decode_image
 
@@ -90,7 +90,7 @@ def write_shard(
             else:
                 payload = records.encode_example(chw.tobytes(), image.label, image.path)
                 placed.append((*writer.write(payload), writer.last_crc,
-                               records.layout_of(payload)))
+                               record_fields.layout_of(payload)))
                 stats.add(chw, image.label)
             pending += 1
             if pending == PROGRESS_EVERY:

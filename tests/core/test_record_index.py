@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import write_labeled_dataset
-from pipeline.core import record_index, records, schema
+from pipeline.core import record_fields, record_index, records, schema
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_the_writer_indexes_every_record_where_tensorflow_finds_it(data_dir):
             data = content[offset + records.HEADER_BYTES:offset + records.HEADER_BYTES + length]
             image = data[image_offset:image_offset + manifest.image_bytes]
             assert image == example["image"].numpy()
-            assert records.decode_int64(data, label_offset) == int(example["label"])
+            assert record_fields.decode_int64(data, label_offset) == int(example["label"])
             footer = offset + records.HEADER_BYTES + length
             assert crc == int.from_bytes(content[footer:footer + 4], "little")
             assert crc == records.mask_crc(records.crc32c(data))
@@ -71,7 +71,7 @@ def test_a_shard_written_by_tensorflow_is_scanned_whatever_its_field_order(tmp_p
     for (offset, length, image_offset, label_offset, _), label in zip(table, (3, -1, 300)):
         data = content[offset + 12:offset + 12 + length]
         assert data[image_offset:image_offset + 12] == bytes([label % 256]) * 12
-        assert records.decode_int64(data, label_offset) == label
+        assert record_fields.decode_int64(data, label_offset) == label
     # The wrong image size is named, with the record.
     _, problem = record_index.scan_shard(path, 11)
     assert problem.record == 0 and "image is 12 bytes, manifest says 11" in problem.message

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from conftest import write_labeled_dataset
 from pipeline import dataset, training
-from pipeline.core import records, schema
+from pipeline.core import record_fields, records, schema
 from pipeline.dataset import damaged
 from pipeline.training import run_files
 from pipeline.training.settings import TrainingError
@@ -67,7 +67,7 @@ def set_a_bad_label(path):
     with open(path, "r+b") as f:
         f.seek(offset)
         data = bytearray(f.read(length))
-        label_at = records.layout_of(bytes(data)).label_offset
+        label_at = record_fields.layout_of(bytes(data)).label_offset
         assert data[label_at] < 0x80  # a one-byte varint
         data[label_at] = BAD_LABEL
         f.seek(offset)
