@@ -13,13 +13,14 @@ import os
 
 import numpy as np
 
-from pipeline.core import record_index, schema
+from pipeline.core import index_scan, record_index, schema
 
 # Leading hex digits of a sha256 shown when two differ.
 SHA256_SHOWN_CHARS = 16
 
 
-def index_problems(data_dir: str, shard: schema.ShardInfo, image_bytes: int) -> list[str]:
+def index_problems(data_dir: str, shard: schema.ShardInfo, image_bytes: int,
+                   target_size: int = 0) -> list[str]:
     """What is wrong with the record index of the uncompressed `shard`, in words: missing
     (format 2), not its dataset.json digest, unreadable, describing another shard, rows that
     do not tile the shard, or rows that are not where the shard's records lie."""
@@ -45,19 +46,21 @@ def index_problems(data_dir: str, shard: schema.ShardInfo, image_bytes: int) -> 
         problems.append(f"its header ({index.shard}, {index.records} records, {index.bytes} "
                         f"bytes, sha256 {index.sha256[:SHA256_SHOWN_CHARS]}...) is not "
                         f"{schema.MANIFEST_NAME}'s entry for the shard")
-    tiling = record_index.tiling_problem(index.table, shard.bytes, image_bytes)
-    if tiling:
-        problems.append(tiling)
-    return problems + _rows_problem(os.path.join(data_dir, shard.file), index, image_bytes)
+    wrong = (record_index.tiling_problem(index.table, shard.bytes, image_bytes)
+             or record_index.targets_problem(index.targets, target_size))
+    if wrong:
+        problems.append(wrong)
+    return problems + _rows_problem(os.path.join(data_dir, shard.file), index, image_bytes,
+                                    target_size)
 
 
-def _rows_problem(shard_path: str, index: record_index.RecordIndex,
-                  image_bytes: int) -> list[str]:
+def _rows_problem(shard_path: str, index: record_index.RecordIndex, image_bytes: int,
+                  target_size: int) -> list[str]:
     """The first row that is not where the shard's record of that number lies (its place,
     image, label and CRC), from a scan of the shard; nothing when the shard cannot be scanned
     (its own problems are named on the shard's lines)."""
     try:
-        table, problem = record_index.scan_shard(shard_path, image_bytes)
+        table, problem, targets = index_scan.scan_shard(shard_path, image_bytes, target_size)
     except OSError:
         return []
     if problem is not None:
@@ -67,11 +70,16 @@ def _rows_problem(shard_path: str, index: record_index.RecordIndex,
     known = index.table[:, record_index.DATA_CRC] != record_index.UNKNOWN_CRC
     expected = table.copy()
     expected[~known, record_index.DATA_CRC] = record_index.UNKNOWN_CRC  # a format 1 index
-    differ = np.flatnonzero((index.table != expected).any(axis=1))
+    wrong = index.table != expected
+    names = list(record_index.COLUMNS)
+    if targets is not None and index.target_size == target_size:  # else said by the header
+        wrong = np.concatenate([wrong, (index.targets != targets).any(axis=1, keepdims=True)],
+                               axis=1)
+        names.append("targets")
+    differ = np.flatnonzero(wrong.any(axis=1))
     if not len(differ):
         return []
     row = int(differ[0])
-    columns = [name for name, a, b in zip(record_index.COLUMNS, index.table[row], expected[row])
-               if a != b]
+    columns = [name for name, bad in zip(names, wrong[row]) if bad]
     return [f"row {row} is not where the shard's record {row} lies (its {', '.join(columns)} "
             f"differ); {len(differ)} row(s) differ in all"]

@@ -79,7 +79,8 @@ class ShardTask:
     shard: schema.ShardInfo
     compression: str
     image_bytes: int
-    num_classes: int
+    num_classes: int  # the label field's values (Manifest.label_values)
+    target_size: int = 0  # a multi-label dataset's classes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,8 +153,10 @@ def _only_value(features, key: str, kind: str):
     return values[0]
 
 
-def record_problem(payload: bytes, *, image_bytes: int, num_classes: int) -> str | None:
-    """What is wrong with one record's contents (its framing already checked), or None."""
+def record_problem(payload: bytes, *, image_bytes: int, num_classes: int,
+                   target_size: int = 0) -> str | None:
+    """What is wrong with one record's contents (its framing already checked), or None;
+    `num_classes`: the label field's values (Manifest.label_values)."""
     from google.protobuf.message import DecodeError
 
     try:
@@ -172,7 +175,21 @@ def record_problem(payload: bytes, *, image_bytes: int, num_classes: int) -> str
         return f"{schema.PATH_KEY!r} is not UTF-8 ({err})"
     if len(image) != image_bytes:
         return f"image is {len(image)} bytes, manifest says {image_bytes}"
-    return schema.label_problem(label, num_classes)
+    return schema.label_problem(label, num_classes) or (
+        _target_problem(features, target_size) if target_size else None)
+
+
+def _target_problem(features, target_size: int) -> str | None:
+    """What is wrong with a multi-label record's target: missing, another length, or a value
+    other than 0 and 1."""
+    if schema.TARGET_KEY not in features:
+        return f"no {schema.TARGET_KEY!r} feature (a multi-label dataset's records hold one)"
+    values = list(features[schema.TARGET_KEY].float_list.value)
+    if len(values) != target_size:
+        return f"{schema.TARGET_KEY!r} holds {len(values)} values, the dataset {target_size}"
+    if any(value not in (0.0, 1.0) for value in values):
+        return f"{schema.TARGET_KEY!r} holds a value other than 0 or 1"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,7 +232,8 @@ def check_shard(task: ShardTask) -> ShardReport:
     if task.compression == "NONE":  # each on a line of its own, named by the index file
         index_file = schema.record_index_filename(name, "NONE")
         problems += [Problem(index_file, None, message) for message in
-                     index_check.index_problems(task.data_dir, expected, task.image_bytes)]
+                     index_check.index_problems(task.data_dir, expected, task.image_bytes,
+                                                task.target_size)]
     return ShardReport(name, records, source.bytes, tuple(problems))
 
 
@@ -234,7 +252,8 @@ def _check_records(source: HashingReader, task: ShardTask, problems: list[Proble
     try:
         for payload in iter_framed_records(stream):
             message = record_problem(payload, image_bytes=task.image_bytes,
-                                     num_classes=task.num_classes)
+                                     num_classes=task.num_classes,
+                                     target_size=task.target_size)
             if message is not None:
                 bad += 1
                 if bad <= MAX_RECORD_PROBLEMS_PER_SHARD:
@@ -290,7 +309,8 @@ def plan_tasks(data_dir: str, manifest: schema.Manifest,
                splits: Sequence[str]) -> list[ShardTask]:
     return [
         ShardTask(data_dir=data_dir, shard=shard, compression=manifest.compression,
-                  image_bytes=manifest.image_bytes, num_classes=manifest.num_classes)
+                  image_bytes=manifest.image_bytes, num_classes=manifest.label_values,
+                  target_size=manifest.target_size)
         for split in splits for shard in manifest.split(split).shards
     ]
 

@@ -3,6 +3,7 @@
 Versions read: FORMAT_VERSION (2) and 1. Format 2 added, per uncompressed shard, the sha256 of
 its record index (`index_sha256`), which ties every record's place and CRC to this file
 (pipeline.core.record_index); the shard files themselves are byte for byte those of format 1.
+A multi-label dataset (format 2 on) says so in `target_kind`; a class dataset has no such key.
 A format 1 dataset reads on with the checks its indexes allow, and says how to upgrade it
 (pipeline.dataset.options).
 """
@@ -42,6 +43,8 @@ def to_json(manifest: Manifest) -> str:
         "flags": dict(manifest.flags),
         "fingerprint": manifest.fingerprint,
     }
+    if manifest.target_kind != schema.CLASS:  # a class dataset's text stays as it was
+        document["target_kind"] = manifest.target_kind
     if manifest.folds:
         document["folds"] = [{"count": fold.count, "class_counts": dict(fold.class_counts)}
                              for fold in manifest.folds]
@@ -78,6 +81,7 @@ def from_json(text: str, source: str = schema.MANIFEST_NAME) -> Manifest:
             layout=doc["layout"],
             folds=tuple(SplitInfo(int(fold["count"]), (), dict(fold["class_counts"]))
                         for fold in doc.get("folds", ())),
+            target_kind=doc.get("target_kind", schema.CLASS),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise FormatError(f"{source} is missing or has a malformed field: {err!r}") from err
@@ -98,6 +102,10 @@ def validate_manifest(manifest: Manifest, source: str = schema.MANIFEST_NAME) ->
     if len(manifest.image_shape) != 3 or manifest.image_shape[0] != schema.CHANNELS:
         raise FormatError(f"{source}: image_shape {list(manifest.image_shape)} is not [3, H, W]")
     schema.compression_suffix(manifest.compression)
+    if manifest.target_kind not in schema.TARGET_KINDS:
+        raise FormatError(f"{source}: target_kind {manifest.target_kind!r} is none of "
+                          f"{list(schema.TARGET_KINDS)}; rewrite the dataset with this code's "
+                          "`python -m pipeline.write`, or read it with the code that wrote it")
     for name, info in manifest.splits.items():
         total = sum(shard.count for shard in info.shards)
         if total != info.count:

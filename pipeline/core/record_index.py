@@ -18,6 +18,10 @@ File layout (little-endian):
              length field in the shard), data_length (of its serialised tf.train.Example),
              image_offset and label_offset (both from the start of that data), data_crc (the
              masked CRC32C in the record's footer)
+    targets  multi-label datasets only (the header then holds "target_size": T): n rows of T
+             float32, each record's `target`. The reader takes a batch's targets from here
+             (a numpy gather), not from the records: the record's CRC being the index's (checked
+             at read) says they are the record's.
 
 The chain of trust (format 2): dataset.json holds each index file's sha256, the index each
 record's place and data CRC, the record its fields. At open (`load`, O(records) with numpy)
@@ -37,11 +41,15 @@ import hashlib
 import json
 import os
 import struct
+from typing import TYPE_CHECKING
 
 import numpy as np
 from absl import logging
 
 from pipeline.core import files, record_fields, records, schema
+
+if TYPE_CHECKING:
+    from pipeline.core import index_scan
 
 MAGIC = b"RCHWIDX2"
 COLUMNS = ("offset", "data_length", "image_offset", "label_offset", "data_crc")
@@ -50,9 +58,6 @@ OFFSET, DATA_LENGTH, IMAGE_OFFSET, LABEL_OFFSET, DATA_CRC = range(len(COLUMNS))
 MAGIC_V1 = b"RCHWIDX1"
 COLUMNS_V1 = COLUMNS[:DATA_CRC]
 UNKNOWN_CRC = -1
-# Bytes read at once while walking a record's fields to build an index: the Example's framing
-# before the image, and everything after it, fit in one read each.
-SCAN_READ_BYTES = 512
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,10 +67,15 @@ class RecordIndex:
     sha256: str
     image_bytes: int
     table: np.ndarray  # int64 [records, 5], COLUMNS
+    targets: np.ndarray | None = None  # float32 [records, T] in a multi-label dataset
 
     @property
     def records(self) -> int:
         return int(self.table.shape[0])
+
+    @property
+    def target_size(self) -> int:
+        return 0 if self.targets is None else int(self.targets.shape[1])
 
     def matches(self, shard: schema.ShardInfo, image_bytes: int) -> bool:
         """Whether this index's header describes `shard` as the manifest lists it."""
@@ -80,22 +90,19 @@ class RecordIndex:
         return cut if cut < self.records else None
 
 
-@dataclasses.dataclass(frozen=True)
-class ScanProblem:
-    """Where building an index stopped: the record whose framing or fields are broken."""
-
-    record: int
-    message: str
-
-
 def encode(index: RecordIndex) -> bytes:
     """The index file's bytes: deterministic (sorted header keys), so an index built again from
     its shard hashes to the digest in dataset.json."""
-    header = json.dumps({"shard": index.shard, "bytes": index.bytes, "sha256": index.sha256,
-                         "records": index.records, "image_bytes": index.image_bytes,
-                         "columns": list(COLUMNS)}, sort_keys=True).encode("utf-8")
+    fields = {"shard": index.shard, "bytes": index.bytes, "sha256": index.sha256,
+              "records": index.records, "image_bytes": index.image_bytes,
+              "columns": list(COLUMNS)}
+    targets = b""
+    if index.targets is not None:  # a class dataset's index stays as it was
+        fields["target_size"] = index.target_size
+        targets = np.ascontiguousarray(index.targets, dtype="<f4").tobytes()
+    header = json.dumps(fields, sort_keys=True).encode("utf-8")
     table = np.ascontiguousarray(index.table, dtype="<i8")
-    return MAGIC + struct.pack("<I", len(header)) + header + table.tobytes()
+    return MAGIC + struct.pack("<I", len(header)) + header + table.tobytes() + targets
 
 
 def digest(index: RecordIndex) -> str:
@@ -116,15 +123,21 @@ def decode(data: bytes, source: str) -> RecordIndex:
         if header["columns"] != list(columns):
             raise ValueError(f"columns {header['columns']}, expected {list(columns)}")
         body = len(data) - start - size
-        rows, rest = divmod(body, 8 * len(columns))
+        target_size = int(header.get("target_size", 0))
+        rows, rest = divmod(body, 8 * len(columns) + 4 * target_size)
         if rest or rows != header["records"]:
             raise ValueError(f"{body} bytes of table ({rows} rows), header says "
                              f"{header['records']} rows")
-        table = np.frombuffer(data, "<i8", offset=start + size).reshape(-1, len(columns))
+        table = np.frombuffer(data, "<i8", rows * len(columns), start + size).reshape(
+            -1, len(columns))
+        targets = None
+        if "target_size" in header:
+            targets = np.frombuffer(data, "<f4", offset=start + size + table.nbytes).reshape(
+                rows, target_size).astype(np.float32)
         if columns == COLUMNS_V1:
             table = np.concatenate([table, np.full((rows, 1), UNKNOWN_CRC)], axis=1)
         return RecordIndex(header["shard"], int(header["bytes"]), header["sha256"],
-                           int(header["image_bytes"]), table.astype(np.int64))
+                           int(header["image_bytes"]), table.astype(np.int64), targets)
     except (ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError) as err:
         raise schema.FormatError(f"{source}: {err}") from err
 
@@ -156,6 +169,19 @@ def tiling_problem(table: np.ndarray, shard_bytes: int, image_bytes: int) -> str
     return None
 
 
+def targets_problem(targets: np.ndarray | None, target_size: int) -> str | None:
+    """Why `targets` cannot be a multi-label dataset's with `target_size` classes, or None:
+    a row for each class, each value 0 or 1."""
+    if (0 if targets is None else targets.shape[1]) != target_size:
+        found = "no targets" if targets is None else f"{targets.shape[1]} targets a row"
+        return f"holds {found}, the dataset {target_size} a record"
+    if targets is not None:
+        bad = np.flatnonzero(((targets != 0) & (targets != 1)).any(axis=1))
+        if len(bad):
+            return f"row {int(bad[0])} holds a target other than 0 or 1"
+    return None
+
+
 def write(path: str, index: RecordIndex) -> None:
     files.atomic_write_bytes(path, encode(index))
 
@@ -173,74 +199,10 @@ def row(offset: int, framed_size: int, crc: int,
     return offset, data_length, layout.image_offset, layout.label_offset, crc
 
 
-# ---------------------------------------------------------------------------------------------
-# Building one from its shard (none written, or one that does not check out)
-# ---------------------------------------------------------------------------------------------
-
-
-def scan_shard(path: str, image_bytes: int) -> tuple[np.ndarray, ScanProblem | None]:
-    """The index table of the shard at `path`, read record by record with small preads (the
-    images are skipped, not read), and where that stopped if the framing or a record's
-    fields are broken (the table then holds the records before it)."""
-    rows: list[tuple[int, ...]] = []
-    size = os.path.getsize(path)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        offset = 0
-        while offset < size:
-            problem = None
-            try:
-                data_length = _framed_length(fd, offset, size)
-                layout = record_fields.example_layout(_reader(fd, offset + records.HEADER_BYTES,
-                                                        data_length), data_length)
-                if layout.image_length != image_bytes:
-                    problem = (f"image is {layout.image_length} bytes, manifest says "
-                               f"{image_bytes}")
-            except schema.FormatError as err:
-                problem = str(err)
-            if problem is not None:
-                return _table(rows), ScanProblem(len(rows), problem)
-            footer = offset + records.HEADER_BYTES + data_length
-            (crc,) = struct.unpack("<I", os.pread(fd, records.FOOTER_BYTES, footer))
-            rows.append((offset, data_length, layout.image_offset, layout.label_offset, crc))
-            offset = footer + records.FOOTER_BYTES
-    finally:
-        os.close(fd)
-    return _table(rows), None
-
-
-def _table(rows) -> np.ndarray:
-    return np.array(rows, dtype=np.int64).reshape(-1, len(COLUMNS))
-
-
-def _framed_length(fd: int, offset: int, size: int) -> int:
-    """The data length in the record header at `offset`, its CRC checked."""
-    length = records.framed_length(os.pread(fd, records.HEADER_BYTES, offset))
-    if offset + records.HEADER_BYTES + length + records.FOOTER_BYTES > size:
-        raise schema.FormatError(f"truncated data (the record says {length} bytes)")
-    return length
-
-
-def _reader(fd: int, start: int, length: int):
-    """read(offset, n) into one record's data, served from SCAN_READ_BYTES-sized preads."""
-    window = {"at": -1, "bytes": b""}
-
-    def read(offset: int, n: int) -> bytes:
-        n = max(0, min(n, length - offset))
-        at = window["at"]
-        if not (at <= offset and offset + n <= at + len(window["bytes"])):
-            window["at"] = offset
-            window["bytes"] = os.pread(fd, max(n, SCAN_READ_BYTES), start + offset)
-            at = offset
-        return window["bytes"][offset - at:offset - at + n]
-
-    return read
-
-
 @dataclasses.dataclass(frozen=True)
 class Loaded:
     index: RecordIndex
-    problem: ScanProblem | None  # where a scan found the shard broken, if it did
+    problem: index_scan.ScanProblem | None  # where a scan found the shard broken, if it did
     built: bool  # scanned now (no index file, or one that did not check out)
 
 
@@ -257,17 +219,21 @@ class IndexMismatch(schema.FormatError):
     """A shard whose records are not the ones dataset.json lists (through its index digest)."""
 
 
-def load_or_build(data_dir: str, shard: schema.ShardInfo, image_bytes: int) -> Loaded:
+def load_or_build(data_dir: str, shard: schema.ShardInfo, image_bytes: int,
+                  target_size: int = 0) -> Loaded:
     """The index of `shard` from its file, checked (_read_checked); else built by scanning the
     shard, kept and saved beside it only if it is the one dataset.json lists (format 2), and
     IndexMismatch naming the shard if it is not. A format 1 dataset lists no index digest: its
     index is built, and saved when the shard is whole, as it was written then."""
     path = os.path.join(data_dir, schema.record_index_filename(shard.file, "NONE"))
-    index, why = _read_checked(path, shard, image_bytes)
+    from pipeline.core import index_scan  # it imports this module
+
+    index, why = _read_checked(path, shard, image_bytes, target_size)
     if why is None:
         return Loaded(index, None, built=False)
-    table, problem = scan_shard(os.path.join(data_dir, shard.file), image_bytes)
-    rebuilt = RecordIndex(shard.file, shard.bytes, shard.sha256, image_bytes, table)
+    table, problem, targets = index_scan.scan_shard(os.path.join(data_dir, shard.file), image_bytes,
+                                         target_size)
+    rebuilt = RecordIndex(shard.file, shard.bytes, shard.sha256, image_bytes, table, targets)
     if shard.index_sha256 is None:
         if index is not None or "missing" not in why:
             logging.info("%s %s: building it again from %s", path, why, shard.file)
@@ -289,8 +255,8 @@ def load_or_build(data_dir: str, shard: schema.ShardInfo, image_bytes: int) -> L
         "rewrites it")
 
 
-def _read_checked(path: str, shard: schema.ShardInfo,
-                  image_bytes: int) -> tuple[RecordIndex | None, str | None]:
+def _read_checked(path: str, shard: schema.ShardInfo, image_bytes: int,
+                  target_size: int) -> tuple[RecordIndex | None, str | None]:
     """(index, None) when the index file at `path` is `shard`'s: it hashes to the manifest's
     digest (format 2), its header names the shard and its rows tile it; else (the index or
     None, why not, in words after "its record index")."""
@@ -307,9 +273,10 @@ def _read_checked(path: str, shard: schema.ShardInfo,
         return index, f"does not hash to the index_sha256 {schema.MANIFEST_NAME} lists"
     if not index.matches(shard, image_bytes):
         return index, "describes another version of the shard"
-    tiling = tiling_problem(index.table, shard.bytes, image_bytes)
-    if tiling:
-        return index, f"is wrong: {tiling}"
+    wrong = (tiling_problem(index.table, shard.bytes, image_bytes)
+             or targets_problem(index.targets, target_size))
+    if wrong:
+        return index, f"is wrong: {wrong}"
     return index, None
 
 

@@ -129,7 +129,8 @@ def indexed_dataset(data_dir: str, manifest: schema.Manifest, split: str,
     else:
         dataset = read_batches(numbers, records, order, host, options.seed)
     dataset = with_shapes(dataset, host.output_shape(manifest.image_shape),
-                          batch_size if training else None)
+                          batch_size if training else None,
+                          [manifest.target_size] if manifest.target_size else [])
     if training and options.augment:
         dataset = augment_by_position(dataset, options.augment, seed=options.seed,
                                       num_classes=manifest.num_classes, skip=host.count)
@@ -191,10 +192,10 @@ def read_batches(numbers: tf.data.Dataset, records: Records, order: Order,
                              fused.placement(host, seeds, len(positions), reader.image_shape))
         except DamagedRecord as err:
             message = damaged.damaged_message(err.shard, err.record, err.problem)
-            return images, labels, message.encode("utf-8")
+            return images, records.labels_at(positions, labels), message.encode("utf-8")
         except record_index.IndexMismatch as err:  # named the same way (damaged.damage_named)
-            return images, labels, str(err).encode("utf-8")
-        return images, labels, b""
+            return images, records.labels_at(positions, labels), str(err).encode("utf-8")
+        return images, records.labels_at(positions, labels), b""
 
     def locate_in_graph(batch):
         return batch, tf.numpy_function(PYTHON_CALLS.wrap(locate), [batch], tf.int64,
@@ -203,7 +204,8 @@ def read_batches(numbers: tf.data.Dataset, records: Records, order: Order,
     def read_in_graph(batch, positions):
         seeds = fused.op_seeds(host, seed or 0, batch)
         images, labels, problem = tf.numpy_function(
-            PYTHON_CALLS.wrap(read), [positions, seeds], (tf.uint8, tf.int64, tf.string),
+            PYTHON_CALLS.wrap(read), [positions, seeds],
+            (tf.uint8, tf.int64 if records.targets is None else tf.float32, tf.string),
             stateful=False)
         undamaged = tf.debugging.Assert(tf.equal(problem, ""), [problem])
         with tf.control_dependencies([undamaged]):
@@ -251,7 +253,8 @@ def gather_placed(numbers: tf.data.Dataset, images: np.ndarray, labels: np.ndarr
     def gather_in_graph(batch):
         seeds = fused.op_seeds(host, options.seed or 0, batch)
         out, out_labels = tf.numpy_function(PYTHON_CALLS.wrap(gather), [batch, seeds],
-                                            (tf.uint8, tf.int64), stateful=False)
+                                            (tf.uint8, tf.as_dtype(labels.dtype)),
+                                            stateful=False)
         return out, out_labels, batch
 
     return numbers.map(gather_in_graph, num_parallel_calls=READ_CALLS, deterministic=True)
@@ -272,11 +275,12 @@ def gather_batches(numbers: tf.data.Dataset, images: tf.Variable, labels: tf.Var
 
 
 def with_shapes(dataset: tf.data.Dataset, image_shape: Sequence[int],
-                batch_size: int | None) -> tf.data.Dataset:
-    """Known element shapes: numpy_function's outputs have none."""
+                batch_size: int | None, label_shape: Sequence[int] = ()) -> tf.data.Dataset:
+    """Known element shapes: numpy_function's outputs have none. `label_shape`: one record's
+    label, () for a class, [T] for a multi-label target."""
     def shaped(images, labels, batch):
         images = tf.ensure_shape(images, [batch_size, *image_shape])
-        return images, tf.ensure_shape(labels, [batch_size]), batch
+        return images, tf.ensure_shape(labels, [batch_size, *label_shape]), batch
 
     return dataset.map(shaped)
 

@@ -271,22 +271,31 @@ def in_threads(work, count: int, threads: int) -> None:
 class Records:
     """A pipeline's records for random access: the reader, and which positions are readable."""
 
-    def __init__(self, reader: RecordReader, readable: np.ndarray, shards: Sequence[str]):
+    def __init__(self, reader: RecordReader, readable: np.ndarray, shards: Sequence[str],
+                 targets: np.ndarray | None = None):
         self.reader = reader
         self.readable = readable  # reader positions, in order
+        # float32 [reader positions, T] of a multi-label dataset, from the record indexes (the
+        # kernel checks each record's CRC against its index, so these are the record's).
+        self.targets = targets
         counts = np.bincount(reader.shard_of[readable], minlength=len(shards))
         self.shard_counts = tuple(int(n) for n in counts)
 
     def __len__(self) -> int:
         return len(self.readable)
 
+    def labels_at(self, positions: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """What a batch of the records at `positions` yields as labels: the class `labels`
+        the kernel read, or the records' multi-hot targets."""
+        return labels if self.targets is None else self.targets[positions]
+
 
 def open_records(data_dir: str, manifest: schema.Manifest, shards: Sequence[schema.ShardInfo],
                  split: str, policy: DamagedShards, threads: int | None = None) -> Records:
     """Random access to `shards` (their indexes loaded, or built once and logged)."""
     start = time.monotonic()
-    loaded = [record_index.load_or_build(data_dir, shard, manifest.image_bytes)
-              for shard in shards]
+    loaded = [record_index.load_or_build(data_dir, shard, manifest.image_bytes,
+                                         manifest.target_size) for shard in shards]
     built = sum(entry.built for entry in loaded)
     if built:
         logging.info("built the record index of %d shard(s) of %r in %.1f s", built, split,
@@ -296,11 +305,15 @@ def open_records(data_dir: str, manifest: schema.Manifest, shards: Sequence[sche
         _fail_on_broken_shards(data_dir, shards, loaded, problems)
     reader = RecordReader(data_dir, [shard.file for shard in shards],
                           [entry.index.table for entry in loaded], manifest.image_shape,
-                          manifest.num_classes, threads)
+                          manifest.label_values, threads)
     readable = np.arange(len(reader), dtype=np.int64)
     if policy.skip:
         readable = _readable(reader, shards, problems, split, data_dir, policy)
-    return Records(reader, readable, [shard.file for shard in shards])
+    targets = None
+    if manifest.target_size:
+        targets = np.concatenate([entry.index.targets for entry in loaded]) if loaded else \
+            np.zeros((0, manifest.target_size), np.float32)
+    return Records(reader, readable, [shard.file for shard in shards], targets)
 
 
 def _fail_on_broken_shards(data_dir: str, shards, loaded, problems) -> None:

@@ -104,8 +104,9 @@ def check_against_indexes(data_dir: str, manifest: schema.Manifest, split: str,
         shard = shards[os.path.basename(path)]
         if not os.path.exists(path):
             continue  # named where it is opened
-        index = record_index.load_or_build(data_dir, shard, manifest.image_bytes).index
-        record = record_index.foreign_record(path, index, manifest.num_classes)
+        index = record_index.load_or_build(data_dir, shard, manifest.image_bytes,
+                                           manifest.target_size).index
+        record = record_index.foreign_record(path, index, manifest.label_values)
         if record is not None:
             raise record_index.IndexMismatch(record_index.mismatch_message(
                 shard.file, record, record_index.NOT_INDEXED_PROBLEM))
@@ -132,7 +133,7 @@ def streaming_batches(paths: Sequence[str], counts: Sequence[int], manifest: sch
 
     def parse(records, tags):
         return checked_batch(records, tags, names, manifest.image_shape, static,
-                             manifest.num_classes)
+                             manifest.label_values, manifest.target_size)
 
     return dataset.map(parse, num_parallel_calls=AUTOTUNE, deterministic=options.deterministic)
 
@@ -194,9 +195,12 @@ def shard_order_per_process(shards: tuple, seed: int) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensors(shards).map(permute).unbatch()
 
 
-def checked_batch(serialized, tags, names, image_shape, batch_size: int, num_classes: int):
+def checked_batch(serialized, tags, names, image_shape, batch_size: int, num_classes: int,
+                  target_size: int = 0):
     """parse_batch, once every record of the batch was read and has one of the manifest's
-    labels; else the first that did not is named, as damaged.damaged_message words it."""
+    labels (`num_classes`: Manifest.label_values) and, multi-label, targets of 0 and 1 (then
+    yielded as the labels); else the first that did not is named, as
+    damaged.damaged_message words it."""
     failed = tf.equal(serialized, FAILED_RECORD)
     missing = tf.equal(tf.strings.substr(serialized, 0, 1), UNREAD_RECORD)
     # The failed read if this batch holds it; after a shuffle, a later record's stand-in can
@@ -207,7 +211,8 @@ def checked_batch(serialized, tags, names, image_shape, batch_size: int, num_cla
         tf.logical_not(tf.reduce_any(missing)),
         [_damage(names, tags, tf.where(any_failed, failed, missing), problem)])
     with tf.control_dependencies([all_read]):
-        images, labels = schema.parse_batch(serialized, image_shape, batch_size)
+        images, labels, targets = schema.parse_batch(serialized, image_shape, batch_size,
+                                                     target_size)
     wrong = tf.logical_and(tf.not_equal(labels, schema.UNLABELED),
                            tf.logical_or(labels < 0, labels >= num_classes))
     label = tf.strings.as_string(labels[tf.argmax(tf.cast(wrong, tf.int32))])
@@ -215,7 +220,14 @@ def checked_batch(serialized, tags, names, image_shape, batch_size: int, num_cla
         tf.logical_not(tf.reduce_any(wrong)),
         [_damage(names, tags, wrong, tf.strings.join(
             ["label ", label, " " + schema.label_range(num_classes)]))])
-    with tf.control_dependencies([labels_ok]):
+    checks = [labels_ok]
+    if targets is not None:
+        off = tf.reduce_any(tf.logical_and(tf.not_equal(targets, 0.0),
+                                           tf.not_equal(targets, 1.0)), axis=1)
+        checks.append(tf.debugging.Assert(tf.logical_not(tf.reduce_any(off)), [_damage(
+            names, tags, off, f"{schema.TARGET_KEY!r} holds a value other than 0 or 1")]))
+        labels = targets
+    with tf.control_dependencies(checks):
         return tf.identity(images), tf.identity(labels)
 
 

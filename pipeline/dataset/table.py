@@ -33,8 +33,9 @@ LOAD_BATCH = 256
 
 
 def load_records(records_: Records, variables: bool = True):
-    """The readable records of `records_`, in order, as (uint8 [N, 3, H, W], int64 [N]):
-    TensorFlow variables, or the numpy arrays (`variables=False`: the reader's own gather)."""
+    """The readable records of `records_`, in order, as (uint8 [N, 3, H, W], labels: int64
+    [N], or float32 [N, T] targets of a multi-label dataset): TensorFlow variables, or the
+    numpy arrays (`variables=False`: the reader's own gather)."""
     reader = records_.reader
     count = len(records_)
     images = aligned_empty(count * reader.image_bytes, 64).reshape(count, *reader.image_shape)
@@ -49,6 +50,7 @@ def load_records(records_: Records, variables: bool = True):
                                                        err.problem)) from None
         except record_index.IndexMismatch as err:
             raise DatasetError(str(err)) from None
+    labels = records_.labels_at(records_.readable, labels)
     return to_variables(images, labels) if variables else (images, labels)
 
 
@@ -60,7 +62,8 @@ def load_streams(paths: Sequence[str], shards: Sequence[schema.ShardInfo],
     Variables, or the numpy arrays, as load_records."""
     count = sum(shard.count for shard in shards)
     images = aligned_empty(count * manifest.image_bytes, 64).reshape(count, *manifest.image_shape)
-    labels = np.empty(count, np.int64)
+    labels = (np.empty((count, manifest.target_size), np.float32) if manifest.target_size
+              else np.empty(count, np.int64))
     loaded = 0
     for path, shard in zip(paths, shards):
         read, problem = _load_shard(path, manifest, images[loaded:], labels[loaded:])
@@ -77,8 +80,8 @@ def load_streams(paths: Sequence[str], shards: Sequence[schema.ShardInfo],
 
 def _load_shard(path: str, manifest: schema.Manifest, images: np.ndarray,
                 labels: np.ndarray) -> tuple[int, str | None]:
-    """Records of one shard into images[0..] / labels[0..]: (how many, the problem that
-    stopped it or None)."""
+    """Records of one shard into images[0..] / labels[0..] (a multi-label dataset's: its
+    targets): (how many, the problem that stopped it or None)."""
     flat = images.reshape(len(images), -1)
     read = 0
     with tf.io.gfile.GFile(path, "rb") as raw:
@@ -108,11 +111,19 @@ def _store(data: bytes, manifest: schema.Manifest, row: np.ndarray, labels: np.n
     if layout.image_length != manifest.image_bytes:
         return f"image is {layout.image_length} bytes, manifest says {manifest.image_bytes}"
     label = record_fields.decode_int64(data, layout.label_offset)
-    problem = schema.label_problem(label, manifest.num_classes)
+    problem = schema.label_problem(label, manifest.label_values)
+    if problem is None and manifest.target_size:
+        try:
+            labels[slot] = record_fields.target_values(
+                lambda offset, n: data[offset:offset + n], layout, manifest.target_size)
+        except schema.FormatError as err:
+            return str(err)
+        problem = record_index.targets_problem(labels[slot:slot + 1], manifest.target_size)
+    elif problem is None:
+        labels[slot] = label
     if problem is None:
         start = layout.image_offset
         row[:] = np.frombuffer(data, np.uint8, layout.image_length, start)
-        labels[slot] = label
     return problem
 
 

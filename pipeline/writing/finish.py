@@ -196,6 +196,8 @@ def build_manifest(shards, results, classes, config: WriteConfig, fingerprint: s
         flags={**settings.manifest_flags(config), **(sources or {})},
         fingerprint=fingerprint,
         folds=fold_infos(shards, results, classes),
+        target_kind=schema.MULTI_LABEL if any(spec.target_size for spec in shards)
+        else schema.CLASS,
     )
 
 

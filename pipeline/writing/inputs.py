@@ -33,6 +33,9 @@ def resolve_inputs(config: WriteConfig) -> tuple[Listing, Listing | None]:
     check_input_flags(config, [input_path, test_input])
     main = load_input(input_path, config, label_column_required=(
         config.label_column_required or config.label_columns is not None))
+    if config.multi_label and main.target_kind != schema.MULTI_LABEL:
+        raise InputError(f"--multi_label reads a CSV's tag column (--label_column); --input="
+                         f"{input_path} has none")
     if test_input is None:
         return main, None
     if not main.labeled:
@@ -71,7 +74,9 @@ def load_input(given: str, config: WriteConfig, *, label_column_required: bool =
                         label_column_required=label_column_required,
                         allow_outside=config.allow_outside_input,
                         image_path=config.image_path,
-                        label_columns=config.label_column_names)
+                        label_columns=config.label_column_names,
+                        multi_label=config.multi_label,
+                        label_delimiter=config.label_delimiter)
 
 
 def check_input_flags(config: WriteConfig, inputs: Sequence[str | None]) -> None:

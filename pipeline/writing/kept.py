@@ -24,7 +24,7 @@ import os
 from absl import logging
 
 from pipeline import errors
-from pipeline.core import files, record_index, records, schema
+from pipeline.core import files, index_scan, record_index, records, schema
 from pipeline.writing import tfds_export
 
 # Bytes hashed per read: large enough that the per-call cost vanishes next to sha256's.
@@ -66,16 +66,17 @@ def shard_problem(output_dir: str, filename: str, size: int, sha256: str) -> str
 
 
 def expected_indexes(output_dir: str, filename: str, size: int, sha256: str,
-                     image_bytes: int) -> dict[str, bytes] | None:
+                     image_bytes: int, target_size: int = 0) -> dict[str, bytes] | None:
     """{index file name: its bytes} of the intact uncompressed shard `filename`, rebuilt from
     the shard; None when its records cannot be framed (the shard must be rewritten)."""
-    table, problem = record_index.scan_shard(os.path.join(output_dir, filename), image_bytes)
+    table, problem, targets = index_scan.scan_shard(os.path.join(output_dir, filename),
+                                                    image_bytes, target_size)
     if problem is not None:
         return None
     framing = records.HEADER_BYTES + records.FOOTER_BYTES
     dali = records.dali_index_text([(int(offset), int(length) + framing)
                                     for offset, length in table[:, :2]])
-    index = record_index.RecordIndex(filename, size, sha256, image_bytes, table)
+    index = record_index.RecordIndex(filename, size, sha256, image_bytes, table, targets)
     return {schema.dali_index_filename(filename, "NONE"): dali.encode("ascii"),
             schema.record_index_filename(filename, "NONE"): record_index.encode(index)}
 
@@ -97,15 +98,16 @@ def repair_indexes(output_dir: str, expected: dict[str, bytes]) -> list[tuple[st
     return replaced
 
 
-def check_kept_shard(output_dir: str, shard, *, compression: str,
-                     image_bytes: int) -> str | None:
+def check_kept_shard(output_dir: str, shard, *, compression: str, image_bytes: int,
+                     target_size: int = 0) -> str | None:
     """None when `shard` (a dataset.json ShardInfo or a progress record: its file, bytes and
     sha256) may be kept, its indexes repaired where they differ; otherwise why it must be
     rewritten, which is also logged."""
     filename, size, sha256 = shard.file, shard.bytes, shard.sha256
     problem = shard_problem(output_dir, filename, size, sha256)
     if problem is None and compression == "NONE":
-        expected = expected_indexes(output_dir, filename, size, sha256, image_bytes)
+        expected = expected_indexes(output_dir, filename, size, sha256, image_bytes,
+                                    target_size)
         if expected is None:
             problem = "its records cannot be framed"
         else:

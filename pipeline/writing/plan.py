@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 
 from pipeline import errors
 from pipeline.core import schema
+from pipeline.writing import stratify
 from pipeline.writing.sources import SourceImage
 
 class PlanError(errors.PipelineError, ValueError):
@@ -28,6 +29,7 @@ class ShardSpec:
     num_shards: int
     images: tuple[SourceImage, ...]
     fold: int | None = None  # written with --folds: the fold all its images are in
+    target_size: int = 0  # a multi-label dataset's classes: each record's target floats
 
     def filename(self, compression: str = "NONE") -> str:
         return schema.shard_filename(self.split, self.index, self.num_shards, compression)
@@ -48,6 +50,19 @@ def by_class(images: Sequence[SourceImage]) -> dict[int, list[SourceImage]]:
             for label, members in sorted(classes.items())}
 
 
+def hash_order(images: Sequence[SourceImage]) -> list[SourceImage]:
+    """`images` in path-hash order (see by_class)."""
+    return sorted(images, key=lambda image: (path_hash(image.path), image.path))
+
+
+def num_tags(images: Sequence[SourceImage]) -> int | None:
+    """The classes a multi-label listing's tags index (its highest tag + 1); None when the
+    images are single-label."""
+    if not images or images[0].tags is None:
+        return None
+    return max((max(image.tags) for image in images if image.tags), default=-1) + 1
+
+
 def val_count(count: int, val_fraction: float) -> int:
     """A class's val images: its share, rounded, but at least one where the class has two or
     more images, and never all of them."""
@@ -62,7 +77,12 @@ def split_labeled(images: Sequence[SourceImage], *,
     val. Adding an image to a class moves at most one of its images between the splits (the
     one at the boundary); no other class changes."""
     splits: dict[str, list[SourceImage]] = {schema.TRAIN: [], schema.VAL: []}
-    for members in by_class(images).values():
+    tags = num_tags(images)
+    if tags is not None:  # multi-label: every class keeps its share of val (stratify.py)
+        held = val_count(len(images), val_fraction)
+        splits[schema.TRAIN], splits[schema.VAL] = stratify.stratified_parts(
+            hash_order(images), tags, [len(images) - held, held])
+    for members in ({} if tags is not None else by_class(images)).values():
         held = val_count(len(members), val_fraction)
         splits[schema.VAL] += members[:held]
         splits[schema.TRAIN] += members[held:]
@@ -84,6 +104,10 @@ def assign_folds(images: Sequence[SourceImage], classes: Sequence[str],
     class's larger blocks follows a hash of its name: fold sizes balance without one class's
     count moving another's images. Adding an image to a class moves at most folds-1 of its
     images to another fold (each boundary shifts by at most one)."""
+    tags = num_tags(images)
+    if tags is not None:  # multi-label: every class in every fold, in its share (stratify.py)
+        return stratify.stratified_parts(hash_order(images), tags,
+                                         fold_sizes(len(images), folds, 0))
     per_fold: list[list[SourceImage]] = [[] for _ in range(folds)]
     for label, members in by_class(images).items():
         first_larger = path_hash(classes[label]) % folds
@@ -220,5 +244,6 @@ def fingerprint(shards: Sequence[ShardSpec], settings: Mapping[str, object]) -> 
         fold = "" if shard.fold is None else f"/fold{shard.fold}"
         digest.update(f"\n{shard.split}/{shard.index}/{shard.num_shards}{fold}".encode())
         for image in shard.images:
-            digest.update(f"\n{image.path}\t{image.label}".encode("utf-8"))
+            tags = "" if image.tags is None else "\t" + " ".join(map(str, image.tags))
+            digest.update(f"\n{image.path}\t{image.label}{tags}".encode("utf-8"))
     return digest.hexdigest()

@@ -91,6 +91,17 @@ class WriteConfig:
         "them and 0 in the others. The classes are these columns in this order, and predict "
         "writes one probability per column, the competition's submission. --input must have "
         "them; a --test_input without them is unlabeled.", group="input", recorded=True)
+    multi_label: bool = setting(
+        False, "Each --label_column cell lists any number of classes (tags), separated by "
+        "--label_delimiter: Planet's `tags` (\"agriculture clear primary\"). The classes are "
+        "the sorted union of the tags; an empty cell is an image with none. Batches then hold "
+        "float32 multi-hot rows [B, classes], the trainer fits a sigmoid per class, and "
+        "predict writes each image's tags above a threshold tuned on validation. Class "
+        "columns (--label_columns) are multi-label without it as soon as a row has no 1 or "
+        "several.", group="input", recorded=True)
+    label_delimiter: str = setting(
+        " ", "What separates the tags in a --multi_label cell (a space also takes runs of "
+        "whitespace).", group="input", recorded=True)
     # True when --label_column was given: a CSV without that column is then a typo, not an
     # unlabeled CSV.
     label_column_required: bool = setting(
@@ -231,6 +242,12 @@ def check(config: WriteConfig) -> None:
                              f"{schema.IMAGE_PATH_SLOT} where the image column's value goes, e.g. "
                              "'images/{}.jpg'")
     check_label_columns(config)
+    if config.label_delimiter != " " and not config.multi_label:
+        raise plan.PlanError(f"--label_delimiter={config.label_delimiter!r} separates the tags "
+                             "of a --multi_label column; add --multi_label, or drop it")
+    if not config.label_delimiter:
+        raise plan.PlanError("--label_delimiter is empty; give the character between tags, "
+                             "e.g. --label_delimiter=' ' or ';'")
     if config.num_tasks > 1 and config.overwrite:
         raise plan.PlanError("--overwrite with --num_tasks > 1 would let one task delete the "
                              "others' shards; clear --output_dir once before starting the tasks")
@@ -252,8 +269,8 @@ def check_label_columns(config: WriteConfig) -> None:
 
 def manifest_flags(config: WriteConfig) -> dict:
     """The command's settings as dataset.json records them: the recorded ones, in field
-    order; the tfds group only for a tfds: input, --image_path and --label_columns only when
-    given, so other manifests stay as they were; an empty --input as the bundled sample's
+    order; the tfds group only for a tfds: input, --image_path, --label_columns and
+    --multi_label (with its delimiter) only when given, so other manifests stay as they were; an empty --input as the bundled sample's
     name."""
     reads_tfds = any(tfds_source.is_tfds_input(given)
                      for given in (config.input, config.test_input))
@@ -263,6 +280,8 @@ def manifest_flags(config: WriteConfig) -> dict:
             continue
         if field.name in ("image_path", "label_columns") and getattr(config, field.name) is None:
             continue  # recorded only where given: other manifests stay as they were
+        if field.name in ("multi_label", "label_delimiter") and not config.multi_label:
+            continue
         recorded[field.name] = getattr(config, field.name)
     if config.input is None:
         recorded["input"] = sample_input()

@@ -20,7 +20,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from pipeline.core import files, record_fields, record_index, records, schema
-from pipeline.writing import plan
+from pipeline.writing import plan, tags
 from pipeline.writing.images import RejectedImage, decode_image
 
 PROGRESS_DIR = ".progress"  # per-shard completion records; removed when the dataset is complete
@@ -78,7 +78,7 @@ def write_shard(
     """
     filename = spec.filename(compression)
     stats = _ShardStats()
-    placed: list[tuple] = []  # (offset, size, data CRC, ExampleLayout) per record
+    placed: list[tuple] = []  # (offset, size, data CRC, ExampleLayout, target) per record
     pending = 0
     with files.atomic_file(os.path.join(output_dir, filename)) as raw:
         writer = records.RecordWriter(raw, compression)
@@ -88,10 +88,12 @@ def write_shard(
             except RejectedImage as rejected:
                 stats.rejects.append((image.path, rejected.reason))
             else:
-                payload = records.encode_example(chw.tobytes(), image.label, image.path)
+                target = (tags.multi_hot(image.tags or (), spec.target_size)
+                          if spec.target_size else None)
+                payload = records.encode_example(chw.tobytes(), image.label, image.path, target)
                 placed.append((*writer.write(payload), writer.last_crc,
-                               record_fields.layout_of(payload)))
-                stats.add(chw, image.label)
+                               record_fields.layout_of(payload), target))
+                stats.add(chw, image.label, image.tags)
             pending += 1
             if pending == PROGRESS_EVERY:
                 on_progress(pending)
@@ -101,12 +103,19 @@ def write_shard(
     if compression == "NONE":
         index_sha256 = write_indexes(output_dir, placed, record_index.RecordIndex(
             filename, size, sha256, schema.CHANNELS * image_size * image_size,
-            np.array([record_index.row(*record) for record in placed], np.int64).reshape(
-                -1, len(record_index.COLUMNS))))
+            np.array([record_index.row(*record[:4]) for record in placed], np.int64).reshape(
+                -1, len(record_index.COLUMNS)), _targets(spec, placed)))
     on_progress(pending)
     result = stats.result(filename, size, sha256, image_size, index_sha256)
     files.atomic_write_text(progress_record_path(output_dir, filename), result.to_json())
     return result
+
+
+def _targets(spec: plan.ShardSpec, placed) -> np.ndarray | None:
+    """The written records' targets (their index's targets block), or None without any."""
+    if not spec.target_size:
+        return None
+    return np.array([record[4] for record in placed], np.float32).reshape(-1, spec.target_size)
 
 
 def write_indexes(output_dir: str, placed, index: record_index.RecordIndex) -> str:
@@ -130,9 +139,12 @@ class _ShardStats:
         self.pixel_sq_sum = np.zeros(schema.CHANNELS, np.int64)
         self.count = 0
 
-    def add(self, chw: np.ndarray, label: int) -> None:
+    def add(self, chw: np.ndarray, label: int, image_tags: tuple[int, ...] | None) -> None:
+        """Count the image: under its class, or under each of its tags (multi-label)."""
         self.count += 1
-        self.label_counts[label] = self.label_counts.get(label, 0) + 1
+        counted = (label,) if image_tags is None or label == schema.UNLABELED else image_tags
+        for key in counted:
+            self.label_counts[key] = self.label_counts.get(key, 0) + 1
         flat = chw.reshape(schema.CHANNELS, -1).astype(np.int64)
         self.pixel_sum += flat.sum(axis=1)
         self.pixel_sq_sum += np.einsum("ij,ij->i", flat, flat)

@@ -31,7 +31,9 @@ class InputError(errors.PipelineError, ValueError):
 class SourceImage:
     path: str  # relative to the input (as listed in the CSV, or under the tree root), '/'-separated
     file: str  # what to open
-    label: int  # class index, or schema.UNLABELED
+    label: int  # class index, or schema.UNLABELED (schema.LABELED in a multi-label listing)
+    # Multi-label listings: the indices of the image's classes (ascending; may be empty).
+    tags: tuple[int, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,12 +46,14 @@ class Listing:
     # version, split and features); part of the write's fingerprint. Empty for files.
     source_id: str = ""
     warnings: tuple[str, ...] = ()  # for the summary: empty classes, skipped folders, ...
+    target_kind: str = schema.CLASS  # MULTI_LABEL: each image's classes are its `tags`
 
 
 def load_listing(
     input_path: str, *, image_column: str = "image", label_column: str = "label",
     label_column_required: bool = False, allow_outside: bool = False,
     image_path: str | None = None, label_columns: Sequence[str] = (),
+    multi_label: bool = False, label_delimiter: str = " ",
 ) -> Listing:
     """A CSV file or a directory of class folders -> Listing. Paths that lead outside the
     input are refused unless `allow_outside` (pipeline.writing.boundary)."""
@@ -57,12 +61,16 @@ def load_listing(
         if image_path is not None:
             raise InputError(f"--image_path={image_path} makes paths of a CSV's values; "
                              f"--input={input_path} is a folder of class folders")
+        if multi_label:
+            raise InputError(f"--multi_label reads a CSV's tags; --input={input_path} is a "
+                             "folder of class folders, one class per image")
         return list_class_tree(input_path, allow_outside=allow_outside)
     if os.path.isfile(input_path):
         return read_csv_listing(
             input_path, image_column=image_column, label_column=label_column,
             label_column_required=label_column_required, allow_outside=allow_outside,
-            image_path=image_path, label_columns=label_columns,
+            image_path=image_path, label_columns=label_columns, multi_label=multi_label,
+            label_delimiter=label_delimiter,
         )
     raise InputError(
         f"--input={input_path!r} does not exist; give a CSV file (image,label columns) or a "
@@ -74,10 +82,13 @@ def read_csv_listing(
     csv_path: str, *, image_column: str = "image", label_column: str = "label",
     label_column_required: bool = False, allow_outside: bool = False,
     image_path: str | None = None, label_columns: Sequence[str] = (),
+    multi_label: bool = False, label_delimiter: str = " ",
 ) -> Listing:
     """Read `image[,label]` rows; paths are relative to the CSV's folder, or made of the image
     column's values by the `image_path` template (schema.path_from_value). With
-    `label_columns`, each row's class is the one-hot column holding its 1 (_one_hot_names).
+    `label_columns`, each row's class is the one-hot column holding its 1 (_one_hot_names);
+    with `multi_label`, or multi-hot columns, each row's classes are its tags
+    (pipeline.writing.tags).
 
     Without a label column the listing is unlabeled (a Kaggle `test.csv`): every label is -1
     and the file order is kept, because predictions must come out in that order.
@@ -111,6 +122,15 @@ def read_csv_listing(
             SourceImage(p, os.path.join(base, p), schema.UNLABELED) for p in paths
         )
         return Listing(images, (), False, f"unlabeled CSV {csv_path} ({len(images):,} images)")
+    from pipeline.writing import tags  # it reads this module's InputError
+
+    row_tags, classes = tags.row_tags(csv_path, frame, label_column, label_columns,
+                                      multi_label, label_delimiter)
+    if row_tags is not None:
+        images = tuple(SourceImage(p, os.path.join(base, p), schema.LABELED, found)
+                       for p, found in zip(paths, row_tags))
+        return Listing(images, classes, True, tags.description(csv_path, images, classes),
+                       target_kind=schema.MULTI_LABEL)
     names, classes = _class_names(csv_path, frame, label_column, label_columns)
     index = {name: i for i, name in enumerate(classes)}
     images = tuple(
@@ -154,27 +174,13 @@ def _refuse_empty_labels(csv_path: str, label_column: str, names: Sequence[str])
         )
 
 
-# What a one-hot column may hold, and which of those mean "this class".
-ONE_HOT_VALUES = ("0", "1", "0.0", "1.0")
-ONE_HOT_ONES = ("1", "1.0")
-
-
 def _one_hot_names(csv_path: str, frame, label_columns: Sequence[str]) -> list[str]:
-    """Each row's class: the one of `label_columns` holding its single 1. Anything but 0 or 1,
-    or not exactly one 1 in a row, is an InputError naming the line."""
-    values = frame[list(label_columns)].apply(lambda column: column.str.strip())
-    for bad, why in ((~values.isin(ONE_HOT_VALUES).all(axis=1), "holds something other "
-                      "than 0 or 1 in"),
-                     (values.isin(ONE_HOT_ONES).sum(axis=1) != 1, "has not exactly one 1 in")):
-        if bad.any():
-            row = int(bad.to_numpy().argmax())
-            shown = ", ".join(f"{name}={values.iloc[row][name]!r}" for name in label_columns)
-            raise InputError(
-                f"{csv_path}: line {row + 2} {why} the one-hot columns ({shown}); each row "
-                "needs 1 in exactly one class column and 0 in the others (rows with several "
-                "classes are multi-label, which the writer does not store yet)")
-    ones = values.isin(ONE_HOT_ONES).to_numpy()
-    return [label_columns[column] for column in ones.argmax(axis=1)]
+    """Each row's class: the one of `label_columns` holding its single 1 (rows with another
+    number of 1s are multi-label, which pipeline.writing.tags reads)."""
+    from pipeline.writing import tags
+
+    hot = tags.hot_matrix(csv_path, frame, label_columns)
+    return [label_columns[column] for column in hot.argmax(axis=1)]
 
 
 def _refuse_blank_paths(csv_path: str, paths: Sequence[str]) -> None:

@@ -81,6 +81,11 @@ class WritePlan:
         return self.main.warnings + (self.test.warnings if self.test else ()) + self.advice
 
     @property
+    def target_size(self) -> int:
+        """Each record's target floats (the classes of a multi-label dataset; else 0)."""
+        return self.shards[0].target_size if self.shards else 0
+
+    @property
     def total_images(self) -> int:
         return sum(len(spec.images) for spec in self.shards)
 
@@ -142,7 +147,7 @@ def repair_complete(config: WriteConfig, write_plan: WritePlan, start: float) ->
         task_shards(write_plan.shards, config.num_tasks, config.task_index))]
     damaged = {shard.file for shard in mine if kept.check_kept_shard(
         config.output_dir, shard, compression=config.compression,
-        image_bytes=config.image_bytes) is not None}
+        image_bytes=config.image_bytes, target_size=write_plan.target_size) is not None}
     todo = [spec for spec in write_plan.shards if spec.filename(config.compression) in damaged]
     results: dict = {}
     # No reject limit: a rewritten shard must be the listed one, its rejects included.
@@ -231,6 +236,8 @@ def make_plan(config: WriteConfig) -> WritePlan:
         {schema.VAL: config.val_shards, schema.TEST: config.test_shards},
     )
     shards = plan_all_shards(splits, counts, main.classes, config)
+    if main.target_kind == schema.MULTI_LABEL:  # every record holds a multi-hot target
+        shards = [dataclasses.replace(spec, target_size=len(main.classes)) for spec in shards]
     sources = inputs.source_ids(main, test)
     fingerprint = plan.fingerprint(shards, {**config.output_settings(), **sources})
     older = tuple(plan.fingerprint(shards, {**config.output_settings(), "format_version": v,
