@@ -38,7 +38,9 @@ VERDICT_TAG = "input_pipeline/verdict"
 PINNED_CHARTS = (("images per second", r"epoch_images_per_second"),
                  ("share of step time waiting for input", r"epoch_input_wait_fraction"),
                  ("loss (train and validation)", r"epoch_loss"),
-                 ("accuracy (train and validation)", r"epoch_accuracy"))
+                 ("accuracy (train and validation)", r"epoch_accuracy"),
+                 # multi-label datasets (pipeline.training.targets)
+                 ("F1 at the tuned threshold (train and validation)", r"epoch_f1"))
 
 
 def progress_verbosity(verbose: int | str, stream=None) -> int:

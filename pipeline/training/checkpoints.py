@@ -55,7 +55,8 @@ class RunState:
     best: dict[str, Any] | None = None  # {"value", "epoch", "weights"}: the best epoch so far
     rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # one per epoch
     resumes: list[dict[str, int]] = dataclasses.field(default_factory=list)
-    metrics: list[float] | None = None  # the epoch's metric accumulators at a mid-epoch save
+    # The epoch's metric accumulators at a mid-epoch save (a list for a vector of them).
+    metrics: list[Any] | None = None
     seed_states: list[list[int]] | None = None  # the model's SeedGenerators (see below)
     saves: int = 0
     save_seconds: float = 0.0
@@ -270,7 +271,7 @@ class StepCheckpoint(keras.callbacks.Callback):
         seconds = save_weights(self.model, os.path.join(checkpoint_dir(self.workdir), name))
         state.weights, state.seed_states = name, seed_states(self.model)
         if logs is None:  # mid-epoch: the epoch's running metrics go with the step
-            state.metrics = ([float(keras.ops.convert_to_numpy(v))
+            state.metrics = ([np.float32(keras.ops.convert_to_numpy(v)).tolist()
                               for v in self.model.metrics_variables]
                              if self.keep_metrics else None)
         else:
@@ -288,12 +289,14 @@ class StepCheckpoint(keras.callbacks.Callback):
         log.info("checkpoint at step %d (%s): saved in %.2f s", state.step, where, seconds)
 
 
-def add_metric_state(model: keras.Model, saved: list[float]) -> None:
+def add_metric_state(model: keras.Model, saved: list[Any]) -> None:
     """Add the saved accumulators to those of one step. Keras's mean metrics (loss, accuracy)
-    hold running sums (total, count), so saved + this step's is, in float32, the very sum an
-    uninterrupted epoch holds after the same steps. Other metric states are left alone."""
+    hold running sums (total, count), and the multi-label ones counts (targets.ThresholdF1,
+    AUC's confusion counts), so saved + this step's is, in float32, the very sum an
+    uninterrupted epoch holds after the same steps."""
     variables = model.metrics_variables
-    if len(variables) != len(saved) or any(len(v.shape) for v in variables):
+    if len(variables) != len(saved) or any(np.shape(value) != tuple(v.shape)
+                                           for v, value in zip(variables, saved)):
         log.warning("the metrics changed since the checkpoint: this epoch's logs cover the "
                     "steps since it")
         return

@@ -30,7 +30,7 @@ from pipeline.dataset import (DamagedShards, ReadOptions, ServiceSettings, batch
                               readable_records)
 from pipeline.dataset.options import DEFAULT_MAX_CORRUPT_FRACTION
 from pipeline.training import advice, backbones, callbacks, checkpoints, damage, distribute, resume
-from pipeline.training import run_files
+from pipeline.training import run_files, targets
 from pipeline.training import workdir as workdir_lock
 from pipeline.training.start import Run, start_run
 from pipeline.training.settings import ModelSettings, OptimizerSettings
@@ -187,6 +187,7 @@ def train_and_evaluate(
         schedule=checkpoints.SaveSchedule(resume.save_every(checkpoint_every_steps,
                                                             run.strategy)),
         keep_metrics=run.strategy.num_replicas_in_sync == 1,
+        monitor=targets.monitor(run.manifest),
         write_logs=lambda saved: run_files.write_train_log(workdir, saved.rows))
     resume.begin(workdir, state, data_dir, run.manifest, before_training)  # the first write
     resume.restore(net, state, workdir, run.strategy, inputs.steps_per_epoch)
@@ -272,12 +273,10 @@ def build_model(run: Run, network: ModelSettings, optimizer: OptimizerSettings) 
     schedule = optimizer.schedule(run.batch_size, run.steps_per_epoch, run.epochs)
     with run.strategy.scope():
         net = backbones.build_network(network, manifest)
+        loss, metrics = targets.loss_and_metrics(manifest, optimizer.label_smoothing)
         net.compile(
             optimizer=keras.optimizers.SGD(learning_rate=schedule, momentum=optimizer.momentum),
-            loss=keras.losses.CategoricalCrossentropy(
-                from_logits=True, label_smoothing=optimizer.label_smoothing),
-            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-            steps_per_execution=1,
+            loss=loss, metrics=metrics, steps_per_execution=1,
         )
         if isinstance(run.strategy, tf.distribute.MultiWorkerMirroredStrategy):
             distribute.work_around_keras_multi_worker(
@@ -329,9 +328,10 @@ def finish_run(net: keras.Model, run: Run, inputs: Inputs, timer: InputTimer,
         # Its INFO lines (renamed inputs, sharding callbacks, assets, fingerprint) are six of
         # a smoke run's twenty.
         net.export(staging, verbose=False)
+    headline = targets.monitor(run.manifest)
     metrics = {
-        "val_accuracy": float(evaluation["accuracy"]),
-        "val_loss": float(evaluation["loss"]),
+        headline: float(evaluation[headline.removeprefix("val_")]),
+        **targets.val_metrics(run.manifest, evaluation),
         "epochs": run.epochs,
         "epochs_this_run": epochs_this_run,
         "images_per_second": timer.last_images_per_second,
@@ -350,8 +350,8 @@ def finish_run(net: keras.Model, run: Run, inputs: Inputs, timer: InputTimer,
                             json.dumps(metrics, indent=2) + "\n")
     state.finished = True
     checkpoints.write_state(run.workdir, state)
-    log.info("done: val_accuracy %.4f, val_loss %.4f, %.0f img/s, input wait %.0f%% (%s) -> %s",
-             metrics["val_accuracy"], metrics["val_loss"], metrics["images_per_second"] or 0,
+    log.info("done: %s %.4f, val_loss %.4f, %.0f img/s, input wait %.0f%% (%s) -> %s",
+             headline, metrics[headline], metrics["val_loss"], metrics["images_per_second"] or 0,
              100 * (metrics["input_wait_fraction"] or 0), metrics["input_verdict"], run.workdir)
     return metrics
 
@@ -387,6 +387,7 @@ def finished_metrics(run: Run, state: checkpoints.RunState) -> dict[str, Any]:
     run_files.write_train_log(run.workdir, state.rows)
     with open(os.path.join(run.workdir, run_files.METRICS_FILE), encoding="utf-8") as f:
         metrics = json.load(f)
-    log.info("%s has finished its %d epochs: nothing to train (val_accuracy %.4f); more "
-             "epochs continue it", run.workdir, run.epochs, metrics["val_accuracy"])
+    headline = targets.monitor(run.manifest)
+    log.info("%s has finished its %d epochs: nothing to train (%s %.4f); more epochs "
+             "continue it", run.workdir, run.epochs, headline, metrics[headline])
     return metrics

@@ -9,8 +9,11 @@ CSV's own column names): the image path as given to `python -m pipeline.write` (
 --image_path template, the CSV's own value) and the predicted class name, in the input's
 order.
 Several workdirs make an ensemble (e.g. one model per fold), and test-time views (`tta`:
-flips) are averaged with the original: the mean of the softmax probabilities of every model
-on every view, which predict_probabilities returns and probabilities_csv writes out.
+flips) are averaged with the original: the mean of the probabilities of every model on every
+view (softmax; a sigmoid per class for a multi-label dataset), which predict_probabilities
+returns and probabilities_csv writes out. A multi-label dataset's rows name each image's
+classes above the threshold tuned on validation (the mean of the runs' thresholds), space-
+joined, as Planet's `image_name,tags` submission wants them.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import tensorflow as tf
 
 from pipeline import augment, dataset, errors
 from pipeline.core import files, schema
-from pipeline.training import run_files
+from pipeline.training import run_files, targets
 
 SUBMISSION_NAME = "submission.csv"
 HEADER = ("image", "label")
@@ -87,7 +90,7 @@ def predict_probabilities(workdirs: str | Sequence[str], split: str = schema.TES
             if len(logits) != len(paths):
                 raise PredictError(f"{len(logits)} predictions for {len(paths)} records of "
                                    f"{split!r}")
-            total += tf.nn.softmax(tf.cast(logits, tf.float64)).numpy()
+            total += targets.probabilities(manifest, logits)
     return manifest, paths, total / (len(workdirs) * len(views))
 
 
@@ -121,16 +124,36 @@ def predict_split(workdir: str | Sequence[str], split: str = schema.TEST, *,
                   tta=None, fold: int | None = None) -> list[tuple[str, str]]:
     """[(image id, predicted class name)] for every record of `split`, in input order
     (ids: submission_ids)."""
-    return predicted_rows(*predict_probabilities(
+    manifest, paths, probabilities = predict_probabilities(
         workdir, split, data_dir=data_dir, weights=weights, batch_size=batch_size, tta=tta,
-        fold=fold))
+        fold=fold)
+    return predicted_rows(manifest, paths, probabilities, tags_threshold(
+        manifest, workdir, weights))
 
 
-def predicted_rows(manifest: schema.Manifest, paths: Sequence[str],
-                   probabilities) -> list[tuple[str, str]]:
-    """[(image id, the most probable class's name)] (ids: submission_ids)."""
+def tags_threshold(manifest: schema.Manifest, workdir: str | Sequence[str],
+                   weights: str) -> float | None:
+    """A multi-label dataset's threshold for its tags (targets.ensemble_threshold); None for
+    a class dataset."""
+    if manifest.target_kind != schema.MULTI_LABEL:
+        return None
+    workdirs = [workdir] if isinstance(workdir, str) else list(workdir)
+    try:
+        return targets.ensemble_threshold(workdirs, weights)
+    except ValueError as err:
+        raise PredictError(str(err)) from None
+
+
+def predicted_rows(manifest: schema.Manifest, paths: Sequence[str], probabilities,
+                   threshold: float | None = None) -> list[tuple[str, str]]:
+    """[(image id, the most probable class's name)] (ids: submission_ids); with a
+    `threshold`, the names of every class above it, space-joined (multi-label)."""
+    ids = submission_ids(manifest, paths)
+    if threshold is not None:
+        return [(image_id, targets.tags_of(manifest.classes, row, threshold))
+                for image_id, row in zip(ids, probabilities)]
     return [(image_id, manifest.classes[index]) for image_id, index in
-            zip(submission_ids(manifest, paths), np.argmax(probabilities, axis=1))]
+            zip(ids, np.argmax(probabilities, axis=1))]
 
 
 def submission_ids(manifest: schema.Manifest, paths: Sequence[str]) -> list[str]:
@@ -219,7 +242,8 @@ def write_predictions(workdir: str | Sequence[str], split: str = schema.TEST, *,
     manifest, paths, probs = predict_probabilities(
         workdir, split, data_dir=data_dir, weights=weights, batch_size=batch_size, tta=tta,
         fold=fold)
-    rows = predicted_rows(manifest, paths, probs)
+    threshold = tags_threshold(manifest, workdir, weights)
+    rows = predicted_rows(manifest, paths, probs, threshold)
     header = submission_header(manifest)
     table = probabilities_csv(manifest.classes, [image_id for image_id, _ in rows], probs,
                               header[0])
