@@ -1,0 +1,293 @@
+"""Multi-label datasets: Planet's `image_name,tags` ("clear primary water") with --multi_label,
+and class columns holding several 1s a row (Plant Pathology's multiple diseases). Each record
+holds a float32 multi-hot target; every read path yields it as [B, classes]; the trainer fits a
+sigmoid per class and predict writes each test image's tags above the tuned threshold."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import train_tiny, write_csv
+from pipeline import dataset
+from pipeline.core import integrity, record_index, records, schema
+from pipeline.writing import plan
+from pipeline.writing.settings import WriteConfig
+from pipeline.writing.sources import InputError
+from pipeline.writing.writer import write_dataset
+
+TAGS = ("clear", "haze", "primary", "road", "water")  # sorted: the classes' order
+
+
+def _tags(number):
+    """Image `number`'s tags: the bits of number % 32 (image 0 has none)."""
+    return [tag for k, tag in enumerate(TAGS) if (number % 32 >> k) & 1]
+
+
+def _write_images(folder, count):
+    """images/<i>.png whose pixels say their tags: a bright band per tag, noise elsewhere,
+    so a tiny network can learn them."""
+    rng = np.random.default_rng(0)
+    os.makedirs(folder / "images", exist_ok=True)
+    for number in range(count):
+        pixels = rng.integers(0, 60, size=(10, 10, 3), dtype=np.uint8)
+        for k, tag in enumerate(TAGS):
+            if tag in _tags(number):
+                pixels[2 * k:2 * k + 2, :, :] = 255
+        Image.fromarray(pixels).save(folder / "images" / f"{number}.png")
+
+
+@pytest.fixture
+def planet(tmp_path):
+    """train.csv: 64 images with their tags (every subset of TAGS twice); test.csv: 8 more."""
+    _write_images(tmp_path, 72)
+    write_csv(tmp_path / "train.csv", ["image_name", "tags"],
+              [(str(i), " ".join(_tags(i))) for i in range(64)])
+    write_csv(tmp_path / "test.csv", ["image_name"], [(str(i),) for i in (70, 64, 71, 65)])
+    return tmp_path
+
+
+def _config(folder, **overrides):
+    settings = dict(output_dir=str(folder / "out"), input=str(folder / "train.csv"),
+                    test_input=str(folder / "test.csv"), image_column="image_name",
+                    image_path="images/{}.png", label_column="tags", multi_label=True,
+                    label_column_required=True, image_size=10, shards=2, val_fraction=0.25,
+                    num_workers=1, show_progress=False)
+    return WriteConfig(**{**settings, **overrides})
+
+
+def _targets_by_id(data_dir, split, **options):
+    batches = dataset.make_dataset(data_dir, split, batch_size=4, training=False, **options)
+    targets = np.concatenate([labels.numpy() for _, labels in batches])
+    ids = [os.path.basename(path).removesuffix(".png")
+           for path in dataset.split_paths(data_dir, split)]
+    return dict(zip(ids, targets.tolist()))
+
+
+def _expected(number):
+    return [float(tag in _tags(number)) for tag in TAGS]
+
+
+@pytest.mark.parametrize("options", [{}, dict(cache="memory"), dict(compression="GZIP")])
+def test_every_record_holds_its_rows_tags_on_every_read_path(planet, options):
+    write_options = {"compression": options.pop("compression")} if "compression" in options \
+        else {}
+    write_dataset(_config(planet, **write_options))
+    out = str(planet / "out")
+    manifest = schema.read_manifest(out)
+    assert (manifest.target_kind, manifest.classes) == (schema.MULTI_LABEL, TAGS)
+    read = {**_targets_by_id(out, "train", **options), **_targets_by_id(out, "val", **options)}
+    assert read == {str(i): _expected(i) for i in range(64)}
+    test = _targets_by_id(out, "test", **options)
+    assert list(test) == ["70", "64", "71", "65"] and not np.any(list(test.values()))
+    counts = {tag: manifest.split("train").class_counts.get(tag, 0)
+              + manifest.split("val").class_counts.get(tag, 0) for tag in TAGS}
+    assert counts == {tag: 32 for tag in TAGS}  # a record counts under each of its tags
+    assert manifest.flags["multi_label"] is True and manifest.flags["label_delimiter"] == " "
+    assert integrity.verify_dataset(out).ok
+
+
+def test_training_batches_are_multi_hot_rows_mixed_by_mixup(planet):
+    write_dataset(_config(planet))
+    images, labels = next(iter(dataset.make_dataset(
+        str(planet / "out"), "train", batch_size=8, training=True, seed=1,
+        augment="flip_lr|mixup(alpha=1.0)")))
+    assert images.shape == (8, 3, 10, 10) and labels.shape == (8, len(TAGS))
+    assert labels.dtype.name == "float32"
+    values = labels.numpy()
+    assert np.all((values >= 0) & (values <= 1)) and not np.all(np.isin(values, (0.0, 1.0)))
+
+
+def test_a_delimiter_and_empty_cells(planet):
+    write_csv(planet / "train.csv", ["image_name", "tags"],
+              [(str(i), ";".join(_tags(i))) for i in range(64)])
+    write_dataset(_config(planet, label_delimiter=";"))
+    out = str(planet / "out")
+    read = {**_targets_by_id(out, "train"), **_targets_by_id(out, "val")}
+    assert read["0"] == [0.0] * len(TAGS)  # an empty cell: an image with no tag
+    assert read == {str(i): _expected(i) for i in range(64)}
+
+
+def test_class_columns_with_several_ones_are_multi_label_in_column_order(planet):
+    columns = ("water", "clear", "road", "haze", "primary")  # not sorted: the CSV's order
+    write_csv(planet / "train.csv", ["image_name", *columns],
+              [(str(i), *("1" if c in _tags(i) else "0" for c in columns)) for i in range(64)])
+    write_dataset(_config(planet, label_columns=",".join(columns), multi_label=False,
+                          label_column_required=False))
+    out = str(planet / "out")
+    manifest = schema.read_manifest(out)
+    assert (manifest.target_kind, manifest.classes) == (schema.MULTI_LABEL, columns)
+    assert "multi_label" not in manifest.flags  # the columns said it, not a flag
+    read = {**_targets_by_id(out, "train"), **_targets_by_id(out, "val")}
+    assert read == {str(i): [float(c in _tags(i)) for c in columns] for i in range(64)}
+
+
+def test_val_and_folds_keep_every_tags_share(planet):
+    write_dataset(_config(planet))
+    manifest = schema.read_manifest(str(planet / "out"))
+    assert manifest.split("val").count == 16
+    assert manifest.split("val").class_counts == {tag: 8 for tag in TAGS}  # 32 each, a quarter
+    # A rare tag (Planet's blow_down: 98 of 40,479) lands once in each of 4 folds; the
+    # others within 2 of their share (iterative stratification, as the package does it).
+    rare = {"5", "17", "33", "60"}
+    write_csv(planet / "train.csv", ["image_name", "tags"],
+              [(str(i), " ".join(_tags(i) + ["blow_down"] * (str(i) in rare)))
+               for i in range(64)])
+    write_dataset(_config(planet, output_dir=str(planet / "folds"), folds=4, shards=4))
+    folds = schema.read_manifest(str(planet / "folds")).folds
+    assert [fold.count for fold in folds] == [16] * 4
+    assert [fold.class_counts["blow_down"] for fold in folds] == [1] * 4
+    assert all(abs(fold.class_counts[tag] - 8) <= 2 for fold in folds for tag in TAGS)
+
+
+def test_the_write_is_deterministic_and_a_rerun_keeps_it(planet):
+    write_dataset(_config(planet))
+    again = write_dataset(_config(planet, output_dir=str(planet / "again")))
+    out, other = planet / "out", planet / "again"
+    names = sorted(name for name in os.listdir(out) if name != ".progress")
+    assert names == sorted(name for name in os.listdir(other) if name != ".progress")
+    for name in names:
+        if os.path.isfile(out / name):
+            assert (out / name).read_bytes() == (other / name).read_bytes(), name
+    shards = sum(len(info.shards) for info in again.manifest.splits.values())
+    assert write_dataset(_config(planet)).written == 0 and again.written == shards
+
+
+@pytest.mark.parametrize("overrides, error, said", [
+    (dict(label_delimiter=";", multi_label=False), plan.PlanError,
+     "--label_delimiter=';' separates the tags of a --multi_label column"),
+    (dict(label_delimiter=""), plan.PlanError, "--label_delimiter is empty"),
+])
+def test_bad_flags_are_refused(planet, overrides, error, said):
+    with pytest.raises(error, match=said):
+        write_dataset(_config(planet, **overrides))
+
+
+def test_multi_label_needs_a_csv_with_tags(planet, tmp_path):
+    (tmp_path / "tree" / "cat").mkdir(parents=True)
+    with pytest.raises(InputError, match="--multi_label reads a CSV's tags"):
+        write_dataset(_config(planet, input=str(tmp_path / "tree"), image_path=None,
+                              test_input=None))
+    write_csv(planet / "train.csv", ["image_name", "tags"], [(str(i), "") for i in range(64)])
+    with pytest.raises(InputError, match="holds no tags"):
+        write_dataset(_config(planet))
+
+
+def test_a_target_other_than_0_or_1_is_damage_verify_names(planet):
+    image = bytes(12)
+    bad = records.encode_example(image, schema.LABELED, "a.png", [0.0, 2.0])
+    assert "holds a value other than 0 or 1" in integrity.record_problem(
+        bad, image_bytes=12, num_classes=1, target_size=2)
+    short = records.encode_example(image, schema.LABELED, "a.png", [1.0])
+    assert "holds 1 values, the dataset 2" in integrity.record_problem(
+        short, image_bytes=12, num_classes=1, target_size=2)
+    none = records.encode_example(image, schema.LABELED, "a.png")
+    assert "no 'target' feature" in integrity.record_problem(
+        none, image_bytes=12, num_classes=1, target_size=2)
+
+
+def test_a_record_index_with_wrong_targets_is_rebuilt_from_the_shard(planet, caplog):
+    write_dataset(_config(planet))
+    out = str(planet / "out")
+    shard = schema.read_manifest(out).split("train").shards[0]
+    path = os.path.join(out, shard.file + schema.RECORD_INDEX_SUFFIX)
+    index = record_index.read(path)
+    flipped = index.targets.copy()
+    flipped[0] = 1.0 - flipped[0]
+    record_index.write(path, record_index.RecordIndex(
+        index.shard, index.bytes, index.sha256, index.image_bytes, index.table, flipped))
+    problems = [p.message for p in integrity.verify_dataset(out).problems]
+    assert any("row 0 is not where the shard's record 0 lies (its targets differ)" in p
+               for p in problems), problems
+    read = {**_targets_by_id(out, "train"), **_targets_by_id(out, "val")}
+    assert read == {str(i): _expected(i) for i in range(64)}  # the rebuilt index's
+    assert record_index.read(path).targets.tolist() == index.targets.tolist()  # saved again
+
+
+def test_training_lowers_the_loss_and_predict_writes_tags(planet, tmp_path):
+    from pipeline.training import predict
+
+    write_dataset(_config(planet))
+    workdir = str(tmp_path / "run")
+    metrics = train_tiny(planet / "out", workdir, epochs=4, width=8, batch_size=8,
+                         base_learning_rate=0.4)
+    with open(os.path.join(workdir, "train_log.csv")) as f:
+        log = list(csv.DictReader(f))
+    assert float(log[-1]["loss"]) < float(log[0]["loss"])
+    assert {"val_f1", "val_macro_f1", "val_map", "val_threshold"} <= set(metrics)
+    assert metrics["val_threshold"] in [round(0.05 * k, 2) for k in range(1, 20)] or \
+        abs(metrics["val_threshold"] - round(metrics["val_threshold"], 2)) < 1e-6
+    output, rows = predict.write_predictions(workdir, output=str(tmp_path / "sub.csv"))
+    with open(output, newline="") as f:
+        table = list(csv.reader(f))
+    assert table[0] == ["image_name", "tags"] and rows == 4
+    assert [row[0] for row in table[1:]] == ["70", "64", "71", "65"]
+    assert all(set(row[1].split()) <= set(TAGS) for row in table[1:])
+    probabilities = predict.predict_probabilities(workdir)[2]
+    expected = [" ".join(tag for tag, p in zip(TAGS, row) if p > metrics["val_threshold"])
+                for row in probabilities]
+    assert [row[1] for row in table[1:]] == expected
+
+
+def test_an_ensemble_uses_the_mean_of_its_runs_thresholds(tmp_path):
+    from pipeline.training import targets
+
+    workdirs = []
+    for number, threshold in enumerate((0.2, 0.4)):
+        workdir = tmp_path / f"fold{number}"
+        workdir.mkdir()
+        (workdir / "metrics.json").write_text(json.dumps({"val_threshold": threshold}))
+        workdirs.append(str(workdir))
+    assert targets.ensemble_threshold(workdirs, "final") == pytest.approx(0.3)
+    (tmp_path / "fold1" / "metrics.json").write_text(json.dumps({"val_accuracy": 0.5}))
+    with pytest.raises(ValueError, match="no tuned threshold"):
+        targets.ensemble_threshold(workdirs, "final")
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_same_weights_and_metrics(planet, tmp_path):
+    """The multi-label metrics' counts (F1's per threshold and class, AUC's) are put back at a
+    mid-epoch resume like Keras' means: the resumed epoch logs what an uninterrupted one does."""
+    import subprocess
+    import sys
+
+    import keras
+
+    write_dataset(_config(planet))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+    def train(name, extra=""):
+        config = tmp_path / f"{name}.gin"
+        config.write_text(
+            f"{extra}train_and_evaluate.data_dir = {str(planet / 'out')!r}\n"
+            "train_and_evaluate.epochs = 2\ntrain_and_evaluate.depth = 10\n"
+            "train_and_evaluate.width = 4\ntrain_and_evaluate.stem = 'small'\n"
+            "train_and_evaluate.batch_size = 8\ntrain_and_evaluate.warmup_epochs = 0\n"
+            "train_and_evaluate.augment = 'flip_lr|mixup'\n"
+            "train_and_evaluate.deterministic = True\n"
+            "train_and_evaluate.checkpoint_every_steps = 2\n")
+        return subprocess.run(
+            [sys.executable, "train.py", f"--config={config}", f"--workdir={tmp_path / name}"],
+            cwd=repo, capture_output=True, text=True, timeout=600,
+            env={**os.environ, "PYTHONPATH": repo, "TF_CPP_MIN_LOG_LEVEL": "2"})
+
+    assert train("plain").returncode == 0
+    killed = train("run", "import tests.training.train_hooks\n"
+                   "train_and_evaluate.extra_callbacks = [@SigkillAtStep()]\n"
+                   "SigkillAtStep.step = 9\n")  # 6 steps an epoch: epoch 1, batch 3
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    done = train("run")
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    def log(name):
+        with open(tmp_path / name / "train_log.csv") as f:
+            return [{key: value for key, value in row.items() if key in (
+                "epoch", "loss", "f1", "macro_f1", "threshold", "map", "val_f1", "val_map")}
+                for row in csv.DictReader(f)]
+
+    assert log("run") == log("plain") and len(log("run")) == 2
+    for ours, theirs in zip(*(keras.saving.load_model(tmp_path / name / "model.keras")
+                              .get_weights() for name in ("run", "plain")), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
