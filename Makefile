@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo demo-tags test bench clean
 
 venv: $(INSTALLED)
 
@@ -23,6 +23,18 @@ demo: $(INSTALLED)
 	$(PY) -m pipeline.write
 	$(PY) train.py --config=configs/smoke.gin --workdir=workspace/runs/smoke
 	$(PY) -m pipeline.predict --workdir=workspace/runs/smoke
+
+# The multi-label shape on the same sample (Planet's image,tags): each digit's tags (even,
+# prime, loop, small), a sigmoid per tag, a submission of the tags above the tuned threshold.
+demo-tags: $(INSTALLED)
+	$(PY) -c "from pipeline.core import workspace; from pipeline.writing import sample; \
+	sample.ensure_sample_dataset(workspace.raw_dir())"
+	$(PY) -m pipeline.write --input=workspace/raw/digits/train_tags.csv \
+	    --test_input=workspace/raw/digits/test.csv --label_column=tags --multi_label \
+	    --output_dir=workspace/shards/digit-tags
+	$(PY) train.py --config=configs/smoke.gin --workdir=workspace/runs/digit-tags \
+	    --gin_bindings="train_and_evaluate.data_dir='workspace/shards/digit-tags'"
+	$(PY) -m pipeline.predict --workdir=workspace/runs/digit-tags
 
 test: $(INSTALLED)
 	$(PY) -m pytest -q tests

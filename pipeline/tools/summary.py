@@ -110,9 +110,14 @@ def disk_bytes(paths: Sequence[str]) -> tuple[int, list[str]]:
 
 
 def cache_bytes(manifest: schema.Manifest, count: int) -> int:
-    """RAM of the uint8 image table + int64 labels that `cache="memory"` keeps for `count`
-    records (the peak while loading is CACHE_LOAD_PEAK_FACTOR times this)."""
-    return count * (manifest.image_bytes + LABEL_BYTES)
+    """RAM of the uint8 image table + labels that `cache="memory"` keeps for `count` records
+    (the peak while loading is CACHE_LOAD_PEAK_FACTOR times this)."""
+    return count * (manifest.image_bytes + label_bytes(manifest))
+
+
+def label_bytes(manifest: schema.Manifest) -> int:
+    """A record's label in the table: an int64, or a multi-label float32 target row."""
+    return 4 * manifest.target_size if manifest.target_size else LABEL_BYTES
 
 
 def histogram_lines(counts: Sequence[tuple[str, int]], width: int = HISTOGRAM_WIDTH) -> list[str]:
@@ -168,9 +173,14 @@ def source_size(writer_flags: Mapping) -> SourceSize:
                 f"{listing} is not found from {os.getcwd()} (dataset.json records --input as "
                 "the writer was given it)")
         try:
+            columns = writer_flags.get("label_columns")
             found = sources.load_listing(
                 listing, image_column=writer_flags.get("image_column", "image"),
                 label_column=writer_flags.get("label_column", "label"),
+                image_path=writer_flags.get("image_path"),
+                label_columns=tuple(columns.split(",")) if columns else (),
+                multi_label=bool(writer_flags.get("multi_label")),
+                label_delimiter=writer_flags.get("label_delimiter", " "),
                 allow_outside=True)  # sizes only, of what the writer was allowed to read
         except sources.InputError as err:
             raise SourceUnavailable(f"{listing} cannot be listed: {err}") from err
@@ -232,7 +242,7 @@ def split_table_lines(manifest: schema.Manifest, data_dir: str) -> list[str]:
         lines.append(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  "
                      f"{row[3]:>{widths[3]}}  {row[4]}".rstrip())
     lines.append(f"RAM: cache=\"memory\" keeps records x ({manifest.image_bytes:,} image + "
-                 f"{LABEL_BYTES} label) bytes;")
+                 f"{label_bytes(manifest)} label) bytes;")
     lines.append(f"     loading needs about {CACHE_LOAD_PEAK_FACTOR}x that "
                  "(see pipeline.dataset.table)")
     return lines
@@ -263,6 +273,10 @@ def class_lines(manifest: schema.Manifest, split: str, info: schema.SplitInfo, *
     counts = [(name, int(info.class_counts.get(name, 0))) for name in manifest.classes]
     lines = [f"classes   {manifest.num_classes}, records per class in {split!r} "
              f"({info.count:,} records):"]
+    if manifest.target_kind == schema.MULTI_LABEL:  # a record counts under each of its classes
+        per_record = sum(count for _, count in counts) / max(info.count, 1)
+        lines = [f"classes   {manifest.num_classes}, multi-label, records per class in "
+                 f"{split!r} ({info.count:,} records, {per_record:.2f} classes a record):"]
     by_size = sorted(counts, key=lambda item: (item[1], item[0]))
     if histogram or len(counts) <= FULL_HISTOGRAM_CLASSES:
         lines += ["  " + line for line in histogram_lines(counts)]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 from typing import Sequence
 
@@ -34,6 +35,9 @@ from pipeline.training import run_files, targets
 SUBMISSION_NAME = "submission.csv"
 HEADER = ("image", "label")
 WEIGHTS = ("final", "best", "last")
+
+
+log = logging.getLogger(__name__)
 
 
 class PredictError(errors.PipelineError, RuntimeError):
@@ -139,9 +143,13 @@ def tags_threshold(manifest: schema.Manifest, workdir: str | Sequence[str],
         return None
     workdirs = [workdir] if isinstance(workdir, str) else list(workdir)
     try:
-        return targets.ensemble_threshold(workdirs, weights)
+        threshold = targets.ensemble_threshold(workdirs, weights)
     except ValueError as err:
         raise PredictError(str(err)) from None
+    mean = f"; the mean of {len(workdirs)} runs' thresholds" if len(workdirs) > 1 else ""
+    log.info("tags: the classes above %.3g, the threshold tuned on validation (%s weights%s)",
+             threshold, weights, mean)
+    return threshold
 
 
 def predicted_rows(manifest: schema.Manifest, paths: Sequence[str], probabilities,

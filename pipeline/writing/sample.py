@@ -8,6 +8,8 @@ are written once, in the layout our users bring (the classify-leaves competition
     workspace/raw/digits/train.csv          image,label   (labeled)
     workspace/raw/digits/test.csv           image         (unlabeled, for predictions)
     workspace/raw/digits/test_solution.csv  image,label   (the answers, to score predictions)
+    workspace/raw/digits/train_tags.csv     image,tags    (multi-label: each digit's DIGIT_TAGS,
+                                                           `make demo-tags`)
 
 A dataset written from it records its input in dataset.json as `sample:digits` (the folder's
 path depends on the workspace, the name does not); `sample_listings` turns that back into the
@@ -29,6 +31,10 @@ SAMPLE_NAME = "digits"
 SAMPLE_INPUT_PREFIX = "sample:"
 # The listings written into the sample folder, labeled first.
 SAMPLE_CSVS = ("train.csv", "test.csv")
+# The multi-label listing: what each digit is, as space-separated tags (Planet's shape).
+TAGS_CSV = "train_tags.csv"
+DIGIT_TAGS = {"even": {0, 2, 4, 6, 8}, "prime": {2, 3, 5, 7}, "loop": {0, 6, 8, 9},
+              "small": {0, 1, 2, 3, 4}}
 # The last images are held out as the unlabeled test split (as a competition does).
 TEST_IMAGES = 180
 DIGITS_MAX_VALUE = 16  # load_digits() pixels are 0..16
@@ -41,7 +47,7 @@ def ensure_sample_dataset(raw_root: str) -> str:
     never leaves a half-written sample that a later run would trust.
     """
     target = os.path.join(raw_root, SAMPLE_NAME)
-    if os.path.exists(os.path.join(target, SAMPLE_CSVS[0])):
+    if all(os.path.exists(os.path.join(target, name)) for name in (*SAMPLE_CSVS, TAGS_CSV)):
         return target
     from sklearn.datasets import load_digits  # heavy import, only needed once
 
@@ -78,6 +84,13 @@ def write_digit_folder(folder: str, images: np.ndarray, labels: np.ndarray) -> N
     _write_csv(os.path.join(folder, train_csv), ["image", "label"], train)
     _write_csv(os.path.join(folder, test_csv), ["image"], [(path,) for path, _ in test])
     _write_csv(os.path.join(folder, "test_solution.csv"), ["image", "label"], test)
+    _write_csv(os.path.join(folder, TAGS_CSV), ["image", "tags"],
+               [(path, digit_tags(int(label))) for path, label in train])
+
+
+def digit_tags(digit: int) -> str:
+    """The digit's DIGIT_TAGS, space-separated ("even loop small" for 0)."""
+    return " ".join(tag for tag, digits in sorted(DIGIT_TAGS.items()) if digit in digits)
 
 
 def _write_csv(path: str, header, rows) -> None:

@@ -86,9 +86,8 @@ def read_csv_listing(
 ) -> Listing:
     """Read `image[,label]` rows; paths are relative to the CSV's folder, or made of the image
     column's values by the `image_path` template (schema.path_from_value). With
-    `label_columns`, each row's class is the one-hot column holding its 1 (_one_hot_names);
-    with `multi_label`, or multi-hot columns, each row's classes are its tags
-    (pipeline.writing.tags).
+    `label_columns`, each row's class is the one-hot column holding its 1; with `multi_label`
+    or multi-hot columns, its classes are its tags (pipeline.writing.tags).
 
     Without a label column the listing is unlabeled (a Kaggle `test.csv`): every label is -1
     and the file order is kept, because predictions must come out in that order.

@@ -105,9 +105,10 @@ def dataset_info(manifest: schema.Manifest) -> dict:
             }
             for split, info in manifest.splits.items()
         ],
-        # `as_supervised=True` yields (image, label) pairs.
-        "supervisedKeys": {"tuple": {"items": [{"featureKey": schema.IMAGE_KEY},
-                                               {"featureKey": schema.LABEL_KEY}]}},
+        # `as_supervised=True` yields (image, label) pairs; multi-label, (image, target).
+        "supervisedKeys": {"tuple": {"items": [
+            {"featureKey": schema.IMAGE_KEY},
+            {"featureKey": schema.TARGET_KEY if manifest.target_size else schema.LABEL_KEY}]}},
         "version": tfds_version(manifest),
     }
 
@@ -124,11 +125,17 @@ def features(manifest: schema.Manifest) -> dict:
     class_label = {"numClasses": str(manifest.num_classes)} if manifest.num_classes else {}
     label = {"classLabel": class_label, "pythonClassName": _CLASS_NAMES["class_label"]}
     path = {"pythonClassName": _CLASS_NAMES["text"], "text": {}}
-    return {
-        "featuresDict": {"features": {schema.IMAGE_KEY: image, schema.LABEL_KEY: label,
-                                      schema.PATH_KEY: path}},
-        "pythonClassName": _CLASS_NAMES["dict"],
-    }
+    found = {schema.IMAGE_KEY: image, schema.LABEL_KEY: label, schema.PATH_KEY: path}
+    if manifest.target_size:  # multi-label: the label only says labeled (0) or not (-1)
+        found[schema.LABEL_KEY] = _tensor("int64", [])
+        found[schema.TARGET_KEY] = _tensor("float32", [manifest.target_size])
+    return {"featuresDict": {"features": found}, "pythonClassName": _CLASS_NAMES["dict"]}
+
+
+def _tensor(dtype: str, shape) -> dict:
+    """A Tensor feature stored as its dtype's list (float_list, int64_list)."""
+    return {"pythonClassName": _CLASS_NAMES["tensor"],
+            "tensor": {"dtype": dtype, "shape": {"dimensions": [str(d) for d in shape]}}}
 
 
 def label_names(manifest: schema.Manifest) -> str:

@@ -291,3 +291,27 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights_and_metrics(planet, 
     for ours, theirs in zip(*(keras.saving.load_model(tmp_path / name / "model.keras")
                               .get_weights() for name in ("run", "plain")), strict=True):
         np.testing.assert_array_equal(ours, theirs)
+
+
+def test_tfds_reads_the_targets_as_a_float_tensor(planet):
+    import tensorflow_datasets as tfds
+
+    write_dataset(_config(planet))
+    builder = tfds.builder_from_directory(str(planet / "out"))
+    assert builder.info.features[schema.TARGET_KEY].shape == (len(TAGS),)
+    read = {os.path.basename(example["path"].numpy().decode()).removesuffix(".png"):
+            example["target"].numpy().tolist() for example in builder.as_dataset(split="val")}
+    assert read == {key: _expected(int(key)) for key in read} and len(read) == 16
+
+
+def test_inspect_counts_each_tag_and_the_tags_a_record(planet):
+    from pipeline.tools import summary
+
+    write_dataset(_config(planet))
+    out = str(planet / "out")
+    text = summary.summarize(schema.read_manifest(out), out, "val")
+    assert "5, multi-label, records per class in 'val' (16 records, 2.50 classes a record)" \
+        in text
+    assert "min 8 (clear), max 8 (water)" in text
+    assert "(300 image + 20 label) bytes" in text  # a float32 target row per record
+    assert "source    " in text and ": 68 images" in text  # the CSVs listed as written
