@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: venv demo demo-tags test bench clean
+.PHONY: venv demo demo-tags demo-regression test bench clean
 
 venv: $(INSTALLED)
 
@@ -35,6 +35,18 @@ demo-tags: $(INSTALLED)
 	$(PY) train.py --config=configs/smoke.gin --workdir=workspace/runs/digit-tags \
 	    --gin_bindings="train_and_evaluate.data_dir='workspace/shards/digit-tags'"
 	$(PY) -m pipeline.predict --workdir=workspace/runs/digit-tags
+
+# The regression shape (PetFinder's Id,Pawpularity): how much of each digit's scan is ink, a
+# linear output fit to the standardised value, a submission of the values.
+demo-regression: $(INSTALLED)
+	$(PY) -c "from pipeline.core import workspace; from pipeline.writing import sample; \
+	sample.ensure_sample_dataset(workspace.raw_dir())"
+	$(PY) -m pipeline.write --input=workspace/raw/digits/train_ink.csv \
+	    --test_input=workspace/raw/digits/test.csv --target_columns=ink \
+	    --output_dir=workspace/shards/digit-ink
+	$(PY) train.py --config=configs/smoke.gin --workdir=workspace/runs/digit-ink \
+	    --gin_bindings="train_and_evaluate.data_dir='workspace/shards/digit-ink'"
+	$(PY) -m pipeline.predict --workdir=workspace/runs/digit-ink
 
 test: $(INSTALLED)
 	$(PY) -m pytest -q tests

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import math
 import os
 import time
 import zlib
@@ -80,7 +81,8 @@ class ShardTask:
     compression: str
     image_bytes: int
     num_classes: int  # the label field's values (Manifest.label_values)
-    target_size: int = 0  # a multi-label dataset's classes
+    target_size: int = 0  # a multi-label dataset's classes, a regression one's targets
+    binary_targets: bool = True  # multi-label: each target 0 or 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +156,7 @@ def _only_value(features, key: str, kind: str):
 
 
 def record_problem(payload: bytes, *, image_bytes: int, num_classes: int,
-                   target_size: int = 0) -> str | None:
+                   target_size: int = 0, binary_targets: bool = True) -> str | None:
     """What is wrong with one record's contents (its framing already checked), or None;
     `num_classes`: the label field's values (Manifest.label_values)."""
     from google.protobuf.message import DecodeError
@@ -176,18 +178,20 @@ def record_problem(payload: bytes, *, image_bytes: int, num_classes: int,
     if len(image) != image_bytes:
         return f"image is {len(image)} bytes, manifest says {image_bytes}"
     return schema.label_problem(label, num_classes) or (
-        _target_problem(features, target_size) if target_size else None)
+        _target_problem(features, target_size, binary_targets) if target_size else None)
 
 
-def _target_problem(features, target_size: int) -> str | None:
-    """What is wrong with a multi-label record's target: missing, another length, or a value
-    other than 0 and 1."""
+def _target_problem(features, target_size: int, binary: bool) -> str | None:
+    """What is wrong with a record's target: missing, another length, a value that is not a
+    finite number, or (`binary`: multi-label) other than 0 and 1."""
     if schema.TARGET_KEY not in features:
         return f"no {schema.TARGET_KEY!r} feature (a multi-label dataset's records hold one)"
     values = list(features[schema.TARGET_KEY].float_list.value)
     if len(values) != target_size:
         return f"{schema.TARGET_KEY!r} holds {len(values)} values, the dataset {target_size}"
-    if any(value not in (0.0, 1.0) for value in values):
+    if not all(math.isfinite(value) for value in values):
+        return f"{schema.TARGET_KEY!r} holds a value that is not a finite number"
+    if binary and any(value not in (0.0, 1.0) for value in values):
         return f"{schema.TARGET_KEY!r} holds a value other than 0 or 1"
     return None
 
@@ -253,7 +257,8 @@ def _check_records(source: HashingReader, task: ShardTask, problems: list[Proble
         for payload in iter_framed_records(stream):
             message = record_problem(payload, image_bytes=task.image_bytes,
                                      num_classes=task.num_classes,
-                                     target_size=task.target_size)
+                                     target_size=task.target_size,
+                                     binary_targets=task.binary_targets)
             if message is not None:
                 bad += 1
                 if bad <= MAX_RECORD_PROBLEMS_PER_SHARD:
@@ -310,7 +315,8 @@ def plan_tasks(data_dir: str, manifest: schema.Manifest,
     return [
         ShardTask(data_dir=data_dir, shard=shard, compression=manifest.compression,
                   image_bytes=manifest.image_bytes, num_classes=manifest.label_values,
-                  target_size=manifest.target_size)
+                  target_size=manifest.target_size,
+                  binary_targets=manifest.target_kind == schema.MULTI_LABEL)
         for split in splits for shard in manifest.split(split).shards
     ]
 

@@ -45,6 +45,10 @@ def to_json(manifest: Manifest) -> str:
     }
     if manifest.target_kind != schema.CLASS:  # a class dataset's text stays as it was
         document["target_kind"] = manifest.target_kind
+    if manifest.targets:
+        document["targets"] = list(manifest.targets)
+        document["target_stats"] = {name: dict(stats)
+                                    for name, stats in manifest.target_stats.items()}
     if manifest.folds:
         document["folds"] = [{"count": fold.count, "class_counts": dict(fold.class_counts)}
                              for fold in manifest.folds]
@@ -82,6 +86,8 @@ def from_json(text: str, source: str = schema.MANIFEST_NAME) -> Manifest:
             folds=tuple(SplitInfo(int(fold["count"]), (), dict(fold["class_counts"]))
                         for fold in doc.get("folds", ())),
             target_kind=doc.get("target_kind", schema.CLASS),
+            targets=tuple(doc.get("targets", ())),
+            target_stats=doc.get("target_stats", {}),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise FormatError(f"{source} is missing or has a malformed field: {err!r}") from err
@@ -106,6 +112,10 @@ def validate_manifest(manifest: Manifest, source: str = schema.MANIFEST_NAME) ->
         raise FormatError(f"{source}: target_kind {manifest.target_kind!r} is none of "
                           f"{list(schema.TARGET_KINDS)}; rewrite the dataset with this code's "
                           "`python -m pipeline.write`, or read it with the code that wrote it")
+    if (manifest.target_kind == schema.REGRESSION) != bool(manifest.targets):
+        raise FormatError(f"{source}: a regression dataset, and only one, names its targets "
+                          f"(target_kind {manifest.target_kind!r}, targets "
+                          f"{list(manifest.targets)})")
     for name, info in manifest.splits.items():
         total = sum(shard.count for shard in info.shards)
         if total != info.count:

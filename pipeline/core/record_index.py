@@ -170,15 +170,16 @@ def tiling_problem(table: np.ndarray, shard_bytes: int, image_bytes: int) -> str
 
 
 def targets_problem(targets: np.ndarray | None, target_size: int) -> str | None:
-    """Why `targets` cannot be a multi-label dataset's with `target_size` classes, or None:
-    a row for each class, each value 0 or 1."""
+    """Why `targets` cannot be those of a dataset with `target_size` targets a record, or
+    None: that many a row, each a finite number (what each means, 0/1 for a multi-label
+    dataset, is the records' to say: verify and the stream check it there)."""
     if (0 if targets is None else targets.shape[1]) != target_size:
         found = "no targets" if targets is None else f"{targets.shape[1]} targets a row"
         return f"holds {found}, the dataset {target_size} a record"
     if targets is not None:
-        bad = np.flatnonzero(((targets != 0) & (targets != 1)).any(axis=1))
+        bad = np.flatnonzero(~np.isfinite(targets).all(axis=1))
         if len(bad):
-            return f"row {int(bad[0])} holds a target other than 0 or 1"
+            return f"row {int(bad[0])} holds a target that is not a finite number"
     return None
 
 

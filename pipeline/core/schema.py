@@ -11,14 +11,15 @@ A dataset directory holds sharded TFRecord files and one `dataset.json`:
     dataset_info.json, features.json, label.labels.txt   # TFDS's view (writing.tfds_export)
 
 Each record is a serialised `tf.train.Example` with three features, and a fourth in a
-multi-label dataset (`target_kind`):
+multi-label or regression dataset (`target_kind`):
 
     image:  bytes    the raw uint8 tensor, shape `image_shape` = [3, H, W] (CHW), C-contiguous
     label:  int64    class index into `classes`, or -1 for an unlabeled (test) image; in a
-                     multi-label dataset 0 for a labeled image (its classes are in `target`)
+                     multi-label or regression dataset 0 for a labeled image (`target`)
     path:   bytes    the source image's path relative to the input (UTF-8)
-    target: float32  multi-label only: [len(classes)] multi-hot, 1.0 for each of the image's
-                     classes, in `classes` order (zeros for an unlabeled image)
+    target: float32  multi-label: [len(classes)] multi-hot, 1.0 for each of the image's
+                     classes, in `classes` order; regression: [len(targets)] values, in
+                     `targets` order (zeros for an unlabeled image)
 
 This module, pipeline.core.manifest_json (dataset.json's text), pipeline.core.records (the
 same records as bytes: encoding, framing, CRCs), pipeline.core.record_fields (where a record's
@@ -48,11 +49,12 @@ LABEL_KEY = "label"
 PATH_KEY = "path"
 TARGET_KEY = "target"
 
-# What a dataset's labels are (Manifest.target_kind): one class per image, or any number of
-# classes per image (multi-hot `target` vectors; Planet's tags, one-hot columns with several 1s).
-CLASS, MULTI_LABEL = "class", "multi_label"
-TARGET_KINDS = (CLASS, MULTI_LABEL)
-LABELED = 0  # the label of every labeled image of a multi-label dataset
+# What a dataset's labels are (Manifest.target_kind): one class per image, any number of
+# classes per image (multi-hot `target` vectors; Planet's tags, one-hot columns with several
+# 1s), or numbers to predict (`target` values; PetFinder's Pawpularity).
+CLASS, MULTI_LABEL, REGRESSION = "class", "multi_label", "regression"
+TARGET_KINDS = (CLASS, MULTI_LABEL, REGRESSION)
+LABELED = 0  # the label of every labeled image of a multi-label or regression dataset
 
 DTYPE = "uint8"
 LAYOUT = "CHW"
@@ -188,7 +190,11 @@ class Manifest:
     # A view for one fold (for_fold): its train split is every fold but this one, its val
     # split this fold. None: the manifest as stored.
     fold: int | None = None
-    target_kind: str = CLASS  # CLASS or MULTI_LABEL (stored only when not CLASS)
+    target_kind: str = CLASS  # one of TARGET_KINDS (stored only when not CLASS)
+    # Regression: the target columns' names, and per name the train split's "mean", "std",
+    # "min" and "max" (the trainer learns the standardised values; predict undoes it).
+    targets: tuple[str, ...] = ()
+    target_stats: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -197,13 +203,19 @@ class Manifest:
     @property
     def target_size(self) -> int:
         """Floats in each record's `target` (and each record index row's): 0 without one."""
-        return self.num_classes if self.target_kind == MULTI_LABEL else 0
+        return {MULTI_LABEL: self.num_classes, REGRESSION: len(self.targets)}.get(
+            self.target_kind, 0)
+
+    @property
+    def outputs(self) -> int:
+        """A model's outputs for this dataset: a logit per class, or a value per target."""
+        return len(self.targets) if self.target_kind == REGRESSION else self.num_classes
 
     @property
     def label_values(self) -> int:
         """The label field's values besides UNLABELED, 0..label_values-1: the classes, or
-        LABELED alone in a multi-label dataset (what the reader's range checks take)."""
-        return 1 if self.target_kind == MULTI_LABEL else self.num_classes
+        LABELED alone where `target` holds what is learned (what the reader's checks take)."""
+        return self.num_classes if self.target_kind == CLASS else 1
 
     def for_fold(self, fold: int | None) -> "Manifest":
         """The dataset as fold `fold` of a cross-validation reads it: "train" all folds but

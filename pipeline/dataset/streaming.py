@@ -133,7 +133,8 @@ def streaming_batches(paths: Sequence[str], counts: Sequence[int], manifest: sch
 
     def parse(records, tags):
         return checked_batch(records, tags, names, manifest.image_shape, static,
-                             manifest.label_values, manifest.target_size)
+                             manifest.label_values, manifest.target_size,
+                             manifest.target_kind == schema.MULTI_LABEL)
 
     return dataset.map(parse, num_parallel_calls=AUTOTUNE, deterministic=options.deterministic)
 
@@ -196,10 +197,10 @@ def shard_order_per_process(shards: tuple, seed: int) -> tf.data.Dataset:
 
 
 def checked_batch(serialized, tags, names, image_shape, batch_size: int, num_classes: int,
-                  target_size: int = 0):
+                  target_size: int = 0, binary_targets: bool = True):
     """parse_batch, once every record of the batch was read and has one of the manifest's
-    labels (`num_classes`: Manifest.label_values) and, multi-label, targets of 0 and 1 (then
-    yielded as the labels); else the first that did not is named, as
+    labels (`num_classes`: Manifest.label_values) and finite targets, 0 or 1 where
+    `binary_targets` (then yielded as the labels); else the first that did not is named, as
     damaged.damaged_message words it."""
     failed = tf.equal(serialized, FAILED_RECORD)
     missing = tf.equal(tf.strings.substr(serialized, 0, 1), UNREAD_RECORD)
@@ -222,10 +223,14 @@ def checked_batch(serialized, tags, names, image_shape, batch_size: int, num_cla
             ["label ", label, " " + schema.label_range(num_classes)]))])
     checks = [labels_ok]
     if targets is not None:
-        off = tf.reduce_any(tf.logical_and(tf.not_equal(targets, 0.0),
-                                           tf.not_equal(targets, 1.0)), axis=1)
+        off = tf.logical_not(tf.reduce_all(tf.math.is_finite(targets), axis=1))
+        what = "a value that is not a finite number"
+        if binary_targets:
+            off = tf.reduce_any(tf.logical_and(tf.not_equal(targets, 0.0),
+                                               tf.not_equal(targets, 1.0)), axis=1)
+            what = "a value other than 0 or 1"
         checks.append(tf.debugging.Assert(tf.logical_not(tf.reduce_any(off)), [_damage(
-            names, tags, off, f"{schema.TARGET_KEY!r} holds a value other than 0 or 1")]))
+            names, tags, off, f"{schema.TARGET_KEY!r} holds {what}")]))
         labels = targets
     with tf.control_dependencies(checks):
         return tf.identity(images), tf.identity(labels)

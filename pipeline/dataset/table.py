@@ -118,13 +118,20 @@ def _store(data: bytes, manifest: schema.Manifest, row: np.ndarray, labels: np.n
                 lambda offset, n: data[offset:offset + n], layout, manifest.target_size)
         except schema.FormatError as err:
             return str(err)
-        problem = record_index.targets_problem(labels[slot:slot + 1], manifest.target_size)
+        problem = (record_index.targets_problem(labels[slot:slot + 1], manifest.target_size)
+                   or _binary_problem(manifest, labels[slot]))
     elif problem is None:
         labels[slot] = label
     if problem is None:
         start = layout.image_offset
         row[:] = np.frombuffer(data, np.uint8, layout.image_length, start)
     return problem
+
+
+def _binary_problem(manifest: schema.Manifest, target: np.ndarray) -> str | None:
+    if manifest.target_kind == schema.MULTI_LABEL and not np.isin(target, (0.0, 1.0)).all():
+        return f"{schema.TARGET_KEY!r} holds a value other than 0 or 1"
+    return None
 
 
 def to_variables(images: np.ndarray, labels: np.ndarray) -> tuple[tf.Variable, tf.Variable]:

@@ -11,8 +11,10 @@ import dataclasses
 import os
 from typing import Mapping, Sequence
 
+import numpy as np
+
 from pipeline import errors
-from pipeline.core import schema, workspace
+from pipeline.core import record_index, schema, workspace
 from pipeline.writing import sources, tfds_source
 from pipeline.writing.sample import sample_listings
 
@@ -173,7 +175,8 @@ def source_size(writer_flags: Mapping) -> SourceSize:
                 f"{listing} is not found from {os.getcwd()} (dataset.json records --input as "
                 "the writer was given it)")
         try:
-            columns = writer_flags.get("label_columns")
+            columns, targets = (writer_flags.get(name) for name in ("label_columns",
+                                                                    "target_columns"))
             found = sources.load_listing(
                 listing, image_column=writer_flags.get("image_column", "image"),
                 label_column=writer_flags.get("label_column", "label"),
@@ -181,6 +184,7 @@ def source_size(writer_flags: Mapping) -> SourceSize:
                 label_columns=tuple(columns.split(",")) if columns else (),
                 multi_label=bool(writer_flags.get("multi_label")),
                 label_delimiter=writer_flags.get("label_delimiter", " "),
+                target_columns=tuple(targets.split(",")) if targets else (),
                 allow_outside=True)  # sizes only, of what the writer was allowed to read
         except sources.InputError as err:
             raise SourceUnavailable(f"{listing} cannot be listed: {err}") from err
@@ -213,7 +217,10 @@ def summarize(manifest: schema.Manifest, data_dir: str, split: str, *,
                      + " ".join(f"{s:.2f}" for s in manifest.std or ()))
     lines += ["", *split_table_lines(manifest, data_dir), ""]
     lines += source_lines(manifest, data_dir)
-    lines += ["", *class_lines(manifest, split, info, histogram=histogram)]
+    if manifest.target_kind == schema.REGRESSION:
+        lines += ["", *target_lines(manifest, data_dir, split)]
+    else:
+        lines += ["", *class_lines(manifest, split, info, histogram=histogram)]
     lines += missing_class_lines(manifest)
     return "\n".join(lines)
 
@@ -295,6 +302,42 @@ def class_lines(manifest: schema.Manifest, split: str, info: schema.SplitInfo, *
 
 def _named_counts(items) -> str:
     return ", ".join(f"{name} {count:,}" for name, count in items)
+
+
+# Bins of a regression target's histogram.
+TARGET_BINS = 10
+
+
+def target_lines(manifest: schema.Manifest, data_dir: str, split: str) -> list[str]:
+    """A regression dataset's targets: the train split's mean, std and range (dataset.json),
+    and a histogram of `split`'s values, read from its record indexes (uncompressed local
+    shards; numpy, no TensorFlow)."""
+    lines = [f"targets   {len(manifest.targets)}, regression:"]
+    for name in manifest.targets:
+        stats = manifest.target_stats.get(name, {})
+        lines.append(f"  {name}: train mean {stats.get('mean', 0):.4g}, std "
+                     f"{stats.get('std', 0):.4g}, min {stats.get('min', 0):.4g}, max "
+                     f"{stats.get('max', 0):.4g}")
+    values = split_targets(manifest, data_dir, split)
+    if values is None or split == schema.TEST:  # a CSV's test split is unlabeled: zeros
+        return lines
+    counts, edges = np.histogram(values[:, 0], bins=TARGET_BINS)
+    lines.append(f"  {manifest.targets[0]} in {split!r} ({len(values):,} records):")
+    lines += ["  " + line for line in histogram_lines(
+        [(f"{low:.4g}-{high:.4g}", int(n)) for low, high, n in
+         zip(edges[:-1], edges[1:], counts)])]
+    return lines
+
+
+def split_targets(manifest: schema.Manifest, data_dir: str, split: str):
+    """float32 [records, targets] of `split`, from its record indexes; None for compressed
+    shards (they have none)."""
+    if manifest.compression != "NONE":
+        return None
+    loaded = [record_index.load_or_build(data_dir, shard, manifest.image_bytes,
+                                         manifest.target_size).index.targets
+              for shard in manifest.split(split).shards]
+    return np.concatenate(loaded) if loaded else np.zeros((0, manifest.target_size))
 
 
 def missing_class_lines(manifest: schema.Manifest) -> list[str]:

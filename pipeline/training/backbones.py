@@ -156,10 +156,10 @@ def build_network(network: ModelSettings, manifest: schema.Manifest) -> keras.Mo
                                 f"{network.backbone_lr_factor!r} are for a keras.applications "
                                 "backbone; our ResNets start from scratch (backbone='ResNet50' "
                                 "is Keras's, which can load weights)")
-        return model_lib.build_resnet(num_classes=manifest.num_classes,
+        return model_lib.build_resnet(num_classes=manifest.outputs,
                                       image_shape=image_shape, mean=manifest.mean,
                                       std=manifest.std, **settings)
     return build_application(
-        name=network.backbone, num_classes=manifest.num_classes, image_shape=image_shape,
+        name=network.backbone, num_classes=manifest.outputs, image_shape=image_shape,
         weights=network.weights, augment=network.augment, seed=network.seed,
         eval_resize=network.eval_resize, backbone_lr_factor=network.backbone_lr_factor)

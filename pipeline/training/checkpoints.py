@@ -222,10 +222,11 @@ class StepCheckpoint(keras.callbacks.Callback):
 
     def __init__(self, workdir: str, state: RunState, *, steps_per_epoch: int, epochs: int,
                  schedule: SaveSchedule, monitor: str = "val_accuracy",
-                 keep_metrics: bool = True, write_logs=None):
+                 keep_metrics: bool = True, write_logs=None, lower_is_better: bool = False):
         super().__init__()
         self.workdir, self.state, self.schedule = workdir, state, schedule
         self.steps_per_epoch, self.epochs, self.monitor = steps_per_epoch, epochs, monitor
+        self.lower_is_better = lower_is_better  # the monitored value (an error, say)
         # Metric variables are summed across replicas when read: with several replicas an
         # epoch's logs after a resume cover the steps since it.
         self.keep_metrics = keep_metrics
@@ -263,7 +264,9 @@ class StepCheckpoint(keras.callbacks.Callback):
 
     def _improves(self, logs: dict) -> bool:
         value, best = logs.get(self.monitor), self.state.best
-        return value is not None and (best is None or value > best["value"])
+        if value is None or best is None:
+            return value is not None
+        return value < best["value"] if self.lower_is_better else value > best["value"]
 
     def _save(self, *, epoch: int, logs: dict | None) -> None:
         state = self.state

@@ -55,7 +55,7 @@ def work_around_keras_multi_worker(net: keras.Model, replica_batch: int,
     from keras.src.backend.tensorflow import trainer as keras_tf_trainer
 
     specs = (tf.TensorSpec((replica_batch, *manifest.image_shape), tf.uint8),
-             tf.TensorSpec((replica_batch, manifest.num_classes), tf.float32))
+             tf.TensorSpec((replica_batch, manifest.outputs), tf.float32))
     net._symbolic_build(data_batch=specs)
     net._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
 
@@ -74,11 +74,13 @@ def work_around_keras_multi_worker(net: keras.Model, replica_batch: int,
 
 
 def make_input(strategy, data_dir: str, split: str, batch_size: int, *, training: bool,
-               num_classes: int, reading: ReadOptions):
-    """The split as (uint8 images, one-hot labels) batches, one pipeline per worker.
+               labels, reading: ReadOptions):
+    """The split as (uint8 images, float32 label rows) batches, one pipeline per worker.
 
-    Labels become one-hot rows here (mixup and cutmix already give soft rows) so one loss,
-    CategoricalCrossentropy with label smoothing, serves every recipe.
+    `labels` makes the rows the loss takes of a batch's labels (targets.training_labels):
+    one-hot class rows (mixup and cutmix already give soft rows), so one loss,
+    CategoricalCrossentropy with label smoothing, serves every class recipe; multi-hot rows;
+    standardised regression targets.
 
     With several workers (MultiWorkerMirroredStrategy) every worker must run the same number
     of steps, or their collectives stop matching and the job fails. Shard files split unevenly
@@ -95,7 +97,7 @@ def make_input(strategy, data_dir: str, split: str, batch_size: int, *, training
                              input_context=input_context)
         if multi_worker and training:
             data = data.repeat()
-        return data.map(lambda images, labels: (images, _one_hot(labels, num_classes)),
+        return data.map(lambda images, batch_labels: (images, labels(batch_labels)),
                         num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
     if multi_worker and not training:
@@ -106,12 +108,6 @@ def make_input(strategy, data_dir: str, split: str, batch_size: int, *, training
     if strategy.num_replicas_in_sync == 1 and not os.environ.get("TF_CONFIG"):
         return build()
     return strategy.distribute_datasets_from_function(build)
-
-
-def _one_hot(labels, num_classes):
-    if labels.shape.rank == 2:  # already soft rows
-        return labels
-    return tf.one_hot(labels, num_classes, dtype=tf.float32)
 
 
 class AverageMovingStatistics(keras.callbacks.Callback):

@@ -188,6 +188,7 @@ def train_and_evaluate(
                                                             run.strategy)),
         keep_metrics=run.strategy.num_replicas_in_sync == 1,
         monitor=targets.monitor(run.manifest),
+        lower_is_better=targets.lower_is_better(run.manifest),
         write_logs=lambda saved: run_files.write_train_log(workdir, saved.rows))
     resume.begin(workdir, state, data_dir, run.manifest, before_training)  # the first write
     resume.restore(net, state, workdir, run.strategy, inputs.steps_per_epoch)
@@ -221,7 +222,7 @@ def build_inputs(run: Run, reading: ReadOptions, state: checkpoints.RunState) ->
     """Training batches from the state's step as `reading` says; validation local,
     unaugmented, every record once; the steps of both."""
     val = distribute.make_input(run.strategy, run.data_dir, run.val_split, run.batch_size,
-                                training=False, num_classes=run.manifest.num_classes,
+                                training=False, labels=targets.training_labels(run.manifest),
                                 reading=dataclasses.replace(reading, augment=None, service=None))
     steps_per_epoch = run.steps_per_epoch
     val_steps = batches_per_epoch(run.manifest.split(run.val_split).count, run.batch_size,
@@ -250,7 +251,7 @@ def train_input(run: Run, reading: ReadOptions, leg: resume.Leg, start_batch: in
         log.info("epochs %d-%d: training at %dx%d", leg.initial_epoch + 1, leg.epochs,
                  leg.image_size, leg.image_size)
     return distribute.make_input(run.strategy, run.data_dir, run.train_split, run.batch_size,
-                                 training=True, num_classes=run.manifest.num_classes,
+                                 training=True, labels=targets.training_labels(run.manifest),
                                  reading=dataclasses.replace(reading, start_batch=start_batch,
                                                              augment=spec))
 

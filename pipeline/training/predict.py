@@ -86,7 +86,7 @@ def predict_probabilities(workdirs: str | Sequence[str], split: str = schema.TES
     views = (None, *tta_views(tta))
     batches = dataset.make_dataset(data_dir, split, batch_size, training=False, fold=fold)
     paths = dataset.split_paths(data_dir, split, fold)
-    total = np.zeros((len(paths), manifest.num_classes), np.float64)
+    total = np.zeros((len(paths), manifest.outputs), np.float64)
     for workdir in workdirs:
         model = load_model(workdir, weights)
         for view in views:
@@ -157,6 +157,9 @@ def predicted_rows(manifest: schema.Manifest, paths: Sequence[str], probabilitie
     """[(image id, the most probable class's name)] (ids: submission_ids); with a
     `threshold`, the names of every class above it, space-joined (multi-label)."""
     ids = submission_ids(manifest, paths)
+    if manifest.target_kind == schema.REGRESSION:  # the values, on the targets' scale
+        return [(image_id, *(f"{value:.6g}" for value in row))
+                for image_id, row in zip(ids, probabilities)]
     if threshold is not None:
         return [(image_id, targets.tags_of(manifest.classes, row, threshold))
                 for image_id, row in zip(ids, probabilities)]
@@ -173,10 +176,12 @@ def submission_ids(manifest: schema.Manifest, paths: Sequence[str]) -> list[str]
     return [schema.value_from_path(template, path) for path in paths]
 
 
-def submission_header(manifest: schema.Manifest) -> tuple[str, str]:
+def submission_header(manifest: schema.Manifest) -> tuple[str, ...]:
     """The submission's columns: the input CSV's image and label column names (a Kaggle
-    sample submission's), HEADER for other inputs."""
+    sample submission's; a regression's target columns), HEADER for other inputs."""
     flags = manifest.flags
+    if manifest.targets:
+        return (flags.get("image_column") or HEADER[0], *manifest.targets)
     return (flags.get("image_column") or HEADER[0], flags.get("label_column") or HEADER[1])
 
 
@@ -253,8 +258,8 @@ def write_predictions(workdir: str | Sequence[str], split: str = schema.TEST, *,
     threshold = tags_threshold(manifest, workdir, weights)
     rows = predicted_rows(manifest, paths, probs, threshold)
     header = submission_header(manifest)
-    table = probabilities_csv(manifest.classes, [image_id for image_id, _ in rows], probs,
-                              header[0])
+    table = probabilities_csv(manifest.classes or manifest.targets,
+                              [row[0] for row in rows], probs, header[0])
     first = workdir if isinstance(workdir, str) else workdir[0]
     output = output or os.path.join(first, SUBMISSION_NAME)
     # One-hot class columns in, one probability per column out: that competition's format.

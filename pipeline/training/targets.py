@@ -5,6 +5,15 @@
                  and the Kaggle Planet and protein-atlas solutions' loss); micro F1 at a tuned
                  threshold, macro F1 there and mAP; the best epoch by val_f1; tags above the
                  tuned threshold
+    regression   a linear output per target, fit to the standardised targets (z = (y - mean)
+                 / std of the train split, dataset.json's target_stats) with mean squared
+                 error; RMSE on the original scale; the best epoch by the lowest val_rmse;
+                 predictions back on the original scale
+
+Why standardised MSE for regression, not the min-max-scaled BCE some Pawpularity solutions
+used: it serves any range and any number of targets with the learning rates tuned for
+cross-entropy (a z-score's squared error is O(1), like a cross-entropy), and unlike BCE it does
+not assume the target is bounded.
 
 The threshold is tuned as the metric is counted: ThresholdF1 keeps true and false positives
 and false negatives per class at each of THRESHOLDS, so every evaluation gives F1 at its best
@@ -16,27 +25,40 @@ like Keras' mean metrics (checkpoints.add_metric_state).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from pipeline.core import schema
 from pipeline.training import checkpoints, run_files
+
+log = logging.getLogger(__name__)
 
 # Probability thresholds at which F1 is counted; the best of them is the tuned threshold.
 THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
 # Points of each class's precision-recall curve for mAP (keras.metrics.AUC).
 PR_POINTS = 50
 
-# The metric that names a run's result and picks its best epoch (larger is better).
-HEADLINE = {schema.CLASS: "accuracy", schema.MULTI_LABEL: "f1"}
+# The metric that names a run's result and picks its best epoch; larger is better but for
+# those in LOWER_IS_BETTER.
+HEADLINE = {schema.CLASS: "accuracy", schema.MULTI_LABEL: "f1", schema.REGRESSION: "rmse"}
+LOWER_IS_BETTER = ("rmse",)
 
 
 def loss_and_metrics(manifest: schema.Manifest, label_smoothing: float):
     """(loss, metrics) to compile a model for the manifest's kind of target; labels come in
     as float32 [B, classes] rows (one-hot, mixed, or multi-hot), the model gives logits."""
+    if manifest.target_kind == schema.REGRESSION:
+        if label_smoothing:  # the default is 0.1: a regression config need not unset it
+            log.info("label_smoothing=%g smooths class labels: not used for the regression "
+                     "of %s", label_smoothing, ", ".join(manifest.targets))
+        _, std = standardisation(manifest)
+        return (keras.losses.MeanSquaredError(name="mean_squared_error"),
+                [ScaledRMSE(std.tolist(), name="rmse")])
     if manifest.target_kind == schema.MULTI_LABEL:
         k = manifest.num_classes
         return (SummedBinaryCrossentropy(label_smoothing=label_smoothing),
@@ -52,6 +74,34 @@ def loss_and_metrics(manifest: schema.Manifest, label_smoothing: float):
 def monitor(manifest: schema.Manifest) -> str:
     """The logged value that picks the best epoch (best.weights.h5)."""
     return "val_" + HEADLINE[manifest.target_kind]
+
+
+def lower_is_better(manifest: schema.Manifest) -> bool:
+    return HEADLINE[manifest.target_kind] in LOWER_IS_BETTER
+
+
+def standardisation(manifest: schema.Manifest):
+    """(mean, std) float32 [targets] of a regression dataset's train split."""
+    stats = [manifest.target_stats[name] for name in manifest.targets]
+    return (np.array([s["mean"] for s in stats], np.float32),
+            np.array([s["std"] for s in stats], np.float32))
+
+
+def training_labels(manifest: schema.Manifest):
+    """labels -> the float32 rows the loss takes (distribute.make_input): one-hot rows of
+    class indices (soft rows as they are), multi-hot rows as they are, standardised
+    regression targets."""
+    if manifest.target_kind == schema.REGRESSION:
+        mean, std = standardisation(manifest)
+        return lambda labels: (tf.cast(labels, tf.float32) - mean) / std
+    num_classes = manifest.num_classes
+
+    def rows(labels):
+        if labels.shape.rank == 2:  # multi-hot, or mixed by mixup / cutmix
+            return tf.cast(labels, tf.float32)
+        return tf.one_hot(labels, num_classes, dtype=tf.float32)
+
+    return rows
 
 
 def val_metrics(manifest: schema.Manifest, evaluation: dict[str, Any]) -> dict[str, float]:
@@ -83,6 +133,36 @@ class SummedBinaryCrossentropy(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+@keras.saving.register_keras_serializable(package="pipeline")
+class ScaledRMSE(keras.metrics.Metric):
+    """Root mean squared error on the original scale of standardised targets: each target's
+    error times its `std`, squared, averaged over the records and targets. Sums, like the
+    other metrics' (a mid-epoch resume adds them up)."""
+
+    def __init__(self, std, **kwargs):
+        super().__init__(**kwargs)
+        self.std = [float(value) for value in std]
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        ops = keras.ops
+        error = (ops.cast(y_pred, "float32") - ops.cast(y_true, "float32")) * ops.array(
+            self.std, "float32")
+        self.total.assign_add(ops.sum(error * error))
+        self.count.assign_add(ops.cast(ops.size(error), "float32"))
+
+    def result(self):
+        return keras.ops.sqrt(self.total / keras.ops.maximum(self.count, 1.0))
+
+    def reset_state(self):
+        self.total.assign(0.0)
+        self.count.assign(0.0)
+
+    def get_config(self):
+        return {**super().get_config(), "std": self.std}
 
 
 @keras.saving.register_keras_serializable(package="pipeline")
@@ -145,7 +225,11 @@ def _f1(tp, fp, fn):
 
 
 def probabilities(manifest: schema.Manifest, logits):
-    """float64 probabilities of logits: a softmax over the classes, or a sigmoid per class."""
+    """float64 probabilities of logits: a softmax over the classes, or a sigmoid per class;
+    a regression model's outputs back on the targets' scale."""
+    if manifest.target_kind == schema.REGRESSION:
+        mean, std = standardisation(manifest)
+        return np.asarray(logits, np.float64) * std.astype(np.float64) + mean
     logits = tf.cast(logits, tf.float64)
     if manifest.target_kind == schema.MULTI_LABEL:
         return tf.sigmoid(logits).numpy()

@@ -19,11 +19,11 @@ from absl import logging
 
 from pipeline import errors
 from pipeline.core import files, schema
-from pipeline.writing import kept, plan, settings, tfds_export
+from pipeline.writing import kept, plan, regression, settings, tfds_export
 from pipeline.writing.output_dir import shard_files
 from pipeline.writing.settings import WriteConfig
 from pipeline.writing.shard_writer import PROGRESS_DIR, ShardResult
-from pipeline.writing.sources import MAX_EXAMPLES
+from pipeline.writing.sources import MAX_EXAMPLES, Listing
 
 
 class TooManyRejects(errors.PipelineError, RuntimeError):
@@ -117,7 +117,7 @@ def check_written(output_dir: str, shards: Sequence[plan.ShardSpec],
                                     "again to rewrite the shard with it")
 
 
-def finish(output_dir, shards, results, classes, config: WriteConfig, fingerprint: str,
+def finish(output_dir, shards, results, main: Listing, config: WriteConfig, fingerprint: str,
            sources: Mapping | None = None):
     """Verify, then write rejects.csv, the TFDS metadata and (last) dataset.json, then drop
     `.progress/`."""
@@ -127,7 +127,7 @@ def finish(output_dir, shards, results, classes, config: WriteConfig, fingerprin
     check_rejects(shards, results, planned_images(shards), config.max_reject_fraction,
                   output_dir)
     write_rejects_csv(output_dir, [r for result in results.values() for r in result.rejects])
-    manifest = build_manifest(shards, results, classes, config, fingerprint, sources)
+    manifest = build_manifest(shards, results, main, config, fingerprint, sources)
     no_tfds = tfds_export.write_metadata(output_dir, manifest)
     if no_tfds is not None:
         logging.info("no TFDS metadata (tfds.builder_from_directory): %s", no_tfds)
@@ -171,8 +171,10 @@ def fold_infos(shards, results, classes) -> tuple[schema.SplitInfo, ...]:
                  for fold in folds)
 
 
-def build_manifest(shards, results, classes, config: WriteConfig, fingerprint: str,
+def build_manifest(shards, results, main: Listing, config: WriteConfig, fingerprint: str,
                    sources: Mapping | None = None):
+    """dataset.json of the written `shards` of the `main` listing (with --test_input's)."""
+    classes = main.classes
     splits = {}
     stats = {}
     for split in sorted({spec.split for spec in shards}):
@@ -196,9 +198,20 @@ def build_manifest(shards, results, classes, config: WriteConfig, fingerprint: s
         flags={**settings.manifest_flags(config), **(sources or {})},
         fingerprint=fingerprint,
         folds=fold_infos(shards, results, classes),
-        target_kind=schema.MULTI_LABEL if any(spec.target_size for spec in shards)
-        else schema.CLASS,
+        target_kind=main.target_kind, targets=main.targets,
+        target_stats=train_target_stats(shards, results, main.targets),
     )
+
+
+def train_target_stats(shards, results, targets) -> dict:
+    """Regression: each target's mean, std, min and max over the train split's written
+    records (its rejects left out); {} for other kinds."""
+    if not targets:
+        return {}
+    specs = [spec for spec in shards if spec.split == schema.TRAIN]
+    rejected = {path for spec in specs for path, _ in results[(spec.split, spec.index)].rejects}
+    return regression.stats([image.values for spec in specs for image in spec.images
+                             if image.path not in rejected], targets)
 
 
 def log_summary(summary, total_images: int) -> None:

@@ -32,7 +32,8 @@ def resolve_inputs(config: WriteConfig) -> tuple[Listing, Listing | None]:
         input_path, test_input = train_csv, test_input or test_csv
     check_input_flags(config, [input_path, test_input])
     main = load_input(input_path, config, label_column_required=(
-        config.label_column_required or config.label_columns is not None))
+        config.label_column_required or config.label_columns is not None
+        or config.target_columns is not None))
     if config.multi_label and main.target_kind != schema.MULTI_LABEL:
         raise InputError(f"--multi_label reads a CSV's tag column (--label_column); --input="
                          f"{input_path} has none")
@@ -76,7 +77,8 @@ def load_input(given: str, config: WriteConfig, *, label_column_required: bool =
                         image_path=config.image_path,
                         label_columns=config.label_column_names,
                         multi_label=config.multi_label,
-                        label_delimiter=config.label_delimiter)
+                        label_delimiter=config.label_delimiter,
+                        target_columns=config.target_column_names)
 
 
 def check_input_flags(config: WriteConfig, inputs: Sequence[str | None]) -> None:

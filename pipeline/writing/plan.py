@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 from pipeline import errors
 from pipeline.core import schema
-from pipeline.writing import stratify
+from pipeline.writing import regression, stratify
 from pipeline.writing.sources import SourceImage
 
 class PlanError(errors.PipelineError, ValueError):
@@ -42,10 +42,13 @@ def path_hash(path: str) -> int:
 
 def by_class(images: Sequence[SourceImage]) -> dict[int, list[SourceImage]]:
     """Each class's images in path-hash order: an order no listing decides, in which an added
-    image lands at a random place and moves no other."""
+    image lands at a random place and moves no other. A regression listing's "classes" are
+    the quantile bins of its first target (regression.strata)."""
     classes: dict[int, list[SourceImage]] = {}
-    for image in images:
-        classes.setdefault(image.label, []).append(image)
+    keys = ([image.label for image in images] if not images or images[0].values is None
+            else regression.strata([image.values for image in images]))
+    for image, key in zip(images, keys):
+        classes.setdefault(key, []).append(image)
     return {label: sorted(members, key=lambda image: (path_hash(image.path), image.path))
             for label, members in sorted(classes.items())}
 
@@ -110,7 +113,8 @@ def assign_folds(images: Sequence[SourceImage], classes: Sequence[str],
                                          fold_sizes(len(images), folds, 0))
     per_fold: list[list[SourceImage]] = [[] for _ in range(folds)]
     for label, members in by_class(images).items():
-        first_larger = path_hash(classes[label]) % folds
+        name = classes[label] if label < len(classes) else f"stratum {label}"  # regression
+        first_larger = path_hash(name) % folds
         start = 0
         for number, size in enumerate(fold_sizes(len(members), folds, first_larger)):
             per_fold[number] += members[start:start + size]
@@ -245,5 +249,6 @@ def fingerprint(shards: Sequence[ShardSpec], settings: Mapping[str, object]) -> 
         digest.update(f"\n{shard.split}/{shard.index}/{shard.num_shards}{fold}".encode())
         for image in shard.images:
             tags = "" if image.tags is None else "\t" + " ".join(map(str, image.tags))
+            tags += "" if image.values is None else "\t" + " ".join(map(repr, image.values))
             digest.update(f"\n{image.path}\t{image.label}{tags}".encode("utf-8"))
     return digest.hexdigest()

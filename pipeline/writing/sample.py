@@ -10,6 +10,8 @@ are written once, in the layout our users bring (the classify-leaves competition
     workspace/raw/digits/test_solution.csv  image,label   (the answers, to score predictions)
     workspace/raw/digits/train_tags.csv     image,tags    (multi-label: each digit's DIGIT_TAGS,
                                                            `make demo-tags`)
+    workspace/raw/digits/train_ink.csv      image,ink     (regression: the share of the scan
+                                                           inked, `make demo-regression`)
 
 A dataset written from it records its input in dataset.json as `sample:digits` (the folder's
 path depends on the workspace, the name does not); `sample_listings` turns that back into the
@@ -33,6 +35,8 @@ SAMPLE_INPUT_PREFIX = "sample:"
 SAMPLE_CSVS = ("train.csv", "test.csv")
 # The multi-label listing: what each digit is, as space-separated tags (Planet's shape).
 TAGS_CSV = "train_tags.csv"
+# The regression listing: how much of each scan is ink (its mean pixel, 0-1).
+INK_CSV = "train_ink.csv"
 DIGIT_TAGS = {"even": {0, 2, 4, 6, 8}, "prime": {2, 3, 5, 7}, "loop": {0, 6, 8, 9},
               "small": {0, 1, 2, 3, 4}}
 # The last images are held out as the unlabeled test split (as a competition does).
@@ -47,7 +51,7 @@ def ensure_sample_dataset(raw_root: str) -> str:
     never leaves a half-written sample that a later run would trust.
     """
     target = os.path.join(raw_root, SAMPLE_NAME)
-    if all(os.path.exists(os.path.join(target, name)) for name in (*SAMPLE_CSVS, TAGS_CSV)):
+    if all(os.path.exists(os.path.join(target, name)) for name in (*SAMPLE_CSVS, TAGS_CSV, INK_CSV)):
         return target
     from sklearn.datasets import load_digits  # heavy import, only needed once
 
@@ -86,6 +90,9 @@ def write_digit_folder(folder: str, images: np.ndarray, labels: np.ndarray) -> N
     _write_csv(os.path.join(folder, "test_solution.csv"), ["image", "label"], test)
     _write_csv(os.path.join(folder, TAGS_CSV), ["image", "tags"],
                [(path, digit_tags(int(label))) for path, label in train])
+    ink = [f"{image.mean() / 255:.4f}" for image in pixels[:len(train)]]
+    _write_csv(os.path.join(folder, INK_CSV), ["image", "ink"],
+               [(path, value) for (path, _), value in zip(train, ink)])
 
 
 def digit_tags(digit: int) -> str:

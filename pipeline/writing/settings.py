@@ -102,6 +102,13 @@ class WriteConfig:
     label_delimiter: str = setting(
         " ", "What separates the tags in a --multi_label cell (a space also takes runs of "
         "whitespace).", group="input", recorded=True)
+    target_columns: str | None = setting(
+        None, "Comma-separated numeric columns to predict, instead of classes (PetFinder's "
+        "Pawpularity): a regression dataset. Each row needs a finite number in each; the "
+        "train split's mean, std, min and max go into dataset.json, the val split and folds "
+        "keep the share of each tenth of the first target's range, the trainer fits the "
+        "standardised values (mean squared error; RMSE on the original scale), and predict "
+        "writes the values under these columns' names.", group="input", recorded=True)
     # True when --label_column was given: a CSV without that column is then a typo, not an
     # unlabeled CSV.
     label_column_required: bool = setting(
@@ -190,6 +197,13 @@ class WriteConfig:
         return tuple(name.strip() for name in self.label_columns.split(","))
 
     @property
+    def target_column_names(self) -> tuple[str, ...]:
+        """--target_columns as a tuple (empty when not given)."""
+        if self.target_columns is None:
+            return ()
+        return tuple(name.strip() for name in self.target_columns.split(","))
+
+    @property
     def image_bytes(self) -> int:
         """Bytes of one written image (uint8 CHW)."""
         return schema.CHANNELS * self.image_size * self.image_size
@@ -242,6 +256,7 @@ def check(config: WriteConfig) -> None:
                              f"{schema.IMAGE_PATH_SLOT} where the image column's value goes, e.g. "
                              "'images/{}.jpg'")
     check_label_columns(config)
+    check_target_columns(config)
     if config.label_delimiter != " " and not config.multi_label:
         raise plan.PlanError(f"--label_delimiter={config.label_delimiter!r} separates the tags "
                              "of a --multi_label column; add --multi_label, or drop it")
@@ -267,6 +282,22 @@ def check_label_columns(config: WriteConfig) -> None:
                              "one-hot class columns)")
 
 
+def check_target_columns(config: WriteConfig) -> None:
+    """--target_columns names distinct, non-empty columns, and no classes beside them."""
+    if config.target_columns is None:
+        return
+    names = config.target_column_names
+    if not names or any(not name for name in names) or len(set(names)) != len(names):
+        raise plan.PlanError(f"--target_columns={config.target_columns!r}: name each numeric "
+                             "column once, comma-separated, e.g. 'Pawpularity'")
+    given = [flag for flag, on in (("--label_columns", config.label_columns is not None),
+                                   ("--multi_label", config.multi_label),
+                                   ("--label_column", config.label_column_required)) if on]
+    if given:
+        raise plan.PlanError(f"--target_columns={config.target_columns} and {given[0]}: a "
+                             "dataset has numbers to predict or classes, not both")
+
+
 def manifest_flags(config: WriteConfig) -> dict:
     """The command's settings as dataset.json records them: the recorded ones, in field
     order; the tfds group only for a tfds: input, --image_path, --label_columns and
@@ -278,7 +309,8 @@ def manifest_flags(config: WriteConfig) -> dict:
     for field in fields(recorded=True):
         if field.metadata["group"] == "tfds" and not reads_tfds:
             continue
-        if field.name in ("image_path", "label_columns") and getattr(config, field.name) is None:
+        if field.name in ("image_path", "label_columns", "target_columns") and \
+                getattr(config, field.name) is None:
             continue  # recorded only where given: other manifests stay as they were
         if field.name in ("multi_label", "label_delimiter") and not config.multi_label:
             continue

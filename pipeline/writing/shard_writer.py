@@ -88,12 +88,12 @@ def write_shard(
             except RejectedImage as rejected:
                 stats.rejects.append((image.path, rejected.reason))
             else:
-                target = (tags.multi_hot(image.tags or (), spec.target_size)
-                          if spec.target_size else None)
+                target = _target(image, spec.target_size)
                 payload = records.encode_example(chw.tobytes(), image.label, image.path, target)
                 placed.append((*writer.write(payload), writer.last_crc,
                                record_fields.layout_of(payload), target))
-                stats.add(chw, image.label, image.tags)
+                # A regression record counts under no class.
+                stats.add(chw, image.label, image.tags if image.values is None else ())
             pending += 1
             if pending == PROGRESS_EVERY:
                 on_progress(pending)
@@ -109,6 +109,16 @@ def write_shard(
     result = stats.result(filename, size, sha256, image_size, index_sha256)
     files.atomic_write_text(progress_record_path(output_dir, filename), result.to_json())
     return result
+
+
+def _target(image, target_size: int):
+    """The record's target: a regression row's values, else the multi-hot row of its tags
+    (zeros for an unlabeled image); None where the dataset has no targets."""
+    if not target_size:
+        return None
+    if image.values is not None:
+        return np.array(image.values, np.float32)
+    return tags.multi_hot(image.tags or (), target_size)
 
 
 def _targets(spec: plan.ShardSpec, placed) -> np.ndarray | None:

@@ -34,6 +34,7 @@ class SourceImage:
     label: int  # class index, or schema.UNLABELED (schema.LABELED in a multi-label listing)
     # Multi-label listings: the indices of the image's classes (ascending; may be empty).
     tags: tuple[int, ...] | None = None
+    values: tuple[float, ...] | None = None  # regression listings: the row's targets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,13 +48,14 @@ class Listing:
     source_id: str = ""
     warnings: tuple[str, ...] = ()  # for the summary: empty classes, skipped folders, ...
     target_kind: str = schema.CLASS  # MULTI_LABEL: each image's classes are its `tags`
+    targets: tuple[str, ...] = ()  # REGRESSION: the target columns (each image's `values`)
 
 
 def load_listing(
     input_path: str, *, image_column: str = "image", label_column: str = "label",
     label_column_required: bool = False, allow_outside: bool = False,
     image_path: str | None = None, label_columns: Sequence[str] = (),
-    multi_label: bool = False, label_delimiter: str = " ",
+    multi_label: bool = False, label_delimiter: str = " ", target_columns: Sequence[str] = (),
 ) -> Listing:
     """A CSV file or a directory of class folders -> Listing. Paths that lead outside the
     input are refused unless `allow_outside` (pipeline.writing.boundary)."""
@@ -61,16 +63,17 @@ def load_listing(
         if image_path is not None:
             raise InputError(f"--image_path={image_path} makes paths of a CSV's values; "
                              f"--input={input_path} is a folder of class folders")
-        if multi_label:
-            raise InputError(f"--multi_label reads a CSV's tags; --input={input_path} is a "
-                             "folder of class folders, one class per image")
+        if multi_label or target_columns:
+            raise InputError(f"--{'multi_label' if multi_label else 'target_columns'} reads "
+                             f"a CSV's columns; --input={input_path} is a folder of class "
+                             "folders, one class per image")
         return list_class_tree(input_path, allow_outside=allow_outside)
     if os.path.isfile(input_path):
         return read_csv_listing(
             input_path, image_column=image_column, label_column=label_column,
             label_column_required=label_column_required, allow_outside=allow_outside,
             image_path=image_path, label_columns=label_columns, multi_label=multi_label,
-            label_delimiter=label_delimiter,
+            label_delimiter=label_delimiter, target_columns=target_columns,
         )
     raise InputError(
         f"--input={input_path!r} does not exist; give a CSV file (image,label columns) or a "
@@ -82,12 +85,13 @@ def read_csv_listing(
     csv_path: str, *, image_column: str = "image", label_column: str = "label",
     label_column_required: bool = False, allow_outside: bool = False,
     image_path: str | None = None, label_columns: Sequence[str] = (),
-    multi_label: bool = False, label_delimiter: str = " ",
+    multi_label: bool = False, label_delimiter: str = " ", target_columns: Sequence[str] = (),
 ) -> Listing:
     """Read `image[,label]` rows; paths are relative to the CSV's folder, or made of the image
     column's values by the `image_path` template (schema.path_from_value). With
     `label_columns`, each row's class is the one-hot column holding its 1; with `multi_label`
-    or multi-hot columns, its classes are its tags (pipeline.writing.tags).
+    or multi-hot columns, its classes are its tags (pipeline.writing.tags); with
+    `target_columns`, its numbers (pipeline.writing.regression).
 
     Without a label column the listing is unlabeled (a Kaggle `test.csv`): every label is -1
     and the file order is kept, because predictions must come out in that order.
@@ -99,11 +103,12 @@ def read_csv_listing(
             f"{csv_path}: no {image_column!r} column; it has {columns}. "
             "Name the image column with --image_column."
         )
-    wanted = list(label_columns) or [label_column]
+    wanted = list(target_columns) or list(label_columns) or [label_column]
     missing = [name for name in wanted if name not in columns]
     labeled = not missing
     if missing and (label_column_required or len(missing) < len(wanted)):
-        flag = "--label_columns" if label_columns else "--label_column"
+        flag = ("--target_columns" if target_columns else "--label_columns" if label_columns
+                else "--label_column")
         raise InputError(f"{csv_path}: no {', '.join(map(repr, missing))} column; it has "
                          f"{columns}. Name the label column(s) with {flag}.")
     if frame.empty:
@@ -121,6 +126,19 @@ def read_csv_listing(
             SourceImage(p, os.path.join(base, p), schema.UNLABELED) for p in paths
         )
         return Listing(images, (), False, f"unlabeled CSV {csv_path} ({len(images):,} images)")
+    if target_columns:
+        from pipeline.writing import regression  # it reads this module's InputError
+
+        return regression.listing(csv_path, frame, paths, base, target_columns)
+    return _labeled_listing(csv_path, frame, paths, base, label_column, label_columns,
+                            multi_label, label_delimiter)
+
+
+def _labeled_listing(csv_path: str, frame, paths: Sequence[str], base: str, label_column: str,
+                     label_columns: Sequence[str], multi_label: bool,
+                     label_delimiter: str) -> Listing:
+    """The listing of a CSV with classes: multi-label (pipeline.writing.tags), or one class
+    a row (a class-name column or one-hot class columns)."""
     from pipeline.writing import tags  # it reads this module's InputError
 
     row_tags, classes = tags.row_tags(csv_path, frame, label_column, label_columns,

@@ -218,7 +218,7 @@ def write_locked(config: WriteConfig, write_plan: WritePlan, start: float) -> Su
         todo = write_missing_shards(config, write_plan, results)
         if config.num_tasks > 1:
             return _task_summary(config, write_plan, todo, time.monotonic() - start)
-    manifest = finish(config.output_dir, write_plan.shards, results, write_plan.main.classes,
+    manifest = finish(config.output_dir, write_plan.shards, results, write_plan.main,
                       config, write_plan.fingerprint, write_plan.sources)
     rejects = {split: n for split, (n, _) in reject_counts(write_plan.shards, results).items()}
     summary = Summary(config.output_dir, manifest, len(todo), len(write_plan.shards) - len(todo),
@@ -236,8 +236,10 @@ def make_plan(config: WriteConfig) -> WritePlan:
         {schema.VAL: config.val_shards, schema.TEST: config.test_shards},
     )
     shards = plan_all_shards(splits, counts, main.classes, config)
-    if main.target_kind == schema.MULTI_LABEL:  # every record holds a multi-hot target
-        shards = [dataclasses.replace(spec, target_size=len(main.classes)) for spec in shards]
+    size = {schema.MULTI_LABEL: len(main.classes), schema.REGRESSION: len(main.targets)}
+    if main.target_kind in size:  # every record holds a target: multi-hot, or the values
+        shards = [dataclasses.replace(spec, target_size=size[main.target_kind])
+                  for spec in shards]
     sources = inputs.source_ids(main, test)
     fingerprint = plan.fingerprint(shards, {**config.output_settings(), **sources})
     older = tuple(plan.fingerprint(shards, {**config.output_settings(), "format_version": v,
