@@ -53,7 +53,7 @@ def _targets_by_id(data_dir, split, **options):
     batches = dataset.make_dataset(data_dir, split, batch_size=4, training=False, **options)
     targets = np.concatenate([labels.numpy() for _, labels in batches])
     ids = [os.path.basename(path).removesuffix(".png")
-           for path in dataset.split_paths(data_dir, split)]
+           for path in dataset.split_paths(data_dir, split, options.get("fold"))]
     return dict(zip(ids, targets.tolist()))
 
 
@@ -164,3 +164,13 @@ def test_training_lowers_the_error_and_predict_writes_the_original_scale(pets, t
     # On the targets' scale, not the standardised one (a z-score is within a few units of 0).
     assert abs(np.mean(values) - stats["mean"]) < 3 * stats["std"]
     assert np.mean(values) > 10
+
+
+def test_folds_keep_the_share_of_each_tenth_of_the_range(pets):
+    write_dataset(_config(pets, folds=3, shards=3))
+    out = str(pets / "out")
+    tenths = np.array_split(sorted(float(_score(i)) for i in range(60)), 10)
+    for fold in range(3):
+        held = {value[0] for value in _targets_by_id(out, "val", fold=fold).values()}
+        assert len(held) == 20
+        assert all(len(held & set(tenth)) == 2 for tenth in tenths), fold
