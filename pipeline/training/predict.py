@@ -196,13 +196,13 @@ def read_run(workdir: str) -> dict:
 def check_dataset(run: dict, data_dir: str, manifest: schema.Manifest, split: str) -> None:
     """Refuse a dataset the run was not trained for (other classes or image shape), and a
     split that has nothing to predict."""
-    classes, shape = list(manifest.classes), list(manifest.image_shape)
-    if (classes, shape) != (run["classes"], run["image_shape"]):
+    here = run_files.run_record(data_dir, manifest)
+    if run_files.learns(run) != run_files.learns(here):
         raise PredictError(
             f"{data_dir} does not match the run it would be predicted with: the run trained "
-            f"on {len(run['classes'])} classes {run['classes']} at {run['image_shape']}, the "
-            f"dataset has {len(classes)} classes {classes} at {shape}. Predict with a run "
-            "trained on this dataset's classes, or pass --data_dir of such a dataset")
+            f"on {run_files.described(run)}, the dataset has {run_files.described(here)}. "
+            "Predict with a run trained on this dataset's classes, or pass --data_dir of such "
+            "a dataset")
     count = manifest.split(split).count  # a clear error naming the splits there are
     if count == 0:
         raise PredictError(f"split {split!r} of {data_dir} has no records: nothing to "

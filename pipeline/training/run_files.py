@@ -73,9 +73,28 @@ def run_record(data_dir: str, manifest: schema.Manifest) -> dict:
     """run.json: the dataset (where, and which: dataset_identity), its classes and image
     shape, and the fold held out (if any)."""
     fold = {} if manifest.fold is None else {"fold": manifest.fold}
+    kind = {} if manifest.target_kind == schema.CLASS else {
+        "target_kind": manifest.target_kind, "targets": list(manifest.targets)}
     return {"data_dir": os.path.abspath(data_dir), "classes": list(manifest.classes),
             "image_shape": list(manifest.image_shape),
-            "dataset": dataset_identity(data_dir, manifest), **fold}
+            "dataset": dataset_identity(data_dir, manifest), **fold, **kind}
+
+
+def learns(record: dict) -> tuple:
+    """What a run.json's model predicts: (target kind, classes, targets, image shape); two
+    runs or a run and a dataset must agree on it."""
+    return (record.get("target_kind", schema.CLASS), record["classes"],
+            record.get("targets", []), record["image_shape"])
+
+
+def described(record: dict) -> str:
+    """learns() in words: "3 classes ['cat', 'dog', 'owl'] at [3, 8, 8]", "the regression of
+    ['Pawpularity'] at ...", "4 classes [...] (multi-label) at ..."."""
+    kind, classes, targets, shape = learns(record)
+    if kind == schema.REGRESSION:
+        return f"the regression of {targets} at {shape}"
+    multi = " (multi-label)" if kind == schema.MULTI_LABEL else ""
+    return f"{len(classes)} classes {classes}{multi} at {shape}"
 
 
 def dataset_identity(data_dir: str, manifest: schema.Manifest) -> dict:
@@ -96,13 +115,11 @@ def check_run_file(workdir: str, data_dir: str, manifest: schema.Manifest,
     if previous is None:
         return
     current = run_record(data_dir, manifest)
-    if (previous["classes"], previous["image_shape"]) != (current["classes"],
-                                                         current["image_shape"]):
+    if learns(previous) != learns(current):
         raise TrainingError(
-            f"{workdir} holds a run on {previous['data_dir']} ({len(previous['classes'])} "
-            f"classes, images {previous['image_shape']}), but {data_dir} has "
-            f"{manifest.num_classes} classes, images {list(manifest.image_shape)}: its "
-            f"checkpoints cannot continue here. Use another --workdir, or remove {workdir}")
+            f"{workdir} holds a run on {previous['data_dir']} ({described(previous)}), but "
+            f"{data_dir} has {described(current)}: its checkpoints cannot continue here. Use "
+            f"another --workdir, or remove {workdir}")
     _check_same_data(workdir, data_dir, previous, current, allow_other_data)
     older = (BACKUP_DIR, METRICS_FILE, os.path.join(CHECKPOINT_DIR, "last.weights.h5"))
     if not os.path.exists(os.path.join(workdir, CHECKPOINT_DIR, STATE_FILE)) and any(

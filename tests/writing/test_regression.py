@@ -174,3 +174,17 @@ def test_folds_keep_the_share_of_each_tenth_of_the_range(pets):
         held = {value[0] for value in _targets_by_id(out, "val", fold=fold).values()}
         assert len(held) == 20
         assert all(len(held & set(tenth)) == 2 for tenth in tenths), fold
+
+
+def test_a_run_predicts_only_datasets_of_its_targets(pets):
+    from pipeline.training import predict, run_files
+
+    write_dataset(_config(pets))
+    out = str(pets / "out")
+    manifest = schema.read_manifest(out)
+    run = run_files.run_record(out, manifest)
+    predict.check_dataset(run, out, manifest, "test")  # its own: no error
+    for other in (dict(run, targets=["Age"]), dict(run, target_kind="class")):
+        with pytest.raises(predict.PredictError,
+                           match=r"the dataset has the regression of \['Pawpularity'\]"):
+            predict.check_dataset(other, out, manifest, "test")
