@@ -168,7 +168,7 @@ def test_bad_flags_are_refused(planet, overrides, error, said):
 
 def test_multi_label_needs_a_csv_with_tags(planet, tmp_path):
     (tmp_path / "tree" / "cat").mkdir(parents=True)
-    with pytest.raises(InputError, match="--multi_label reads a CSV's tags"):
+    with pytest.raises(InputError, match="--multi_label reads a CSV's columns; .* a folder"):
         write_dataset(_config(planet, input=str(tmp_path / "tree"), image_path=None,
                               test_input=None))
     write_csv(planet / "train.csv", ["image_name", "tags"], [(str(i), "") for i in range(64)])
