@@ -67,7 +67,8 @@ def make_dataset(
     fold: int | None = None,
 ) -> tf.data.Dataset:
     """A dataset of `(images, labels)`: uint8 `[B, 3, H, W]` and int64 `[B]` (or float `[B, K]`
-    when mixup/cutmix is in `augment`).
+    when mixup/cutmix is in `augment`); in a multi-label dataset float32 multi-hot `[B, K]`,
+    in a regression dataset float32 `[B, targets]` (schema.Manifest.target_kind).
 
     Args:
       data_dir: a directory written by `python -m pipeline.write` (holds dataset.json).
