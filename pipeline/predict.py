@@ -39,7 +39,8 @@ def define_flags() -> None:
                         f"<workdir>/{predict.SUBMISSION_NAME}).")
     flags.DEFINE_enum("weights", "final", predict.WEIGHTS,
                       "final: model.keras as training ended; best: the epoch with the best "
-                      "val_accuracy; last: the last checkpoint.")
+                      "val_accuracy (val_f1 multi-label, lowest val_rmse in regression); "
+                      "last: the last checkpoint.")
     flags.DEFINE_integer("batch_size", 256, "Images per prediction batch.", lower_bound=1)
     flags.DEFINE_string("tta", None, "Test-time views averaged with the original: 'flip' "
                         f"(= flip_lr) or a comma list of {', '.join(predict.TTA_VIEWS)}.")

@@ -185,7 +185,8 @@ def _target_problem(features, target_size: int, binary: bool) -> str | None:
     """What is wrong with a record's target: missing, another length, a value that is not a
     finite number, or (`binary`: multi-label) other than 0 and 1."""
     if schema.TARGET_KEY not in features:
-        return f"no {schema.TARGET_KEY!r} feature (a multi-label dataset's records hold one)"
+        return (f"no {schema.TARGET_KEY!r} feature (a multi-label or regression dataset's "
+                "records hold one)")
     values = list(features[schema.TARGET_KEY].float_list.value)
     if len(values) != target_size:
         return f"{schema.TARGET_KEY!r} holds {len(values)} values, the dataset {target_size}"

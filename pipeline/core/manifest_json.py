@@ -1,6 +1,8 @@
 """dataset.json as text: the manifest (pipeline.core.schema.Manifest) to JSON and back.
 
-Versions read: FORMAT_VERSION (2) and 1. Format 2 added, per uncompressed shard, the sha256 of
+Versions read: FORMAT_VERSION (3), 2 and 1. Format 3 is that of multi-label and regression
+datasets (`target_kind`, `targets`, `target_stats`); class datasets are still written as 2.
+Format 2 added, per uncompressed shard, the sha256 of
 its record index (`index_sha256`), which ties every record's place and CRC to this file
 (pipeline.core.record_index); the shard files themselves are byte for byte those of format 1.
 A multi-label dataset (format 2 on) says so in `target_kind`; a class dataset has no such key.
@@ -11,6 +13,7 @@ A format 1 dataset reads on with the checks its indexes allow, and says how to u
 from __future__ import annotations
 
 import json
+import math
 
 from pipeline.core import schema
 from pipeline.core.schema import FormatError, Manifest, ShardInfo, SplitInfo
@@ -108,6 +111,11 @@ def validate_manifest(manifest: Manifest, source: str = schema.MANIFEST_NAME) ->
     if len(manifest.image_shape) != 3 or manifest.image_shape[0] != schema.CHANNELS:
         raise FormatError(f"{source}: image_shape {list(manifest.image_shape)} is not [3, H, W]")
     schema.compression_suffix(manifest.compression)
+    if manifest.format_version < schema.format_version_for(manifest.target_kind):
+        raise FormatError(f"{source}: a {manifest.target_kind} dataset needs format_version "
+                          f"{schema.format_version_for(manifest.target_kind)}, it says "
+                          f"{manifest.format_version}")
+    _validate_target_stats(manifest, source)
     if manifest.target_kind not in schema.TARGET_KINDS:
         raise FormatError(f"{source}: target_kind {manifest.target_kind!r} is none of "
                           f"{list(schema.TARGET_KINDS)}; rewrite the dataset with this code's "
@@ -124,6 +132,20 @@ def validate_manifest(manifest: Manifest, source: str = schema.MANIFEST_NAME) ->
             )
         _validate_index_digests(manifest, info, source)
     validate_folds(manifest, source)
+
+
+def _validate_target_stats(manifest: Manifest, source: str) -> None:
+    """A regression dataset's target_stats: each target's mean, min and max, and a std above
+    0 (the trainer divides by it)."""
+    for name in manifest.targets:
+        stats = manifest.target_stats.get(name, {})
+        try:
+            if not all(math.isfinite(float(stats[key])) for key in ("mean", "min", "max")) \
+                    or not float(stats["std"]) > 0:
+                raise ValueError
+        except (KeyError, TypeError, ValueError):
+            raise FormatError(f"{source}: target_stats[{name!r}] is {stats!r}; it needs a "
+                              "finite mean, min and max and a std above 0") from None
 
 
 def _validate_index_digests(manifest: Manifest, info: SplitInfo, source: str) -> None:

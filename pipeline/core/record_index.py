@@ -18,7 +18,8 @@ File layout (little-endian):
              length field in the shard), data_length (of its serialised tf.train.Example),
              image_offset and label_offset (both from the start of that data), data_crc (the
              masked CRC32C in the record's footer)
-    targets  multi-label datasets only (the header then holds "target_size": T): n rows of T
+    targets  multi-label and regression datasets only (the header then holds "target_size":
+             T): n rows of T
              float32, each record's `target`. The reader takes a batch's targets from here
              (a numpy gather), not from the records: the record's CRC being the index's (checked
              at read) says they are the record's.
@@ -67,7 +68,8 @@ class RecordIndex:
     sha256: str
     image_bytes: int
     table: np.ndarray  # int64 [records, 5], COLUMNS
-    targets: np.ndarray | None = None  # float32 [records, T] in a multi-label dataset
+    # float32 [records, T] in a multi-label or regression dataset
+    targets: np.ndarray | None = None
 
     @property
     def records(self) -> int:

@@ -40,7 +40,13 @@ from pipeline.core import files
 
 # 2: dataset.json holds each record index's sha256, each index every record's data CRC
 # (pipeline.core.record_index); shards are byte for byte those of 1, which still reads.
-FORMAT_VERSION = 2
+# 3: multi-label and regression datasets (target_kind, the records' `target`, the record
+# index's targets block). A dataset names the oldest format that reads it
+# (format_version_for): a class dataset needs nothing of 3 and is written as 2, byte for byte
+# as before, while code that reads only 2 refuses a multi-label dataset rather than reading
+# every label as 0.
+FORMAT_VERSION = 3
+CLASS_FORMAT_VERSION = 2
 MANIFEST_NAME = "dataset.json"
 REJECTS_NAME = "rejects.csv"
 
@@ -271,6 +277,11 @@ class Manifest:
         from pipeline.core import manifest_json
 
         return manifest_json.from_json(text, source)
+
+
+def format_version_for(target_kind: str) -> int:
+    """The format_version a dataset of `target_kind` is written as (see FORMAT_VERSION)."""
+    return CLASS_FORMAT_VERSION if target_kind == CLASS else FORMAT_VERSION
 
 
 def manifest_path(data_dir: str) -> str:

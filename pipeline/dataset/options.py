@@ -126,7 +126,7 @@ def read_manifest(data_dir: str, fold: int | None = None) -> schema.Manifest:
     does not have a DatasetError. The trainer and predict read their folds through it."""
     try:
         manifest = schema.read_manifest(data_dir)
-        if manifest.format_version < schema.FORMAT_VERSION:
+        if manifest.format_version < schema.CLASS_FORMAT_VERSION:
             _say_older_format(os.path.abspath(data_dir), manifest.format_version)
         return manifest.for_fold(fold)
     except schema.FormatError as err:
@@ -142,4 +142,5 @@ def _say_older_format(data_dir: str, version: int) -> None:
         "%s is a format %d dataset: each record is checked against its own CRC, but nothing "
         "ties the shards and their record indexes to dataset.json. Run the `python -m "
         "pipeline.write` command that wrote it again (same flags) to upgrade it to format %d "
-        "in place: the shards are kept as they are", data_dir, version, schema.FORMAT_VERSION)
+        "in place: the shards are kept as they are", data_dir, version,
+        schema.CLASS_FORMAT_VERSION)

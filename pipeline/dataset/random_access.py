@@ -275,8 +275,9 @@ class Records:
                  targets: np.ndarray | None = None):
         self.reader = reader
         self.readable = readable  # reader positions, in order
-        # float32 [reader positions, T] of a multi-label dataset, from the record indexes (the
-        # kernel checks each record's CRC against its index, so these are the record's).
+        # float32 [reader positions, T] of a multi-label or regression dataset, from the
+        # record indexes (the kernel checks each record's CRC against its index, so these
+        # are the record's).
         self.targets = targets
         counts = np.bincount(reader.shard_of[readable], minlength=len(shards))
         self.shard_counts = tuple(int(n) for n in counts)

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.core import files, schema
 from pipeline.tools.record_view import Record, read_records
-from pipeline.tools.summary import InspectError, check_split, class_caption
+from pipeline.tools.summary import InspectError, check_split
 
 DEFAULT_GRID_IMAGES = 64
 # Tiles smaller than this (pixels, on their short side) are enlarged by the smallest whole
@@ -118,7 +118,7 @@ def fit_caption(text: str, font, width: int, *, keep: str = "") -> str:
 
 def tile_caption(record: Record, classes: Sequence[str], font, width: int) -> str:
     """`#17 hubb..eld_2`: the record's index in the split, its class fitted to `width`."""
-    return fit_caption(class_caption(record.label, classes), font, width,
+    return fit_caption(record.described(classes), font, width,
                        keep=f"#{record.index} ")
 
 
@@ -172,7 +172,7 @@ def tile_map_csv(records: Sequence[Record], classes: Sequence[str]) -> str:
     for tile, record in enumerate(records):
         writer.writerow((tile, tile // columns, tile % columns, record.index, record.shard,
                          record.index_in_shard, record.label,
-                         class_caption(record.label, classes), record.path))
+                         record.described(classes), record.path))
     return buffer.getvalue()
 
 

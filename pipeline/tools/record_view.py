@@ -30,6 +30,23 @@ class Record:
     path: str
     label: int
     image: np.ndarray  # uint8 [3, H, W], as stored
+    # A labeled multi-label or regression record's target in words (target_caption); None:
+    # its label's class says it.
+    caption: str | None = None
+
+    def described(self, classes: Sequence[str]) -> str:
+        """What the record is labeled, in words: its class, tags or values."""
+        return self.caption if self.caption is not None else class_caption(self.label, classes)
+
+
+def target_caption(manifest: schema.Manifest, target) -> str:
+    """A target in words: a multi-label record's classes ("clear haze", or "(no class)"), a
+    regression record's values ("Pawpularity 42")."""
+    values = np.asarray(target).tolist()
+    if manifest.target_kind == schema.MULTI_LABEL:
+        return " ".join(name for name, on in zip(manifest.classes, values) if on) or \
+            "(no class)"
+    return ", ".join(f"{name} {value:.6g}" for name, value in zip(manifest.targets, values))
 
 
 def decode_image(raw: bytes, image_shape: Sequence[int], where: str) -> np.ndarray:
@@ -79,7 +96,7 @@ def read_records(data_dir: str, split: str, start: int, count: int,
         if got != wanted:
             raise InspectError(f"{shard.file} holds {offset + got} records, dataset.json says "
                                f"{shard.count}; rewrite the dataset")
-        parsed = tf.io.parse_example(batches[0], schema.tf_feature_spec())
+        parsed = tf.io.parse_example(batches[0], schema.tf_feature_spec(manifest.target_size))
         for i in range(wanted):
             where = f"{shard.file} record {offset + i}"
             records.append(Record(
@@ -90,6 +107,9 @@ def read_records(data_dir: str, split: str, start: int, count: int,
                 label=int(parsed[schema.LABEL_KEY][i]),
                 image=decode_image(parsed[schema.IMAGE_KEY][i].numpy(), manifest.image_shape,
                                    where),
+                caption=(target_caption(manifest, parsed[schema.TARGET_KEY][i])
+                         if manifest.target_size and parsed[schema.LABEL_KEY][i] >= 0
+                         else None),
             ))
         position, offset = position + 1, 0
     return records
@@ -110,7 +130,7 @@ def record_dump(data_dir: str, split: str, index: int) -> str:
         f"{info.count:,})",
         f"shard     {record.shard}, record {record.index_in_shard} of {shard_count} there",
         f"path      {record.path}",
-        f"label     {record.label} ({class_caption(record.label, manifest.classes)})",
+        f"label     {record.label} ({record.described(manifest.classes)})",
         f"image     {tuple(image.shape)} {image.dtype} {manifest.layout}, {len(raw):,} bytes",
         "channel   min  max     mean",
     ]

@@ -255,15 +255,16 @@ def write_predictions(workdir: str | Sequence[str], split: str = schema.TEST, *,
     manifest, paths, probs = predict_probabilities(
         workdir, split, data_dir=data_dir, weights=weights, batch_size=batch_size, tta=tta,
         fold=fold)
-    threshold = tags_threshold(manifest, workdir, weights)
-    rows = predicted_rows(manifest, paths, probs, threshold)
+    # One-hot class columns in, one probability per column out: that competition's format
+    # (multi-label columns too: no tags, so no threshold).
+    one_hot = bool(manifest.flags.get("label_columns"))
+    rows = predicted_rows(manifest, paths, probs,
+                          None if one_hot else tags_threshold(manifest, workdir, weights))
     header = submission_header(manifest)
     table = probabilities_csv(manifest.classes or manifest.targets,
                               [row[0] for row in rows], probs, header[0])
     first = workdir if isinstance(workdir, str) else workdir[0]
     output = output or os.path.join(first, SUBMISSION_NAME)
-    # One-hot class columns in, one probability per column out: that competition's format.
-    one_hot = bool(manifest.flags.get("label_columns"))
     files.atomic_write_text(output, table if one_hot else submission_csv(rows, header))
     if probabilities:
         files.atomic_write_text(probabilities, table)

@@ -5,11 +5,13 @@
     config.gin        the resolved configuration (train.py)
     checkpoints/      state.json and the step checkpoints a killed run continues from, exactly
                       (pipeline.training.checkpoints); last.weights.h5 (the last epoch end)
-                      and best.weights.h5 (the best val_accuracy)
+                      and best.weights.h5 (the best val_accuracy; val_f1 multi-label,
+                      the lowest val_rmse in regression: pipeline.training.targets)
     tensorboard/      loss, accuracy, learning rate, images/s and input-wait fraction per epoch
     train_log.csv     the same, one row per epoch across resumed runs (rewritten whole)
     model.keras       the trained model (Keras format); export/ the SavedModel for serving
-    metrics.json      val_accuracy, val_loss, epochs, images/s, input-wait fraction, seconds,
+    metrics.json      val_accuracy (or the kind's metrics), val_loss, epochs, images/s,
+                      input-wait fraction, seconds,
                       where the run resumed, what its checkpoints cost
 
 Every file is written atomically (a temporary name, fsync, rename): a kill at any moment

@@ -199,6 +199,7 @@ def build_manifest(shards, results, main: Listing, config: WriteConfig, fingerpr
         fingerprint=fingerprint,
         folds=fold_infos(shards, results, classes),
         target_kind=main.target_kind, targets=main.targets,
+        format_version=schema.format_version_for(main.target_kind),
         target_stats=train_target_stats(shards, results, main.targets),
     )
 

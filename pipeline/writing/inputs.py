@@ -37,6 +37,9 @@ def resolve_inputs(config: WriteConfig) -> tuple[Listing, Listing | None]:
     if config.multi_label and main.target_kind != schema.MULTI_LABEL:
         raise InputError(f"--multi_label reads a CSV's tag column (--label_column); --input="
                          f"{input_path} has none")
+    if config.target_columns is not None and main.target_kind != schema.REGRESSION:
+        raise InputError(f"--target_columns reads a CSV's numeric columns; --input="
+                         f"{input_path} is not such a CSV")
     if test_input is None:
         return main, None
     if not main.labeled:

@@ -8,7 +8,7 @@ when it was written: its `.progress/` record while the write is unfinished, data
 A shard that differs is rewritten; the plan makes it byte-identical to the first.
 
 The indexes beside an uncompressed shard (the DALI `.idx`, the record index) are derived from
-its bytes: they are rebuilt from the shard (record_index.scan_shard, small preads) and
+its bytes: they are rebuilt from the shard (index_scan.scan_shard, small preads) and
 compared byte for byte, and one that differs is replaced without rewriting the shard.
 Checking costs one read of every kept byte: ~1 s per GB here from the page cache (sha256
 alone 0.6 s per GB; 271 MB of 224x224 shards checked, indexes included, in 0.24 s); a cold
@@ -183,7 +183,7 @@ def settle_manifest(output_dir: str, manifest: schema.Manifest,
     """After every shard of a complete dataset was checked and its record indexes rebuilt
     (check_kept_shard): ChangedManifest when dataset.json lists another index digest than the
     rebuilt index's; an older format's dataset upgraded (upgrade_manifest)."""
-    if manifest.format_version < schema.FORMAT_VERSION:
+    if manifest.format_version < schema.format_version_for(manifest.target_kind):
         return upgrade_manifest(output_dir, manifest, fingerprint)
     for info in manifest.splits.values():
         for shard in info.shards:
@@ -209,12 +209,13 @@ def upgrade_manifest(output_dir: str, manifest: schema.Manifest,
 
     splits = {name: dataclasses.replace(info, shards=tuple(map(upgraded, info.shards)))
               for name, info in manifest.splits.items()}
+    version = schema.format_version_for(manifest.target_kind)
     new = dataclasses.replace(manifest, splits=splits, fingerprint=fingerprint,
-                              format_version=schema.FORMAT_VERSION)
+                              format_version=version)
     restore_files(output_dir, tfds_export.metadata_files(new)
                   if tfds_export.unsupported_reason(new) is None else {})
     files.atomic_write_text(schema.manifest_path(output_dir), new.to_json())
     logging.info("upgraded %s from format %d to %d: every record index is now listed in it "
                  "(the shards were kept as they are)", schema.manifest_path(output_dir),
-                 manifest.format_version, schema.FORMAT_VERSION)
+                 manifest.format_version, version)
     return new

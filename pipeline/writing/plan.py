@@ -29,7 +29,8 @@ class ShardSpec:
     num_shards: int
     images: tuple[SourceImage, ...]
     fold: int | None = None  # written with --folds: the fold all its images are in
-    target_size: int = 0  # a multi-label dataset's classes: each record's target floats
+    # Each record's target floats: a multi-label dataset's classes, a regression's targets.
+    target_size: int = 0
 
     def filename(self, compression: str = "NONE") -> str:
         return schema.shard_filename(self.split, self.index, self.num_shards, compression)
@@ -78,7 +79,9 @@ def split_labeled(images: Sequence[SourceImage], *,
                   val_fraction: float) -> dict[str, list[SourceImage]]:
     """train and val, stratified: each class's first val_count images in path-hash order are
     val. Adding an image to a class moves at most one of its images between the splits (the
-    one at the boundary); no other class changes."""
+    one at the boundary); no other class changes. A regression listing's classes are the
+    tenths of its first target (by_class, where an added image can shift a boundary); a
+    multi-label listing is split by iterative stratification (stratify.py)."""
     splits: dict[str, list[SourceImage]] = {schema.TRAIN: [], schema.VAL: []}
     tags = num_tags(images)
     if tags is not None:  # multi-label: every class keeps its share of val (stratify.py)

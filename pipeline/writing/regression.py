@@ -4,7 +4,9 @@ PetFinder's Pawpularity (`Id,...,Pawpularity`, 1-100) is the shape: one or more 
 columns. Each value must be a finite number; an empty cell, text or NaN is an InputError naming
 the line and the column, since a silently dropped or zeroed target trains the wrong thing.
 The targets are stored as float32 (the record's `target`), their train split's mean, std, min
-and max in dataset.json (`target_stats`, from `stats`).
+and max in dataset.json (`target_stats`, from `stats`). With --folds the train split is every
+fold, so one fold's run standardises with statistics that include its held-out fold: they set
+the loss's scale only (no weight is fit on them), and one set serves every fold's run.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import numpy as np
 
 from pipeline.core import schema
 from pipeline.writing.sources import InputError, Listing, SourceImage
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def listing(csv_path: str, frame, paths: Sequence[str], base: str,
@@ -42,27 +47,35 @@ def row_values(csv_path: str, frame, target_columns: Sequence[str]) -> list[tupl
                 value = float(cell)
             except ValueError:
                 value = math.nan
+            if abs(value) > FLOAT32_MAX:  # stored as float32: it would be inf
+                value = math.inf
+            value = float(np.float32(value)) if math.isfinite(value) else value
             if not math.isfinite(value):
                 raise InputError(f"{csv_path}: line {line} has {column}={cell!r}, not a "
-                                 "number; every row needs a finite number in each "
-                                 "--target_columns column")
-            row.append(float(np.float32(value)))
+                                 "number float32 holds; every row needs a finite number in "
+                                 "each --target_columns column")
+            row.append(value)
         rows.append(tuple(row))
     return rows
 
 
 def stats(values: Sequence[Sequence[float]], names: Sequence[str]) -> dict:
     """{name: {"mean", "std", "min", "max"}} of each target over `values` (population std;
-    1.0 where all are equal, so standardising never divides by 0)."""
+    1.0 where all are equal, so standardising never divides by 0), to 9 significant digits
+    (float32 needs 9 to round-trip)."""
     table = np.asarray(values, np.float64).reshape(-1, len(names))
     if not len(table):
         return {}
-    std = table.std(axis=0)
-    return {name: {"mean": round(float(table[:, k].mean()), 6),
-                   "std": round(float(std[k]), 6) if std[k] > 0 else 1.0,
-                   "min": float(f"{table[:, k].min():.7g}"),  # float32's digits
-                   "max": float(f"{table[:, k].max():.7g}")}
-            for k, name in enumerate(names)}
+
+    def short(value) -> float:
+        return float(f"{value:.9g}")
+
+    stats = {}
+    for k, name in enumerate(names):
+        std = short(table[:, k].std())
+        stats[name] = {"mean": short(table[:, k].mean()), "std": std if std > 0 else 1.0,
+                       "min": short(table[:, k].min()), "max": short(table[:, k].max())}
+    return stats
 
 
 # Quantile bins of the first target that the val split and folds keep the shares of.

@@ -21,6 +21,7 @@ CSVs, for tools that look at the source images (pipeline.tools.summary).
 from __future__ import annotations
 
 import csv
+import io
 import os
 
 import numpy as np
@@ -51,7 +52,8 @@ def ensure_sample_dataset(raw_root: str) -> str:
     never leaves a half-written sample that a later run would trust.
     """
     target = os.path.join(raw_root, SAMPLE_NAME)
-    if all(os.path.exists(os.path.join(target, name)) for name in (*SAMPLE_CSVS, TAGS_CSV, INK_CSV)):
+    if os.path.exists(os.path.join(target, SAMPLE_CSVS[0])):
+        _add_missing_listings(target)  # a sample written before the tags and ink listings
         return target
     from sklearn.datasets import load_digits  # heavy import, only needed once
 
@@ -88,11 +90,36 @@ def write_digit_folder(folder: str, images: np.ndarray, labels: np.ndarray) -> N
     _write_csv(os.path.join(folder, train_csv), ["image", "label"], train)
     _write_csv(os.path.join(folder, test_csv), ["image"], [(path,) for path, _ in test])
     _write_csv(os.path.join(folder, "test_solution.csv"), ["image", "label"], test)
-    _write_csv(os.path.join(folder, TAGS_CSV), ["image", "tags"],
-               [(path, digit_tags(int(label))) for path, label in train])
-    ink = [f"{image.mean() / 255:.4f}" for image in pixels[:len(train)]]
-    _write_csv(os.path.join(folder, INK_CSV), ["image", "ink"],
-               [(path, value) for (path, _), value in zip(train, ink)])
+    for name, (header, listed) in derived_listings(pixels, labels).items():
+        _write_csv(os.path.join(folder, name), header, listed)
+
+
+def derived_listings(pixels: np.ndarray, labels: np.ndarray) -> dict:
+    """{file name: (header, rows)} of the train images' multi-label and regression listings:
+    each digit's tags (TAGS_CSV), and the share of its scan that is ink (INK_CSV)."""
+    train = range(len(labels) - TEST_IMAGES)
+    return {TAGS_CSV: (["image", "tags"], [(f"images/{i}.png", digit_tags(int(labels[i])))
+                                            for i in train]),
+            INK_CSV: (["image", "ink"], [(f"images/{i}.png", f"{pixels[i].mean() / 255:.4f}")
+                                         for i in train])}
+
+
+def _add_missing_listings(folder: str) -> None:
+    """Write the derived listings a sample folder lacks, each atomically, leaving the rest
+    of the folder as it is."""
+    missing = [name for name in (TAGS_CSV, INK_CSV)
+               if not os.path.exists(os.path.join(folder, name))]
+    if not missing:
+        return
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = np.rint(digits.images * (255 / DIGITS_MAX_VALUE)).astype(np.uint8)
+    for name, (header, listed) in derived_listings(pixels, digits.target).items():
+        if name in missing:
+            text = io.StringIO(newline="")
+            _rows_to(text, header, listed)
+            files.atomic_write_text(os.path.join(folder, name), text.getvalue())
 
 
 def digit_tags(digit: int) -> str:
@@ -102,6 +129,10 @@ def digit_tags(digit: int) -> str:
 
 def _write_csv(path: str, header, rows) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
+        _rows_to(f, header, rows)
+
+
+def _rows_to(f, header, rows) -> None:
+    writer = csv.writer(f)
+    writer.writerow(header)
+    writer.writerows(rows)

@@ -209,9 +209,9 @@ class WriteConfig:
         return schema.CHANNELS * self.image_size * self.image_size
 
     def output_settings(self) -> dict:
-        """The settings that decide output bytes (with the plan: see plan.fingerprint)."""
+        """The settings that decide output bytes (with the plan: see plan.fingerprint; the
+        plan adds the format_version, which follows the listing's kind of target)."""
         return {
-            "format_version": schema.FORMAT_VERSION,
             "image_size": self.image_size,
             "resize": self.resize,
             "compression": self.compression,
@@ -300,9 +300,9 @@ def check_target_columns(config: WriteConfig) -> None:
 
 def manifest_flags(config: WriteConfig) -> dict:
     """The command's settings as dataset.json records them: the recorded ones, in field
-    order; the tfds group only for a tfds: input, --image_path, --label_columns and
-    --multi_label (with its delimiter) only when given, so other manifests stay as they were; an empty --input as the bundled sample's
-    name."""
+    order; the tfds group only for a tfds: input; --image_path, --label_columns,
+    --target_columns and --multi_label (with its delimiter) only when given, so other
+    manifests stay as they were; an empty --input as the bundled sample's name."""
     reads_tfds = any(tfds_source.is_tfds_input(given)
                      for given in (config.input, config.test_input))
     recorded = {}

@@ -4,8 +4,9 @@ Splitting a multi-label set by one label (as plan.by_class does for classes) can
 share of every tag; a random split loses rare tags from whole folds (Planet's `blow_down`:
 98 of 40,479 images). This is the iterative stratification of Sechidis, Tsoumakas and Vlahavas
 (2011), as the `iterative-stratification` package and scikit-multilearn implement it, made
-deterministic: images are taken in the order given (path-hash order, from pipeline.writing.plan), so the same listing gives
-the same parts on every machine, with no random state.
+deterministic: images are taken in the order given (path-hash order, from
+pipeline.writing.plan), so the same listing gives the same parts on every machine, with no
+random state.
 
 The rarest class is placed first: each of its images goes to the part that most wants that
 class (then the part that most wants images at all, then the lowest part number), and every

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from absl import logging
 
 from pipeline.writing import sources
 from pipeline.writing.sources import InputError
@@ -32,8 +33,16 @@ def row_tags(csv_path: str, frame, label_column: str, label_columns: Sequence[st
     when the CSV is single-label (no --multi_label, and class columns with one 1 a row)."""
     if label_columns:
         hot = hot_matrix(csv_path, frame, label_columns)
-        if not multi_label and (hot.sum(axis=1) == 1).all():
+        counts = hot.sum(axis=1)
+        if not multi_label and (counts == 1).all():
             return None, ()
+        if not multi_label:  # the issue's rule; said, since it changes what is learned
+            line = int(np.flatnonzero(counts != 1)[0]) + 2
+            logging.warning("%s: %d row(s) hold no 1 or several 1s in the class columns "
+                            "(first: line %d): written as multi-label (a sigmoid per class, "
+                            "any number of classes an image); give --multi_label to say so, "
+                            "or fix the rows for one class an image", csv_path,
+                            int((counts != 1).sum()), line)
         return [tuple(np.flatnonzero(row).tolist()) for row in hot], tuple(label_columns)
     if not multi_label:
         return None, ()

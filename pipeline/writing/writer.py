@@ -82,7 +82,8 @@ class WritePlan:
 
     @property
     def target_size(self) -> int:
-        """Each record's target floats (the classes of a multi-label dataset; else 0)."""
+        """Each record's target floats (a multi-label dataset's classes, a regression's
+        targets; else 0)."""
         return self.shards[0].target_size if self.shards else 0
 
     @property
@@ -241,7 +242,8 @@ def make_plan(config: WriteConfig) -> WritePlan:
         shards = [dataclasses.replace(spec, target_size=size[main.target_kind])
                   for spec in shards]
     sources = inputs.source_ids(main, test)
-    fingerprint = plan.fingerprint(shards, {**config.output_settings(), **sources})
+    version = {"format_version": schema.format_version_for(main.target_kind)}
+    fingerprint = plan.fingerprint(shards, {**config.output_settings(), **version, **sources})
     older = tuple(plan.fingerprint(shards, {**config.output_settings(), "format_version": v,
                                             **sources}) for v in kept.UPGRADABLE_VERSIONS)
     logging.info("input: %s%s", main.description, f"; test: {test.description}" if test else "")

@@ -71,7 +71,9 @@ def _expected(number):
     return [float(tag in _tags(number)) for tag in TAGS]
 
 
-@pytest.mark.parametrize("options", [{}, dict(cache="memory"), dict(compression="GZIP")])
+@pytest.mark.parametrize("options", [
+    {}, dict(cache="memory"), dict(access="stream"), dict(compression="GZIP"),
+    dict(compression="GZIP", cache="memory")])
 def test_every_record_holds_its_rows_tags_on_every_read_path(planet, options):
     write_options = {"compression": options.pop("compression")} if "compression" in options \
         else {}
@@ -111,7 +113,7 @@ def test_a_delimiter_and_empty_cells(planet):
     assert read == {str(i): _expected(i) for i in range(64)}
 
 
-def test_class_columns_with_several_ones_are_multi_label_in_column_order(planet):
+def test_class_columns_with_several_ones_are_multi_label_in_column_order(planet, info_logs):
     columns = ("water", "clear", "road", "haze", "primary")  # not sorted: the CSV's order
     write_csv(planet / "train.csv", ["image_name", *columns],
               [(str(i), *("1" if c in _tags(i) else "0" for c in columns)) for i in range(64)])
@@ -121,6 +123,7 @@ def test_class_columns_with_several_ones_are_multi_label_in_column_order(planet)
     manifest = schema.read_manifest(out)
     assert (manifest.target_kind, manifest.classes) == (schema.MULTI_LABEL, columns)
     assert "multi_label" not in manifest.flags  # the columns said it, not a flag
+    assert "written as multi-label" in info_logs.text and "line 2" in info_logs.text
     read = {**_targets_by_id(out, "train"), **_targets_by_id(out, "val")}
     assert read == {str(i): [float(c in _tags(i)) for c in columns] for i in range(64)}
 
@@ -315,3 +318,41 @@ def test_inspect_counts_each_tag_and_the_tags_a_record(planet):
     assert "min 8 (clear), max 8 (water)" in text
     assert "(300 image + 20 label) bytes" in text  # a float32 target row per record
     assert "source    " in text and ": 68 images" in text  # the CSVs listed as written
+
+
+@pytest.mark.parametrize("cache", [None, "memory"])
+def test_skipping_a_damaged_record_keeps_every_other_records_tags(planet, cache):
+    write_dataset(_config(planet))
+    out = str(planet / "out")
+    shard = schema.read_manifest(out).split("train").shards[0]
+    index = record_index.read(os.path.join(out, shard.file + schema.RECORD_INDEX_SUFFIX))
+    offset, _, image_offset = (int(v) for v in index.table[3, :3])
+    with open(os.path.join(out, shard.file), "r+b") as f:  # a flipped pixel in record 3
+        f.seek(offset + records.HEADER_BYTES + image_offset + 5)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    batches = list(dataset.make_dataset(out, "train", batch_size=4, training=False,
+                                        on_corrupt="skip", max_corrupt_fraction=0.5,
+                                        cache=cache))
+    images = np.concatenate([images.numpy() for images, _ in batches])
+    targets = np.concatenate([labels.numpy() for _, labels in batches])
+    assert len(targets) == 47  # record 3 left out, and only it
+    # Each image shows its tags (a bright band per tag): every target is its image's.
+    shown = np.stack([images[:, 0, 2 * k, 0] == 255 for k in range(len(TAGS))], axis=1)
+    np.testing.assert_array_equal(targets, shown.astype(np.float32))
+
+
+def test_inspect_record_and_grid_name_the_tags(planet):
+    from pipeline.tools import grid, record_view
+
+    write_dataset(_config(planet))
+    out = str(planet / "out")
+    manifest = schema.read_manifest(out)
+    (record,) = record_view.read_records(out, "train", 0, 1, manifest)
+    tags = " ".join(_tags(int(os.path.basename(record.path)[:-4]))) or "(no class)"
+    assert f"label     0 ({tags})" in record_view.record_dump(out, "train", 0)
+    records = record_view.read_records(out, "train", 0, 3, manifest)
+    rows = grid.tile_map_csv(records, manifest.classes).splitlines()[1:]
+    assert [row.split(",")[7] for row in rows] == [
+        " ".join(_tags(int(os.path.basename(r.path)[:-4]))) or "(no class)" for r in records]
