@@ -111,7 +111,7 @@ def validate_manifest(manifest: Manifest, source: str = schema.MANIFEST_NAME) ->
     if len(manifest.image_shape) != 3 or manifest.image_shape[0] != schema.CHANNELS:
         raise FormatError(f"{source}: image_shape {list(manifest.image_shape)} is not [3, H, W]")
     schema.compression_suffix(manifest.compression)
-    if manifest.format_version < schema.format_version_for(manifest.target_kind):
+    if manifest.target_kind != schema.CLASS and manifest.format_version < schema.FORMAT_VERSION:
         raise FormatError(f"{source}: a {manifest.target_kind} dataset needs format_version "
                           f"{schema.format_version_for(manifest.target_kind)}, it says "
                           f"{manifest.format_version}")

@@ -82,8 +82,7 @@ class WritePlan:
 
     @property
     def target_size(self) -> int:
-        """Each record's target floats (a multi-label dataset's classes, a regression's
-        targets; else 0)."""
+        """Each record's target floats (ShardSpec.target_size)."""
         return self.shards[0].target_size if self.shards else 0
 
     @property
