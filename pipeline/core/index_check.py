@@ -20,7 +20,7 @@ SHA256_SHOWN_CHARS = 16
 
 
 def index_problems(data_dir: str, shard: schema.ShardInfo, image_bytes: int,
-                   target_size: int = 0) -> list[str]:
+                   widths: record_index.Widths = record_index.Widths()) -> list[str]:
     """What is wrong with the record index of the uncompressed `shard`, in words: missing
     (format 2), not its dataset.json digest, unreadable, describing another shard, rows that
     do not tile the shard, or rows that are not where the shard's records lie."""
@@ -47,24 +47,25 @@ def index_problems(data_dir: str, shard: schema.ShardInfo, image_bytes: int,
                         f"bytes, sha256 {index.sha256[:SHA256_SHOWN_CHARS]}...) is not "
                         f"{schema.MANIFEST_NAME}'s entry for the shard")
     wrong = (record_index.tiling_problem(index.table, shard.bytes, image_bytes)
-             or record_index.targets_problem(index.targets, target_size))
+             or record_index.blocks_problem(index, widths))
     if wrong:
         problems.append(wrong)
     return problems + _rows_problem(os.path.join(data_dir, shard.file), index, image_bytes,
-                                    target_size)
+                                    widths)
 
 
 def _rows_problem(shard_path: str, index: record_index.RecordIndex, image_bytes: int,
-                  target_size: int) -> list[str]:
+                  widths: record_index.Widths) -> list[str]:
     """The first row that is not where the shard's record of that number lies (its place,
     image, label and CRC), from a scan of the shard; nothing when the shard cannot be scanned
     (its own problems are named on the shard's lines)."""
     try:
-        table, problem, targets = index_scan.scan_shard(shard_path, image_bytes, target_size)
+        scan = index_scan.scan_shard(shard_path, image_bytes, widths)
     except OSError:
         return []
-    if problem is not None:
+    if scan.problem is not None:
         return []
+    table = scan.table
     if len(table) != index.records:
         return [f"{index.records} rows, the shard holds {len(table)} records"]
     known = index.table[:, record_index.DATA_CRC] != record_index.UNKNOWN_CRC
@@ -72,10 +73,11 @@ def _rows_problem(shard_path: str, index: record_index.RecordIndex, image_bytes:
     expected[~known, record_index.DATA_CRC] = record_index.UNKNOWN_CRC  # a format 1 index
     wrong = index.table != expected
     names = list(record_index.COLUMNS)
-    if targets is not None and index.target_size == target_size:  # else said by the header
-        wrong = np.concatenate([wrong, (index.targets != targets).any(axis=1, keepdims=True)],
-                               axis=1)
-        names.append("targets")
+    for name, _ in record_index.FLOAT_BLOCKS:  # those of another width: said by blocks_problem
+        ours, found = getattr(index, name), getattr(scan, name)
+        if found is not None and ours is not None and ours.shape == found.shape:
+            wrong = np.concatenate([wrong, (ours != found).any(axis=1, keepdims=True)], axis=1)
+            names.append(name)
     differ = np.flatnonzero(wrong.any(axis=1))
     if not len(differ):
         return []

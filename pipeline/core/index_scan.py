@@ -10,11 +10,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import struct
+from typing import NamedTuple
 
 import numpy as np
 
 from pipeline.core import record_fields, records, schema
-from pipeline.core.record_index import COLUMNS
+from pipeline.core.record_index import COLUMNS, Widths
 
 # Bytes read at once while walking a record's fields to build an index: the Example's framing
 # before the image, and everything after it, fit in one read each.
@@ -29,14 +30,25 @@ class ScanProblem:
     message: str
 
 
-def scan_shard(path: str, image_bytes: int, target_size: int = 0
-               ) -> tuple[np.ndarray, ScanProblem | None, np.ndarray | None]:
+class Scan(NamedTuple):
+    """What scan_shard found: the index's table, where the scan stopped (None: the shard's
+    end), and the records' float32 blocks (None where the dataset has none)."""
+
+    table: np.ndarray
+    problem: ScanProblem | None
+    targets: np.ndarray | None = None
+    features: np.ndarray | None = None
+
+
+def scan_shard(path: str, image_bytes: int, widths: Widths = Widths()) -> Scan:
     """The index table of the shard at `path`, read record by record with small preads (the
     images are skipped, not read), where that stopped if the framing or a record's fields are
-    broken (the table then holds the records before it), and with `target_size`, the records'
-    targets (float32 [records, target_size]; else None)."""
+    broken (the table then holds the records before it), and the records' targets and
+    features as `widths` says (float32 [records, width]; None where 0)."""
+    target_size, feature_size = widths.targets, widths.features
     rows: list[tuple[int, ...]] = []
     targets: list[np.ndarray] = []
+    features: list[np.ndarray] = []
     size = os.path.getsize(path)
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -52,29 +64,33 @@ def scan_shard(path: str, image_bytes: int, target_size: int = 0
                                f"{image_bytes}")
                 if target_size:
                     targets.append(record_fields.target_values(read, layout, target_size))
+                if feature_size:
+                    features.append(record_fields.feature_values(read, layout, feature_size))
             except schema.FormatError as err:
                 problem = str(err)
             if problem is not None:
-                return _table(rows), ScanProblem(len(rows), problem), _targets(targets, rows,
-                                                                              target_size)
+                return Scan(_table(rows), ScanProblem(len(rows), problem),
+                            _block(targets, rows, target_size),
+                            _block(features, rows, feature_size))
             footer = offset + records.HEADER_BYTES + data_length
             (crc,) = struct.unpack("<I", os.pread(fd, records.FOOTER_BYTES, footer))
             rows.append((offset, data_length, layout.image_offset, layout.label_offset, crc))
             offset = footer + records.FOOTER_BYTES
     finally:
         os.close(fd)
-    return _table(rows), None, _targets(targets, rows, target_size)
+    return Scan(_table(rows), None, _block(targets, rows, target_size),
+                _block(features, rows, feature_size))
 
 
 def _table(rows) -> np.ndarray:
     return np.array(rows, dtype=np.int64).reshape(-1, len(COLUMNS))
 
 
-def _targets(targets: list[np.ndarray], rows: list, target_size: int) -> np.ndarray | None:
-    """The targets of the records in `rows` (a scan may have read one more), or None."""
-    if not target_size:
+def _block(values: list[np.ndarray], rows: list, size: int) -> np.ndarray | None:
+    """The float rows of the records in `rows` (a scan may have read one more), or None."""
+    if not size:
         return None
-    return np.array(targets[:len(rows)], np.float32).reshape(-1, target_size)
+    return np.array(values[:len(rows)], np.float32).reshape(-1, size)
 
 
 def _framed_length(fd: int, offset: int, size: int) -> int:

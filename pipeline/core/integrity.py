@@ -40,7 +40,7 @@ from typing import Sequence
 from absl import logging
 
 from pipeline import cli, errors
-from pipeline.core import index_check, schema
+from pipeline.core import index_check, record_index, schema
 from pipeline.core.records import iter_framed_records
 from pipeline.core.streams import HashingReader, InflatingReader
 
@@ -83,6 +83,7 @@ class ShardTask:
     num_classes: int  # the label field's values (Manifest.label_values)
     target_size: int = 0  # a multi-label dataset's classes, a regression one's targets
     binary_targets: bool = True  # multi-label: each target 0 or 1
+    feature_size: int = 0  # --feature_columns
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +157,8 @@ def _only_value(features, key: str, kind: str):
 
 
 def record_problem(payload: bytes, *, image_bytes: int, num_classes: int,
-                   target_size: int = 0, binary_targets: bool = True) -> str | None:
+                   target_size: int = 0, binary_targets: bool = True,
+                   feature_size: int = 0) -> str | None:
     """What is wrong with one record's contents (its framing already checked), or None;
     `num_classes`: the label field's values (Manifest.label_values)."""
     from google.protobuf.message import DecodeError
@@ -178,22 +180,24 @@ def record_problem(payload: bytes, *, image_bytes: int, num_classes: int,
     if len(image) != image_bytes:
         return f"image is {len(image)} bytes, manifest says {image_bytes}"
     return schema.label_problem(label, num_classes) or (
-        _target_problem(features, target_size, binary_targets) if target_size else None)
+        _floats_problem(features, schema.TARGET_KEY, target_size, binary_targets)
+        if target_size else None) or (
+        _floats_problem(features, schema.FEATURES_KEY, feature_size, False)
+        if feature_size else None)
 
 
-def _target_problem(features, target_size: int, binary: bool) -> str | None:
-    """What is wrong with a record's target: missing, another length, a value that is not a
-    finite number, or (`binary`: multi-label) other than 0 and 1."""
-    if schema.TARGET_KEY not in features:
-        return (f"no {schema.TARGET_KEY!r} feature (a multi-label or regression dataset's "
-                "records hold one)")
-    values = list(features[schema.TARGET_KEY].float_list.value)
-    if len(values) != target_size:
-        return f"{schema.TARGET_KEY!r} holds {len(values)} values, the dataset {target_size}"
+def _floats_problem(features, key: str, size: int, binary: bool) -> str | None:
+    """What is wrong with a record's target or features: missing, another length, a value
+    that is not a finite number, or (`binary`: a multi-label target) other than 0 and 1."""
+    if key not in features:
+        return f"no {key!r} feature (this dataset's records hold one)"
+    values = list(features[key].float_list.value)
+    if len(values) != size:
+        return f"{key!r} holds {len(values)} values, the dataset {size}"
     if not all(math.isfinite(value) for value in values):
-        return f"{schema.TARGET_KEY!r} holds a value that is not a finite number"
+        return f"{key!r} holds a value that is not a finite number"
     if binary and any(value not in (0.0, 1.0) for value in values):
-        return f"{schema.TARGET_KEY!r} holds a value other than 0 or 1"
+        return f"{key!r} holds a value other than 0 or 1"
     return None
 
 
@@ -238,7 +242,8 @@ def check_shard(task: ShardTask) -> ShardReport:
         index_file = schema.record_index_filename(name, "NONE")
         problems += [Problem(index_file, None, message) for message in
                      index_check.index_problems(task.data_dir, expected, task.image_bytes,
-                                                task.target_size)]
+                                                record_index.Widths(task.target_size,
+                                                                    task.feature_size))]
     return ShardReport(name, records, source.bytes, tuple(problems))
 
 
@@ -259,7 +264,8 @@ def _check_records(source: HashingReader, task: ShardTask, problems: list[Proble
             message = record_problem(payload, image_bytes=task.image_bytes,
                                      num_classes=task.num_classes,
                                      target_size=task.target_size,
-                                     binary_targets=task.binary_targets)
+                                     binary_targets=task.binary_targets,
+                                     feature_size=task.feature_size)
             if message is not None:
                 bad += 1
                 if bad <= MAX_RECORD_PROBLEMS_PER_SHARD:
@@ -317,7 +323,8 @@ def plan_tasks(data_dir: str, manifest: schema.Manifest,
         ShardTask(data_dir=data_dir, shard=shard, compression=manifest.compression,
                   image_bytes=manifest.image_bytes, num_classes=manifest.label_values,
                   target_size=manifest.target_size,
-                  binary_targets=manifest.target_kind == schema.MULTI_LABEL)
+                  binary_targets=manifest.target_kind == schema.MULTI_LABEL,
+                  feature_size=manifest.feature_size)
         for split in splits for shard in manifest.split(split).shards
     ]
 

@@ -48,6 +48,10 @@ def to_json(manifest: Manifest) -> str:
     }
     if manifest.target_kind != schema.CLASS:  # a class dataset's text stays as it was
         document["target_kind"] = manifest.target_kind
+    if manifest.features:
+        document["features"] = list(manifest.features)
+        document["feature_stats"] = {name: dict(stats)
+                                     for name, stats in manifest.feature_stats.items()}
     if manifest.targets:
         document["targets"] = list(manifest.targets)
         document["target_stats"] = {name: dict(stats)
@@ -91,6 +95,8 @@ def from_json(text: str, source: str = schema.MANIFEST_NAME) -> Manifest:
             target_kind=doc.get("target_kind", schema.CLASS),
             targets=tuple(doc.get("targets", ())),
             target_stats=doc.get("target_stats", {}),
+            features=tuple(doc.get("features", ())),
+            feature_stats=doc.get("feature_stats", {}),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise FormatError(f"{source} is missing or has a malformed field: {err!r}") from err
@@ -111,10 +117,11 @@ def validate_manifest(manifest: Manifest, source: str = schema.MANIFEST_NAME) ->
     if len(manifest.image_shape) != 3 or manifest.image_shape[0] != schema.CHANNELS:
         raise FormatError(f"{source}: image_shape {list(manifest.image_shape)} is not [3, H, W]")
     schema.compression_suffix(manifest.compression)
-    if manifest.target_kind != schema.CLASS and manifest.format_version < schema.FORMAT_VERSION:
-        raise FormatError(f"{source}: a {manifest.target_kind} dataset needs format_version "
-                          f"{schema.format_version_for(manifest.target_kind)}, it says "
-                          f"{manifest.format_version}")
+    needs = schema.format_version_for(manifest.target_kind, manifest.features)
+    if needs > schema.CLASS_FORMAT_VERSION and manifest.format_version < needs:
+        raise FormatError(f"{source}: a {manifest.target_kind} dataset"
+                          f"{' with features' if manifest.features else ''} needs "
+                          f"format_version {needs}, it says {manifest.format_version}")
     _validate_target_stats(manifest, source)
     if manifest.target_kind not in schema.TARGET_KINDS:
         raise FormatError(f"{source}: target_kind {manifest.target_kind!r} is none of "
@@ -137,8 +144,10 @@ def validate_manifest(manifest: Manifest, source: str = schema.MANIFEST_NAME) ->
 def _validate_target_stats(manifest: Manifest, source: str) -> None:
     """A regression dataset's target_stats: each target's mean, min and max, and a std above
     0 (the trainer divides by it)."""
-    for name in manifest.targets:
-        stats = manifest.target_stats.get(name, {})
+    named = [(name, manifest.target_stats) for name in manifest.targets] + [
+        (name, manifest.feature_stats) for name in manifest.features]
+    for name, all_stats in named:
+        stats = all_stats.get(name, {})
         try:
             if not all(math.isfinite(float(stats[key])) for key in ("mean", "min", "max")) \
                     or not float(stats["std"]) > 0:

@@ -14,7 +14,8 @@ from typing import Callable
 import numpy as np
 
 from pipeline.core.records import length_delimited, varint
-from pipeline.core.schema import IMAGE_KEY, LABEL_KEY, PATH_KEY, TARGET_KEY, FormatError
+from pipeline.core.schema import (FEATURES_KEY, IMAGE_KEY, LABEL_KEY, PATH_KEY, TARGET_KEY,
+                                  FormatError)
 
 _WIRE_VARINT, _WIRE_FIXED64, _WIRE_LENGTH, _WIRE_FIXED32 = 0, 1, 2, 5
 _MAX_VARINT_BYTES = 10
@@ -47,6 +48,8 @@ class ExampleLayout:
     label_offset: int
     target_offset: int = -1  # where the packed float32 `target` values start; -1: none
     target_length: int = 0  # their bytes (4 per value)
+    features_offset: int = -1  # the same of the `features` values
+    features_length: int = 0
 
 
 def example_layout(read: Callable[[int, int], bytes], length: int) -> ExampleLayout:
@@ -57,21 +60,29 @@ def example_layout(read: Callable[[int, int], bytes], length: int) -> ExampleLay
     the image a Feature{bytes_list (1): BytesList{value (1)}} and the label a
     Feature{int64_list (3): Int64List{value (1)}}, packed or not. Any field order is accepted.
     """
-    found = _feature_values(read, length, (IMAGE_KEY, LABEL_KEY, TARGET_KEY))
+    found = _feature_values(read, length, (IMAGE_KEY, LABEL_KEY, TARGET_KEY, FEATURES_KEY))
     if IMAGE_KEY not in found or LABEL_KEY not in found:
         raise FormatError(f"no {IMAGE_KEY!r} or no {LABEL_KEY!r} feature")
     image_offset, image_length = found[IMAGE_KEY]
     return ExampleLayout(image_offset, image_length, found[LABEL_KEY][0],
-                         *found.get(TARGET_KEY, (-1, 0)))
+                         *found.get(TARGET_KEY, (-1, 0)), *found.get(FEATURES_KEY, (-1, 0)))
 
 
 def target_values(read, layout: ExampleLayout, size: int) -> np.ndarray:
     """The record's `size` target floats (float32), read through `read(offset, n)`;
     FormatError when it holds another number of them (or none)."""
-    if layout.target_length != 4 * size:
-        raise FormatError(f"{TARGET_KEY!r} holds {layout.target_length // 4} values, the "
-                          f"dataset's {size}")
-    return np.frombuffer(bytes(read(layout.target_offset, layout.target_length)), "<f4")
+    return _floats(read, TARGET_KEY, layout.target_offset, layout.target_length, size)
+
+
+def feature_values(read, layout: ExampleLayout, size: int) -> np.ndarray:
+    """The record's `size` --feature_columns floats (float32), as target_values."""
+    return _floats(read, FEATURES_KEY, layout.features_offset, layout.features_length, size)
+
+
+def _floats(read, key: str, offset: int, length: int, size: int) -> np.ndarray:
+    if length != 4 * size:
+        raise FormatError(f"{key!r} holds {length // 4} values, the dataset's {size}")
+    return np.frombuffer(bytes(read(offset, length)), "<f4")
 
 
 def image_lead(image_bytes: int) -> bytes:
@@ -166,7 +177,7 @@ def _map_entry(read, start: int, end: int):
 
 
 # Feature's field of each key's list: bytes_list (1), float_list (2), int64_list (3).
-_LIST_FIELD = {LABEL_KEY: (3, "int64"), TARGET_KEY: (2, "float")}
+_LIST_FIELD = {LABEL_KEY: (3, "int64"), TARGET_KEY: (2, "float"), FEATURES_KEY: (2, "float")}
 
 
 def _only_value(read, feature: tuple[int, int], key: str) -> tuple[int, int]:
@@ -178,7 +189,7 @@ def _only_value(read, feature: tuple[int, int], key: str) -> tuple[int, int]:
         raise FormatError(f"{key!r} is not a single {kind} list")
     _, start, end = kinds[0]
     values = [(value_start, value_end) for _, value_start, value_end in _fields(read, start, end)]
-    if key == TARGET_KEY:  # FloatList.value, packed: one length-delimited field
+    if want == 2:  # FloatList.value, packed: one length-delimited field
         if len(values) != 1 or (values[0][1] - values[0][0]) % 4:
             raise FormatError(f"{key!r} is not one packed list of float32")
         return values[0][0], values[0][1] - values[0][0]

@@ -59,6 +59,21 @@ OFFSET, DATA_LENGTH, IMAGE_OFFSET, LABEL_OFFSET, DATA_CRC = range(len(COLUMNS))
 MAGIC_V1 = b"RCHWIDX1"
 COLUMNS_V1 = COLUMNS[:DATA_CRC]
 UNKNOWN_CRC = -1
+# The float32 blocks after the table, in file order: (RecordIndex field, its header key).
+FLOAT_BLOCKS = (("targets", "target_size"), ("features", "feature_size"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Widths:
+    """The float32 values a dataset's index rows hold beside the table (FLOAT_BLOCKS): its
+    records' targets and features (0: none)."""
+
+    targets: int = 0
+    features: int = 0
+
+    @classmethod
+    def of(cls, manifest: schema.Manifest) -> "Widths":
+        return cls(manifest.target_size, manifest.feature_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +85,7 @@ class RecordIndex:
     table: np.ndarray  # int64 [records, 5], COLUMNS
     # float32 [records, T] in a multi-label or regression dataset
     targets: np.ndarray | None = None
+    features: np.ndarray | None = None  # float32 [records, F] with --feature_columns
 
     @property
     def records(self) -> int:
@@ -78,6 +94,10 @@ class RecordIndex:
     @property
     def target_size(self) -> int:
         return 0 if self.targets is None else int(self.targets.shape[1])
+
+    @property
+    def feature_size(self) -> int:
+        return 0 if self.features is None else int(self.features.shape[1])
 
     def matches(self, shard: schema.ShardInfo, image_bytes: int) -> bool:
         """Whether this index's header describes `shard` as the manifest lists it."""
@@ -98,13 +118,15 @@ def encode(index: RecordIndex) -> bytes:
     fields = {"shard": index.shard, "bytes": index.bytes, "sha256": index.sha256,
               "records": index.records, "image_bytes": index.image_bytes,
               "columns": list(COLUMNS)}
-    targets = b""
-    if index.targets is not None:  # a class dataset's index stays as it was
-        fields["target_size"] = index.target_size
-        targets = np.ascontiguousarray(index.targets, dtype="<f4").tobytes()
+    blocks = b""
+    for name, size_key in FLOAT_BLOCKS:  # a class dataset's index stays as it was
+        block = getattr(index, name)
+        if block is not None:
+            fields[size_key] = int(block.shape[1])
+            blocks += np.ascontiguousarray(block, dtype="<f4").tobytes()
     header = json.dumps(fields, sort_keys=True).encode("utf-8")
     table = np.ascontiguousarray(index.table, dtype="<i8")
-    return MAGIC + struct.pack("<I", len(header)) + header + table.tobytes() + targets
+    return MAGIC + struct.pack("<I", len(header)) + header + table.tobytes() + blocks
 
 
 def digest(index: RecordIndex) -> str:
@@ -125,21 +147,24 @@ def decode(data: bytes, source: str) -> RecordIndex:
         if header["columns"] != list(columns):
             raise ValueError(f"columns {header['columns']}, expected {list(columns)}")
         body = len(data) - start - size
-        target_size = int(header.get("target_size", 0))
-        rows, rest = divmod(body, 8 * len(columns) + 4 * target_size)
+        floats = sum(int(header.get(size_key, 0)) for _, size_key in FLOAT_BLOCKS)
+        rows, rest = divmod(body, 8 * len(columns) + 4 * floats)
         if rest or rows != header["records"]:
             raise ValueError(f"{body} bytes of table ({rows} rows), header says "
                              f"{header['records']} rows")
         table = np.frombuffer(data, "<i8", rows * len(columns), start + size).reshape(
             -1, len(columns))
-        targets = None
-        if "target_size" in header:
-            targets = np.frombuffer(data, "<f4", offset=start + size + table.nbytes).reshape(
-                rows, target_size).astype(np.float32)
+        at, blocks = start + size + table.nbytes, {}
+        for name, size_key in FLOAT_BLOCKS:
+            if size_key in header:
+                width = int(header[size_key])
+                blocks[name] = np.frombuffer(data, "<f4", rows * width, at).reshape(
+                    rows, width).astype(np.float32)
+                at += 4 * rows * width
         if columns == COLUMNS_V1:
             table = np.concatenate([table, np.full((rows, 1), UNKNOWN_CRC)], axis=1)
         return RecordIndex(header["shard"], int(header["bytes"]), header["sha256"],
-                           int(header["image_bytes"]), table.astype(np.int64), targets)
+                           int(header["image_bytes"]), table.astype(np.int64), **blocks)
     except (ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError) as err:
         raise schema.FormatError(f"{source}: {err}") from err
 
@@ -171,17 +196,24 @@ def tiling_problem(table: np.ndarray, shard_bytes: int, image_bytes: int) -> str
     return None
 
 
-def targets_problem(targets: np.ndarray | None, target_size: int) -> str | None:
+def blocks_problem(index: RecordIndex, widths: Widths) -> str | None:
+    """Why `index`'s float blocks are not those of a dataset of `widths`, or None."""
+    return (targets_problem(index.targets, widths.targets)
+            or targets_problem(index.features, widths.features, "features"))
+
+
+def targets_problem(targets: np.ndarray | None, target_size: int,
+                    what: str = "targets") -> str | None:
     """Why `targets` cannot be those of a dataset with `target_size` targets a record, or
     None: that many a row, each a finite number (what each means, 0/1 for a multi-label
     dataset, is the records' to say: verify and the stream check it there)."""
     if (0 if targets is None else targets.shape[1]) != target_size:
-        found = "no targets" if targets is None else f"{targets.shape[1]} targets a row"
+        found = f"no {what}" if targets is None else f"{targets.shape[1]} {what} a row"
         return f"holds {found}, the dataset {target_size} a record"
     if targets is not None:
         bad = np.flatnonzero(~np.isfinite(targets).all(axis=1))
         if len(bad):
-            return f"row {int(bad[0])} holds a target that is not a finite number"
+            return f"row {int(bad[0])} holds {what} that are not finite numbers"
     return None
 
 
@@ -223,7 +255,7 @@ class IndexMismatch(schema.FormatError):
 
 
 def load_or_build(data_dir: str, shard: schema.ShardInfo, image_bytes: int,
-                  target_size: int = 0) -> Loaded:
+                  widths: Widths = Widths()) -> Loaded:
     """The index of `shard` from its file, checked (_read_checked); else built by scanning the
     shard, kept and saved beside it only if it is the one dataset.json lists (format 2), and
     IndexMismatch naming the shard if it is not. A format 1 dataset lists no index digest: its
@@ -231,12 +263,13 @@ def load_or_build(data_dir: str, shard: schema.ShardInfo, image_bytes: int,
     path = os.path.join(data_dir, schema.record_index_filename(shard.file, "NONE"))
     from pipeline.core import index_scan  # it imports this module
 
-    index, why = _read_checked(path, shard, image_bytes, target_size)
+    index, why = _read_checked(path, shard, image_bytes, widths)
     if why is None:
         return Loaded(index, None, built=False)
-    table, problem, targets = index_scan.scan_shard(os.path.join(data_dir, shard.file), image_bytes,
-                                         target_size)
-    rebuilt = RecordIndex(shard.file, shard.bytes, shard.sha256, image_bytes, table, targets)
+    scan = index_scan.scan_shard(os.path.join(data_dir, shard.file), image_bytes, widths)
+    problem = scan.problem
+    rebuilt = RecordIndex(shard.file, shard.bytes, shard.sha256, image_bytes, scan.table,
+                          scan.targets, scan.features)
     if shard.index_sha256 is None:
         if index is not None or "missing" not in why:
             logging.info("%s %s: building it again from %s", path, why, shard.file)
@@ -259,7 +292,7 @@ def load_or_build(data_dir: str, shard: schema.ShardInfo, image_bytes: int,
 
 
 def _read_checked(path: str, shard: schema.ShardInfo, image_bytes: int,
-                  target_size: int) -> tuple[RecordIndex | None, str | None]:
+                  widths: Widths) -> tuple[RecordIndex | None, str | None]:
     """(index, None) when the index file at `path` is `shard`'s: it hashes to the manifest's
     digest (format 2), its header names the shard and its rows tile it; else (the index or
     None, why not, in words after "its record index")."""
@@ -276,8 +309,8 @@ def _read_checked(path: str, shard: schema.ShardInfo, image_bytes: int,
         return index, f"does not hash to the index_sha256 {schema.MANIFEST_NAME} lists"
     if not index.matches(shard, image_bytes):
         return index, "describes another version of the shard"
-    wrong = (tiling_problem(index.table, shard.bytes, image_bytes)
-             or targets_problem(index.targets, target_size))
+    wrong = tiling_problem(index.table, shard.bytes, image_bytes) or blocks_problem(index,
+                                                                                    widths)
     if wrong:
         return index, f"is wrong: {wrong}"
     return index, None

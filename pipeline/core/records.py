@@ -25,8 +25,8 @@ import google_crc32c
 
 import numpy as np
 
-from pipeline.core.schema import (COMPRESSION_LEVEL, IMAGE_KEY, LABEL_KEY, PATH_KEY, TARGET_KEY,
-                                  FormatError, compression_suffix)
+from pipeline.core.schema import (COMPRESSION_LEVEL, FEATURES_KEY, IMAGE_KEY, LABEL_KEY,
+                                  PATH_KEY, TARGET_KEY, FormatError, compression_suffix)
 
 
 def varint(value: int) -> bytes:
@@ -63,21 +63,24 @@ def _float_feature(values) -> bytes:
     return length_delimited(2, length_delimited(1, np.asarray(values, "<f4").tobytes()))
 
 
-def encode_example(image: bytes, label: int, path: str, target=None) -> bytes:
+def encode_example(image: bytes, label: int, path: str, target=None, features=None) -> bytes:
     """Serialise one record as a `tf.train.Example`, byte-identical for identical inputs;
-    `target` (float32 values), when given, is the multi-label dataset's multi-hot row."""
-    features = {
+    `target` and `features` (float32 values), when given: a multi-label or regression
+    dataset's target row, the --feature_columns row."""
+    fields = {
         IMAGE_KEY: _bytes_feature(image),
         LABEL_KEY: _int64_feature(label),
         PATH_KEY: _bytes_feature(path.encode("utf-8")),
     }
     if target is not None:
-        features[TARGET_KEY] = _float_feature(target)
+        fields[TARGET_KEY] = _float_feature(target)
+    if features is not None:
+        fields[FEATURES_KEY] = _float_feature(features)
     entries = b"".join(
         # map<string, Feature> entry: {key (1), value (2)}; keys sorted like TF's deterministic
         # serialiser does.
         length_delimited(1, length_delimited(1, key.encode()) + length_delimited(2, value))
-        for key, value in sorted(features.items())
+        for key, value in sorted(fields.items())
     )
     return length_delimited(1, entries)  # Example{features (1): Features{feature (1): ...}}
 

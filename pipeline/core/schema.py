@@ -10,8 +10,8 @@ A dataset directory holds sharded TFRecord files and one `dataset.json`:
     rejects.csv       # source images that could not be decoded, with the reason
     dataset_info.json, features.json, label.labels.txt   # TFDS's view (writing.tfds_export)
 
-Each record is a serialised `tf.train.Example` with three features, and a fourth in a
-multi-label or regression dataset (`target_kind`):
+Each record is a serialised `tf.train.Example` with three features, a fourth in a
+multi-label or regression dataset (`target_kind`), and a fifth with `features`:
 
     image:  bytes    the raw uint8 tensor, shape `image_shape` = [3, H, W] (CHW), C-contiguous
     label:  int64    class index into `classes`, or -1 for an unlabeled (test) image; in a
@@ -20,6 +20,7 @@ multi-label or regression dataset (`target_kind`):
     target: float32  multi-label: [len(classes)] multi-hot, 1.0 for each of the image's
                      classes, in `classes` order; regression: [len(targets)] values, in
                      `targets` order (zeros for an unlabeled image)
+    features: float32 [len(features)] the row's --feature_columns values, in that order
 
 This module, pipeline.core.manifest_json (dataset.json's text), pipeline.core.records (the
 same records as bytes: encoding, framing, CRCs), pipeline.core.record_fields (where a record's
@@ -54,6 +55,7 @@ IMAGE_KEY = "image"
 LABEL_KEY = "label"
 PATH_KEY = "path"
 TARGET_KEY = "target"
+FEATURES_KEY = "features"
 
 # What a dataset's labels are (Manifest.target_kind): one class per image, any number of
 # classes per image (multi-hot `target` vectors; Planet's tags, one-hot columns with several
@@ -201,6 +203,10 @@ class Manifest:
     # "min" and "max" (the trainer learns the standardised values; predict undoes it).
     targets: tuple[str, ...] = ()
     target_stats: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
+    # With --feature_columns: the numeric columns stored beside each image (`features`), and
+    # the train split's stats of each (the model standardises them).
+    features: tuple[str, ...] = ()
+    feature_stats: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -211,6 +217,11 @@ class Manifest:
         """Floats in each record's `target` (and each record index row's): 0 without one."""
         return {MULTI_LABEL: self.num_classes, REGRESSION: len(self.targets)}.get(
             self.target_kind, 0)
+
+    @property
+    def feature_size(self) -> int:
+        """Floats in each record's `features` (and each record index row's): 0 without."""
+        return len(self.features)
 
     @property
     def outputs(self) -> int:
@@ -279,9 +290,10 @@ class Manifest:
         return manifest_json.from_json(text, source)
 
 
-def format_version_for(target_kind: str) -> int:
-    """The format_version a dataset of `target_kind` is written as (see FORMAT_VERSION)."""
-    return CLASS_FORMAT_VERSION if target_kind == CLASS else FORMAT_VERSION
+def format_version_for(target_kind: str, features: Sequence[str] = ()) -> int:
+    """The format_version a dataset of `target_kind` (and `features`) is written as (see
+    FORMAT_VERSION)."""
+    return CLASS_FORMAT_VERSION if target_kind == CLASS and not features else FORMAT_VERSION
 
 
 def manifest_path(data_dir: str) -> str:
@@ -336,17 +348,6 @@ def label_range(num_classes: int) -> str:
     return f"out of range ({UNLABELED} for unlabeled, else {classes})"
 
 
-def channel_stats(pixel_sum: Sequence[int], pixel_sq_sum: Sequence[int], pixels: int):
-    """Per-channel mean and std (population) from exact integer sums over `pixels` per channel."""
-    if pixels == 0:
-        return None, None
-    mean = tuple(round(s / pixels, 4) for s in pixel_sum)
-    # Integer arithmetic until the last step: var = (n*sum(x^2) - sum(x)^2) / n^2, exactly.
-    var = [(pixels * sq - s * s) / (pixels * pixels) for s, sq in zip(pixel_sum, pixel_sq_sum)]
-    std = tuple(round(max(v, 0.0) ** 0.5, 4) for v in var)
-    return mean, std
-
-
 # ---------------------------------------------------------------------------------------------
 # TensorFlow side (imported lazily: the writer never needs it)
 # ---------------------------------------------------------------------------------------------
@@ -368,6 +369,14 @@ def parse_batch(serialized, image_shape, batch_size: int = -1, target_size: int 
     images = tf.io.decode_raw(features[IMAGE_KEY], tf.uint8)
     images = tf.reshape(images, [batch_size, *image_shape])
     return images, features[LABEL_KEY], features.get(TARGET_KEY)
+
+
+def parse_features(serialized, feature_size: int):
+    """float32 [B, feature_size]: a batch of records' `features`."""
+    import tensorflow as tf
+
+    spec = {FEATURES_KEY: tf.io.FixedLenFeature([feature_size], tf.float32)}
+    return tf.io.parse_example(serialized, spec)[FEATURES_KEY]
 
 
 def tf_compression_type(compression: str) -> str:

@@ -107,13 +107,15 @@ def indexed_dataset(data_dir: str, manifest: schema.Manifest, split: str,
     augment = options.augment if training else None
     host = fused.host_ops(augment)
     if access.kind == access_lib.TABLE:
-        images, labels = load_table(data_dir, manifest, split, shards, options, access,
-                                    variables=not host.count)
+        images, labels, features = load_table(data_dir, manifest, split, shards, options,
+                                              access, variables=not host.count)
         shard_counts = (int(labels.shape[0]),)
     else:
         records = open_records(data_dir, manifest, shards, split, options.damaged,
                                options.num_parallel_reads)
         shard_counts = records.shard_counts
+        features = (None if records.features is None
+                    else records.features[records.readable])
     order, how = access_lib.choose_order(shard_counts, manifest.image_bytes, batch_size,
                                          training=training, seed=options.seed,
                                          available=available,
@@ -131,6 +133,8 @@ def indexed_dataset(data_dir: str, manifest: schema.Manifest, split: str,
     dataset = with_shapes(dataset, host.output_shape(manifest.image_shape),
                           batch_size if training else None,
                           [manifest.target_size] if manifest.target_size else [])
+    if features is not None:
+        dataset = with_features(dataset, order, features)
     if training and options.augment:
         dataset = augment_by_position(dataset, options.augment, seed=options.seed,
                                       num_classes=manifest.num_classes, skip=host.count)
@@ -220,18 +224,23 @@ def read_batches(numbers: tf.data.Dataset, records: Records, order: Order,
 def load_table(data_dir: str, manifest: schema.Manifest, split: str,
                shards: Sequence[schema.ShardInfo], options: ReadOptions,
                access: access_lib.Access, variables: bool):
-    """The split in memory (table.py): variables, or numpy arrays for gather_placed."""
+    """The split in memory (table.py): (images, labels, features or None), variables or
+    numpy arrays for gather_placed (the features always numpy, float32 [records, F])."""
     count = sum(shard.count for shard in shards)
     if count * manifest.image_bytes >= LOAD_NOTICE_BYTES:
         logging.info("split %r: loading %d records (%.1f GB) into memory", split, count,
                      count * manifest.image_bytes / 1e9)
     if access.random_access:
-        return table.load_records(open_records(
-            data_dir, manifest, shards, split, options.damaged, options.num_parallel_reads),
-            variables)
+        records = open_records(data_dir, manifest, shards, split, options.damaged,
+                               options.num_parallel_reads)
+        features = None if records.features is None else records.features[records.readable]
+        return (*table.load_records(records, variables), features)
     paths = [os.path.join(data_dir, shard.file) for shard in shards]
-    return table.load_streams(paths, shards, manifest, split, data_dir, options.damaged,
-                              variables)
+    features = (np.empty((count, manifest.feature_size), np.float32)
+                if manifest.feature_size else None)
+    images, labels = table.load_streams(paths, shards, manifest, split, data_dir,
+                                        options.damaged, variables, features)
+    return images, labels, None if features is None else features[:int(labels.shape[0])]
 
 
 def gather_placed(numbers: tf.data.Dataset, images: np.ndarray, labels: np.ndarray,
@@ -285,17 +294,33 @@ def with_shapes(dataset: tf.data.Dataset, image_shape: Sequence[int],
     return dataset.map(shaped)
 
 
+def with_features(dataset: tf.data.Dataset, order: Order,
+                  features: np.ndarray) -> tf.data.Dataset:
+    """(images, labels, g) -> (images, labels, g, features of batch g's records): gathered by
+    the same order indices the batch's records were read by."""
+    def gather(batch):
+        return features[order.indices(int(batch))]
+
+    def attach(images, labels, batch):
+        found = tf.numpy_function(PYTHON_CALLS.wrap(gather), [batch], tf.float32,
+                                  stateful=False)
+        return images, labels, batch, tf.ensure_shape(found, [None, features.shape[1]])
+
+    return dataset.map(attach, num_parallel_calls=AUTOTUNE, deterministic=True)
+
+
 def augment_by_position(dataset: tf.data.Dataset, spec: Any, *, seed: int,
                         num_classes: int, skip: int = 0) -> tf.data.Dataset:
-    """(images, labels, g) -> augmented (images, labels), batch g seeded with (seed, g); the
-    first `skip` ops were done by the reader."""
+    """(images, labels, g[, features]) -> augmented (images, labels[, features]), batch g
+    seeded with (seed, g); the first `skip` ops were done by the reader. Features pass
+    through as they are."""
     op = augment_lib.build(spec, num_classes=num_classes, skip=skip)
 
-    def run(images, labels, batch):
-        return op(images, labels, tf.stack([tf.constant(seed, tf.int64), batch]))
+    def run(images, labels, batch, *features):
+        return (*op(images, labels, tf.stack([tf.constant(seed, tf.int64), batch])), *features)
 
     return dataset.map(run, num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
 def drop_position(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    return dataset.map(lambda images, labels, batch: (images, labels))
+    return dataset.map(lambda images, labels, batch, *features: (images, labels, *features))

@@ -272,13 +272,14 @@ class Records:
     """A pipeline's records for random access: the reader, and which positions are readable."""
 
     def __init__(self, reader: RecordReader, readable: np.ndarray, shards: Sequence[str],
-                 targets: np.ndarray | None = None):
+                 targets: np.ndarray | None = None, features: np.ndarray | None = None):
         self.reader = reader
         self.readable = readable  # reader positions, in order
         # float32 [reader positions, T] of a multi-label or regression dataset, from the
         # record indexes (the kernel checks each record's CRC against its index, so these
         # are the record's).
         self.targets = targets
+        self.features = features  # float32 [reader positions, F] with --feature_columns
         counts = np.bincount(reader.shard_of[readable], minlength=len(shards))
         self.shard_counts = tuple(int(n) for n in counts)
 
@@ -296,7 +297,7 @@ def open_records(data_dir: str, manifest: schema.Manifest, shards: Sequence[sche
     """Random access to `shards` (their indexes loaded, or built once and logged)."""
     start = time.monotonic()
     loaded = [record_index.load_or_build(data_dir, shard, manifest.image_bytes,
-                                         manifest.target_size) for shard in shards]
+                                         record_index.Widths.of(manifest)) for shard in shards]
     built = sum(entry.built for entry in loaded)
     if built:
         logging.info("built the record index of %d shard(s) of %r in %.1f s", built, split,
@@ -310,11 +311,11 @@ def open_records(data_dir: str, manifest: schema.Manifest, shards: Sequence[sche
     readable = np.arange(len(reader), dtype=np.int64)
     if policy.skip:
         readable = _readable(reader, shards, problems, split, data_dir, policy)
-    targets = None
-    if manifest.target_size:
-        targets = np.concatenate([entry.index.targets for entry in loaded]) if loaded else \
-            np.zeros((0, manifest.target_size), np.float32)
-    return Records(reader, readable, [shard.file for shard in shards], targets)
+    blocks = {name: np.concatenate([getattr(entry.index, name) for entry in loaded])
+              if loaded else np.zeros((0, width), np.float32)
+              for name, width in (("targets", manifest.target_size),
+                                  ("features", manifest.feature_size)) if width}
+    return Records(reader, readable, [shard.file for shard in shards], **blocks)
 
 
 def _fail_on_broken_shards(data_dir: str, shards, loaded, problems) -> None:

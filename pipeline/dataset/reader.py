@@ -136,6 +136,8 @@ def build_dataset(data_dir: str, split: str, batch_size: int, training: bool,
     """make_dataset with its options as one object (the trainer builds them once per run)."""
     plan = plan_read(data_dir, split, training, options, input_context)
     options, count = plan.options, sum(shard.count for shard in plan.shards)
+    if training and plan.manifest.feature_size:
+        _refuse_label_ops_with_features(options.augment)
     _check_start_batch(options.start_batch, training, plan.access)
     require_batches(count, batch_size, training, split)
     if plan.access.kind == access_lib.STREAM:
@@ -150,12 +152,24 @@ def build_dataset(data_dir: str, split: str, batch_size: int, training: bool,
         dataset = indexed.indexed_dataset(
             data_dir, plan.manifest, split, plan.shards, batch_size, training=training,
             options=options, access=plan.access, available=available_memory())
+    if plan.manifest.feature_size:  # (images, labels, features) -> Keras' (inputs, labels)
+        dataset = dataset.map(lambda images, labels, features: (
+            {"image": images, "features": features}, labels))
     tf_options = tf.data.Options()
     tf_options.deterministic = options.deterministic
     dataset = dataset.with_options(tf_options)
     if options.service:
         dataset = on_service(dataset, options.service, training)
     return to_consumer(dataset, options.to_device)
+
+
+def _refuse_label_ops_with_features(spec) -> None:
+    """mixup and cutmix pair a mixed image with the features of one of its two images."""
+    mixing = [name for name, _ in augment_lib.parse_spec(spec) if name in augment_lib.LABEL_OPS]
+    if mixing:
+        raise DatasetError(f"augment={spec!r}: {', '.join(mixing)} mixes two images and their "
+                           "labels, but a dataset with --feature_columns keeps one image's "
+                           "features: leave them out of the spec")
 
 
 def readable_records(data_dir: str, split: str, training: bool, options: ReadOptions) -> int:

@@ -105,7 +105,7 @@ def check_against_indexes(data_dir: str, manifest: schema.Manifest, split: str,
         if not os.path.exists(path):
             continue  # named where it is opened
         index = record_index.load_or_build(data_dir, shard, manifest.image_bytes,
-                                           manifest.target_size).index
+                                           record_index.Widths.of(manifest)).index
         record = record_index.foreign_record(path, index, manifest.label_values)
         if record is not None:
             raise record_index.IndexMismatch(record_index.mismatch_message(
@@ -132,9 +132,12 @@ def streaming_batches(paths: Sequence[str], counts: Sequence[int], manifest: sch
     static = batch_size if training else -1  # the last batch is partial when not training
 
     def parse(records, tags):
-        return checked_batch(records, tags, names, manifest.image_shape, static,
-                             manifest.label_values, manifest.target_size,
-                             manifest.target_kind == schema.MULTI_LABEL)
+        checked = checked_batch(records, tags, names, manifest.image_shape, static,
+                                manifest.label_values, manifest.target_size,
+                                manifest.target_kind == schema.MULTI_LABEL)
+        if not manifest.feature_size:
+            return checked
+        return (*checked, schema.parse_features(records, manifest.feature_size))
 
     return dataset.map(parse, num_parallel_calls=AUTOTUNE, deterministic=options.deterministic)
 
@@ -289,8 +292,8 @@ def apply_augment(dataset: tf.data.Dataset, spec: Any, *, seed: int, num_classes
     op = augment_lib.build(spec, num_classes=num_classes)
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
-    def run(batch, batch_seed):
-        images, labels = batch
-        return op(images, labels, batch_seed)
+    def run(batch, batch_seed):  # features, if any, pass through as they are
+        images, labels, *features = batch
+        return (*op(images, labels, batch_seed), *features)
 
     return tf.data.Dataset.zip((dataset, seeds)).map(run, num_parallel_calls=AUTOTUNE)

@@ -56,17 +56,20 @@ def load_records(records_: Records, variables: bool = True):
 
 def load_streams(paths: Sequence[str], shards: Sequence[schema.ShardInfo],
                  manifest: schema.Manifest, split: str, data_dir: str,
-                 policy: DamagedShards, variables: bool = True):
+                 policy: DamagedShards, variables: bool = True,
+                 features: np.ndarray | None = None):
     """Every record of compressed or remote shards, read through in order; with "skip", each
     damaged shard up to its first bad record (past a bad record a stream cannot resync).
-    Variables, or the numpy arrays, as load_records."""
+    Variables, or the numpy arrays, as load_records; `features` (float32 [count, F], with
+    --feature_columns) gets the loaded records' features in its first rows."""
     count = sum(shard.count for shard in shards)
     images = aligned_empty(count * manifest.image_bytes, 64).reshape(count, *manifest.image_shape)
     labels = (np.empty((count, manifest.target_size), np.float32) if manifest.target_size
               else np.empty(count, np.int64))
     loaded = 0
     for path, shard in zip(paths, shards):
-        read, problem = _load_shard(path, manifest, images[loaded:], labels[loaded:])
+        read, problem = _load_shard(path, manifest, images[loaded:], labels[loaded:],
+                                    None if features is None else features[loaded:])
         if problem is not None:
             if not policy.skip:
                 raise DatasetError(damaged.damaged_message(shard.file, read, problem))
@@ -79,7 +82,7 @@ def load_streams(paths: Sequence[str], shards: Sequence[schema.ShardInfo],
 
 
 def _load_shard(path: str, manifest: schema.Manifest, images: np.ndarray,
-                labels: np.ndarray) -> tuple[int, str | None]:
+                labels: np.ndarray, features: np.ndarray | None) -> tuple[int, str | None]:
     """Records of one shard into images[0..] / labels[0..] (a multi-label dataset's: its
     targets): (how many, the problem that stopped it or None)."""
     flat = images.reshape(len(images), -1)
@@ -91,7 +94,7 @@ def _load_shard(path: str, manifest: schema.Manifest, images: np.ndarray,
             for data in records.iter_framed_records(stream):
                 if read == len(labels):
                     return read, "more records than the manifest lists"
-                problem = _store(data, manifest, flat[read], labels, read)
+                problem = _store(data, manifest, flat[read], labels, read, features)
                 if problem is not None:
                     return read, problem
                 read += 1
@@ -103,7 +106,7 @@ def _load_shard(path: str, manifest: schema.Manifest, images: np.ndarray,
 
 
 def _store(data: bytes, manifest: schema.Manifest, row: np.ndarray, labels: np.ndarray,
-           slot: int) -> str | None:
+           slot: int, features: np.ndarray | None = None) -> str | None:
     try:
         layout = record_fields.layout_of(data)
     except schema.FormatError as err:
@@ -122,6 +125,14 @@ def _store(data: bytes, manifest: schema.Manifest, row: np.ndarray, labels: np.n
                    or _binary_problem(manifest, labels[slot]))
     elif problem is None:
         labels[slot] = label
+    if problem is None and features is not None:
+        try:
+            features[slot] = record_fields.feature_values(
+                lambda offset, n: data[offset:offset + n], layout, manifest.feature_size)
+        except schema.FormatError as err:
+            return str(err)
+        problem = record_index.targets_problem(features[slot:slot + 1], manifest.feature_size,
+                                               "features")
     if problem is None:
         start = layout.image_offset
         row[:] = np.frombuffer(data, np.uint8, layout.image_length, start)

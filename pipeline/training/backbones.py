@@ -29,6 +29,7 @@ from pipeline import augment as augment_lib
 from pipeline import errors
 from pipeline.core import schema
 from pipeline.training import model as model_lib
+from pipeline.training import tabular
 from pipeline.training.settings import ModelSettings, TrainingError
 
 BACKBONE_NAME = "backbone"  # the application's layer name inside our model
@@ -96,7 +97,8 @@ class GradientScale(keras.layers.Layer):
 def build_application(*, name: str, num_classes: int, image_shape: Sequence[int],
                       weights: str | None = None, augment=None, seed: int | None = None,
                       dropout: float = 0.0, eval_resize: tuple[int, float] | None = None,
-                      backbone_lr_factor: float = 1.0) -> keras.Model:
+                      backbone_lr_factor: float = 1.0, input_name: str = "images"
+                      ) -> keras.Model:
     """uint8 [B, 3, H, W] in, float32 logits out, through keras.applications.<name>."""
     channels, height, width = image_shape
     if channels != 3:
@@ -108,7 +110,7 @@ def build_application(*, name: str, num_classes: int, image_shape: Sequence[int]
     base.name = BACKBONE_NAME
     if weights not in (None, "imagenet"):
         load_backbone_weights(base, weights)
-    images, x = model_lib.model_input(image_shape, eval_resize)
+    images, x = model_lib.model_input(image_shape, eval_resize, input_name)
     x = augment_lib.DevicePreprocess([0.0] * 3, [1.0] * 3, data_format="channels_last",
                                      augment=augment, seed=seed, name="preprocess")(x)
     x = BackboneInput(name, name="backbone_input")(x)
@@ -142,12 +144,20 @@ def backbone_of(net: keras.Model) -> keras.Model | None:
 
 
 def build_network(network: ModelSettings, manifest: schema.Manifest) -> keras.Model:
-    """Our ResNet, or a keras.applications backbone with a new head."""
+    """Our ResNet, or a keras.applications backbone with a new head; with the dataset's
+    --feature_columns, joined with them before the head (tabular.with_features)."""
+    net = _image_network(network, manifest)
+    return tabular.with_features(net, manifest) if manifest.feature_size else net
+
+
+def _image_network(network: ModelSettings, manifest: schema.Manifest) -> keras.Model:
     if not network.backbone_lr_factor > 0:
         raise TrainingError(f"backbone_lr_factor={network.backbone_lr_factor!r}: the backbone's "
                             "share of the learning rate, > 0 (freeze_epochs freezes it)")
     image_shape = ((manifest.image_shape[0], None, None) if network.any_size
                    else manifest.image_shape)
+    # With features the inputs are a dict, its keys the Input names (the reader's).
+    input_name = schema.IMAGE_KEY if manifest.feature_size else "images"
     if network.backbone == OURS:
         settings = {name: value for name, value in dataclasses.asdict(network).items()
                     if name not in ("backbone", "weights", "any_size", "backbone_lr_factor")}
@@ -158,8 +168,9 @@ def build_network(network: ModelSettings, manifest: schema.Manifest) -> keras.Mo
                                 "is Keras's, which can load weights)")
         return model_lib.build_resnet(num_classes=manifest.outputs,
                                       image_shape=image_shape, mean=manifest.mean,
-                                      std=manifest.std, **settings)
+                                      std=manifest.std, input_name=input_name, **settings)
     return build_application(
         name=network.backbone, num_classes=manifest.outputs, image_shape=image_shape,
         weights=network.weights, augment=network.augment, seed=network.seed,
-        eval_resize=network.eval_resize, backbone_lr_factor=network.backbone_lr_factor)
+        eval_resize=network.eval_resize, backbone_lr_factor=network.backbone_lr_factor,
+        input_name=input_name)

@@ -54,8 +54,11 @@ def work_around_keras_multi_worker(net: keras.Model, replica_batch: int,
     """
     from keras.src.backend.tensorflow import trainer as keras_tf_trainer
 
-    specs = (tf.TensorSpec((replica_batch, *manifest.image_shape), tf.uint8),
-             tf.TensorSpec((replica_batch, manifest.outputs), tf.float32))
+    images = tf.TensorSpec((replica_batch, *manifest.image_shape), tf.uint8)
+    if manifest.feature_size:
+        images = {schema.IMAGE_KEY: images, schema.FEATURES_KEY: tf.TensorSpec(
+            (replica_batch, manifest.feature_size), tf.float32)}
+    specs = (images, tf.TensorSpec((replica_batch, manifest.outputs), tf.float32))
     net._symbolic_build(data_batch=specs)
     net._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
 

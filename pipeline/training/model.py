@@ -64,6 +64,7 @@ def build_resnet(
     seed: int | None = None,
     eval_resize: tuple[int, float] | None = None,
     name: str | None = None,
+    input_name: str = "images",
 ) -> keras.Model:
     """A ResNet-`depth` classifier of uint8 `[B, *image_shape]` (C, H, W) images.
 
@@ -87,7 +88,7 @@ def build_resnet(
     regularizer = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
     layers = _Layers(data_format, 1 if data_format == "channels_first" else -1, regularizer)
 
-    images, x = model_input(image_shape, eval_resize)
+    images, x = model_input(image_shape, eval_resize, input_name)
     x = augment_lib.DevicePreprocess(mean, std, data_format=data_format, augment=augment,
                                      seed=seed, name="preprocess")(x)
     if input_pool > 1:
@@ -101,10 +102,11 @@ def build_resnet(
     return keras.Model(images, logits, name=name or f"resnet{depth}")
 
 
-def model_input(image_shape: Sequence[int | None], eval_resize: tuple[int, float] | None):
+def model_input(image_shape: Sequence[int | None], eval_resize: tuple[int, float] | None,
+                input_name: str = "images"):
     """(the uint8 [B, C, H, W] input, what the network reads): with `eval_resize` (size,
     crop), evaluation's centre crop first (augment.EvalResize)."""
-    images = keras.Input(shape=tuple(image_shape), dtype="uint8", name="images")
+    images = keras.Input(shape=tuple(image_shape), dtype="uint8", name=input_name)
     if eval_resize is None:
         return images, images
     size, crop = eval_resize

@@ -118,9 +118,16 @@ def choose_fold(runs: Sequence[dict], workdirs: Sequence[str], split: str,
 
 
 def view_of(batches, view: str | None):
-    """The batches' images, as `view` transforms them (None: as they are)."""
+    """The batches' inputs, their images as `view` transforms them (None: as they are);
+    features (--feature_columns) as they are."""
     transform = TTA_VIEWS[view] if view is not None else (lambda images: images)
-    return batches.map(lambda images, labels: transform(images))
+
+    def inputs(x, labels):
+        if isinstance(x, dict):
+            return {**x, schema.IMAGE_KEY: transform(x[schema.IMAGE_KEY])}
+        return transform(x)
+
+    return batches.map(inputs)
 
 
 def predict_split(workdir: str | Sequence[str], split: str = schema.TEST, *,

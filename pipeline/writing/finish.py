@@ -181,7 +181,7 @@ def build_manifest(shards, results, main: Listing, config: WriteConfig, fingerpr
         specs = [spec for spec in shards if spec.split == split]
         split_results = [results[(spec.split, spec.index)] for spec in specs]
         splits[split] = split_info(specs, results, classes)
-        stats[split] = schema.channel_stats(
+        stats[split] = channel_stats(
             [sum(r.pixel_sum[c] for r in split_results) for c in range(schema.CHANNELS)],
             [sum(r.pixel_sq_sum[c] for r in split_results) for c in range(schema.CHANNELS)],
             sum(r.pixels for r in split_results),
@@ -199,20 +199,34 @@ def build_manifest(shards, results, main: Listing, config: WriteConfig, fingerpr
         fingerprint=fingerprint,
         folds=fold_infos(shards, results, classes),
         target_kind=main.target_kind, targets=main.targets,
-        format_version=schema.format_version_for(main.target_kind),
-        target_stats=train_target_stats(shards, results, main.targets),
+        format_version=schema.format_version_for(main.target_kind, main.features),
+        target_stats=train_stats(shards, results, main.targets, "values"),
+        features=main.features,
+        feature_stats=train_stats(shards, results, main.features, "features"),
     )
 
 
-def train_target_stats(shards, results, targets) -> dict:
-    """Regression: each target's mean, std, min and max over the train split's written
-    records (its rejects left out); {} for other kinds."""
-    if not targets:
+def train_stats(shards, results, names, field: str) -> dict:
+    """Each of `names`' mean, std, min and max over the train split's written records (its
+    rejects left out), from each image's `field` (a regression's `values`, `features`); {}
+    without names."""
+    if not names:
         return {}
     specs = [spec for spec in shards if spec.split == schema.TRAIN]
     rejected = {path for spec in specs for path, _ in results[(spec.split, spec.index)].rejects}
-    return regression.stats([image.values for spec in specs for image in spec.images
-                             if image.path not in rejected], targets)
+    return regression.stats([getattr(image, field) for spec in specs for image in spec.images
+                             if image.path not in rejected], names)
+
+
+def channel_stats(pixel_sum: Sequence[int], pixel_sq_sum: Sequence[int], pixels: int):
+    """Per-channel mean and std (population) from exact integer sums over `pixels` per channel."""
+    if pixels == 0:
+        return None, None
+    mean = tuple(round(s / pixels, 4) for s in pixel_sum)
+    # Integer arithmetic until the last step: var = (n*sum(x^2) - sum(x)^2) / n^2, exactly.
+    var = [(pixels * sq - s * s) / (pixels * pixels) for s, sq in zip(pixel_sum, pixel_sq_sum)]
+    std = tuple(round(max(v, 0.0) ** 0.5, 4) for v in var)
+    return mean, std
 
 
 def log_summary(summary, total_images: int) -> None:

@@ -81,7 +81,8 @@ def load_input(given: str, config: WriteConfig, *, label_column_required: bool =
                         label_columns=config.label_column_names,
                         multi_label=config.multi_label,
                         label_delimiter=config.label_delimiter,
-                        target_columns=config.target_column_names)
+                        target_columns=config.target_column_names,
+                        feature_columns=config.feature_column_names)
 
 
 def check_input_flags(config: WriteConfig, inputs: Sequence[str | None]) -> None:

@@ -65,18 +65,20 @@ def shard_problem(output_dir: str, filename: str, size: int, sha256: str) -> str
     return None
 
 
-def expected_indexes(output_dir: str, filename: str, size: int, sha256: str,
-                     image_bytes: int, target_size: int = 0) -> dict[str, bytes] | None:
+def expected_indexes(output_dir: str, filename: str, size: int, sha256: str, image_bytes: int,
+                     widths: record_index.Widths = record_index.Widths()
+                     ) -> dict[str, bytes] | None:
     """{index file name: its bytes} of the intact uncompressed shard `filename`, rebuilt from
     the shard; None when its records cannot be framed (the shard must be rewritten)."""
-    table, problem, targets = index_scan.scan_shard(os.path.join(output_dir, filename),
-                                                    image_bytes, target_size)
-    if problem is not None:
+    scan = index_scan.scan_shard(os.path.join(output_dir, filename), image_bytes, widths)
+    if scan.problem is not None:
         return None
+    table = scan.table
     framing = records.HEADER_BYTES + records.FOOTER_BYTES
     dali = records.dali_index_text([(int(offset), int(length) + framing)
                                     for offset, length in table[:, :2]])
-    index = record_index.RecordIndex(filename, size, sha256, image_bytes, table, targets)
+    index = record_index.RecordIndex(filename, size, sha256, image_bytes, table, scan.targets,
+                                     scan.features)
     return {schema.dali_index_filename(filename, "NONE"): dali.encode("ascii"),
             schema.record_index_filename(filename, "NONE"): record_index.encode(index)}
 
@@ -99,15 +101,14 @@ def repair_indexes(output_dir: str, expected: dict[str, bytes]) -> list[tuple[st
 
 
 def check_kept_shard(output_dir: str, shard, *, compression: str, image_bytes: int,
-                     target_size: int = 0) -> str | None:
+                     widths: record_index.Widths = record_index.Widths()) -> str | None:
     """None when `shard` (a dataset.json ShardInfo or a progress record: its file, bytes and
     sha256) may be kept, its indexes repaired where they differ; otherwise why it must be
     rewritten, which is also logged."""
     filename, size, sha256 = shard.file, shard.bytes, shard.sha256
     problem = shard_problem(output_dir, filename, size, sha256)
     if problem is None and compression == "NONE":
-        expected = expected_indexes(output_dir, filename, size, sha256, image_bytes,
-                                    target_size)
+        expected = expected_indexes(output_dir, filename, size, sha256, image_bytes, widths)
         if expected is None:
             problem = "its records cannot be framed"
         else:
@@ -183,7 +184,8 @@ def settle_manifest(output_dir: str, manifest: schema.Manifest,
     """After every shard of a complete dataset was checked and its record indexes rebuilt
     (check_kept_shard): ChangedManifest when dataset.json lists another index digest than the
     rebuilt index's; an older format's dataset upgraded (upgrade_manifest)."""
-    if manifest.format_version < schema.format_version_for(manifest.target_kind):
+    if manifest.format_version < schema.format_version_for(manifest.target_kind,
+                                                           manifest.features):
         return upgrade_manifest(output_dir, manifest, fingerprint)
     for info in manifest.splits.values():
         for shard in info.shards:
@@ -209,7 +211,7 @@ def upgrade_manifest(output_dir: str, manifest: schema.Manifest,
 
     splits = {name: dataclasses.replace(info, shards=tuple(map(upgraded, info.shards)))
               for name, info in manifest.splits.items()}
-    version = schema.format_version_for(manifest.target_kind)
+    version = schema.format_version_for(manifest.target_kind, manifest.features)
     new = dataclasses.replace(manifest, splits=splits, fingerprint=fingerprint,
                               format_version=version)
     restore_files(output_dir, tfds_export.metadata_files(new)

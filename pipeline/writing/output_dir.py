@@ -131,6 +131,6 @@ def load_completed_shard(output_dir: str, spec: plan.ShardSpec, compression: str
     if result.file != filename or result.images_seen != len(spec.images):
         return None
     if kept.check_kept_shard(output_dir, result, compression=compression,
-                             image_bytes=image_bytes, target_size=spec.target_size) is not None:
+                             image_bytes=image_bytes, widths=spec.widths) is not None:
         return None
     return result

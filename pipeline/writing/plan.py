@@ -14,7 +14,7 @@ import random
 from typing import Mapping, Sequence
 
 from pipeline import errors
-from pipeline.core import schema
+from pipeline.core import record_index, schema
 from pipeline.writing import regression, stratify
 from pipeline.writing.sources import SourceImage
 
@@ -31,6 +31,12 @@ class ShardSpec:
     fold: int | None = None  # written with --folds: the fold all its images are in
     # Each record's target floats: a multi-label dataset's classes, a regression's targets.
     target_size: int = 0
+    feature_size: int = 0  # each record's --feature_columns floats
+
+    @property
+    def widths(self) -> record_index.Widths:
+        """What each record's index row holds beside the table."""
+        return record_index.Widths(self.target_size, self.feature_size)
 
     def filename(self, compression: str = "NONE") -> str:
         return schema.shard_filename(self.split, self.index, self.num_shards, compression)
@@ -253,5 +259,7 @@ def fingerprint(shards: Sequence[ShardSpec], settings: Mapping[str, object]) -> 
         for image in shard.images:
             tags = "" if image.tags is None else "\t" + " ".join(map(str, image.tags))
             tags += "" if image.values is None else "\t" + " ".join(map(repr, image.values))
+            tags += "" if image.features is None else "\tf " + " ".join(
+                map(repr, image.features))
             digest.update(f"\n{image.path}\t{image.label}{tags}".encode("utf-8"))
     return digest.hexdigest()

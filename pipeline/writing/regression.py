@@ -36,9 +36,10 @@ def listing(csv_path: str, frame, paths: Sequence[str], base: str,
                    target_kind=schema.REGRESSION, targets=tuple(target_columns))
 
 
-def row_values(csv_path: str, frame, target_columns: Sequence[str]) -> list[tuple[float, ...]]:
-    """Each row's targets as floats (float32-exact, as stored); InputError naming the first
-    line and column whose cell is not a finite number."""
+def row_values(csv_path: str, frame, target_columns: Sequence[str],
+               flag: str = "--target_columns") -> list[tuple[float, ...]]:
+    """Each row's values of `target_columns` as floats (float32-exact, as stored);
+    InputError naming the first line and column whose cell is not a finite number."""
     rows = []
     for line, cells in enumerate(frame[list(target_columns)].itertuples(index=False), 2):
         row = []
@@ -52,8 +53,8 @@ def row_values(csv_path: str, frame, target_columns: Sequence[str]) -> list[tupl
             value = float(np.float32(value)) if math.isfinite(value) else value
             if not math.isfinite(value):
                 raise InputError(f"{csv_path}: line {line} has {column}={cell!r}, not a "
-                                 "number float32 holds; every row needs a finite number in "
-                                 "each --target_columns column")
+                                 f"number float32 holds; every row needs a finite number in "
+                                 f"each {flag} column")
             row.append(value)
         rows.append(tuple(row))
     return rows

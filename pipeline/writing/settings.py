@@ -109,6 +109,12 @@ class WriteConfig:
         "keep the share of each tenth of the first target's range, the trainer fits the "
         "standardised values (mean squared error; RMSE on the original scale), and predict "
         "writes the values under these columns' names.", group="input", recorded=True)
+    feature_columns: str | None = setting(
+        None, "Comma-separated numeric columns stored beside each image as float32 features "
+        "(PetFinder's Eyes,Face,...,Blur): --input and --test_input must both have them, "
+        "each cell a finite number. Batches are then ({'image': images, 'features': "
+        "float32 [B, features]}, labels), and the trainer joins them to the image's "
+        "embedding through a small MLP.", group="input", recorded=True)
     # True when --label_column was given: a CSV without that column is then a typo, not an
     # unlabeled CSV.
     label_column_required: bool = setting(
@@ -197,6 +203,13 @@ class WriteConfig:
         return tuple(name.strip() for name in self.label_columns.split(","))
 
     @property
+    def feature_column_names(self) -> tuple[str, ...]:
+        """--feature_columns as a tuple (empty when not given)."""
+        if self.feature_columns is None:
+            return ()
+        return tuple(name.strip() for name in self.feature_columns.split(","))
+
+    @property
     def target_column_names(self) -> tuple[str, ...]:
         """--target_columns as a tuple (empty when not given)."""
         if self.target_columns is None:
@@ -257,6 +270,11 @@ def check(config: WriteConfig) -> None:
                              "'images/{}.jpg'")
     check_label_columns(config)
     check_target_columns(config)
+    names = config.feature_column_names
+    if config.feature_columns is not None and (
+            any(not name for name in names) or len(set(names)) != len(names)):
+        raise plan.PlanError(f"--feature_columns={config.feature_columns!r}: name each "
+                             "numeric column once, comma-separated, e.g. 'Eyes,Face'")
     if config.label_delimiter != " " and not config.multi_label:
         raise plan.PlanError(f"--label_delimiter={config.label_delimiter!r} separates the tags "
                              "of a --multi_label column; add --multi_label, or drop it")
@@ -309,7 +327,8 @@ def manifest_flags(config: WriteConfig) -> dict:
     for field in fields(recorded=True):
         if field.metadata["group"] == "tfds" and not reads_tfds:
             continue
-        if field.name in ("image_path", "label_columns", "target_columns") and \
+        if field.name in ("image_path", "label_columns", "target_columns",
+                          "feature_columns") and \
                 getattr(config, field.name) is None:
             continue  # recorded only where given: other manifests stay as they were
         if field.name in ("multi_label", "label_delimiter") and not config.multi_label:

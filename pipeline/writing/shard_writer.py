@@ -78,7 +78,8 @@ def write_shard(
     """
     filename = spec.filename(compression)
     stats = _ShardStats()
-    placed: list[tuple] = []  # (offset, size, data CRC, ExampleLayout, target) per record
+    # (offset, size, data CRC, ExampleLayout, target, features) per record
+    placed: list[tuple] = []
     pending = 0
     with files.atomic_file(os.path.join(output_dir, filename)) as raw:
         writer = records.RecordWriter(raw, compression)
@@ -89,9 +90,12 @@ def write_shard(
                 stats.rejects.append((image.path, rejected.reason))
             else:
                 target = _target(image, spec.target_size)
-                payload = records.encode_example(chw.tobytes(), image.label, image.path, target)
+                features = (np.array(image.features, np.float32) if spec.feature_size
+                            else None)
+                payload = records.encode_example(chw.tobytes(), image.label, image.path, target,
+                                                 features)
                 placed.append((*writer.write(payload), writer.last_crc,
-                               record_fields.layout_of(payload), target))
+                               record_fields.layout_of(payload), target, features))
                 # A regression record counts under no class.
                 stats.add(chw, image.label, image.tags if image.values is None else ())
             pending += 1
@@ -104,7 +108,8 @@ def write_shard(
         index_sha256 = write_indexes(output_dir, placed, record_index.RecordIndex(
             filename, size, sha256, schema.CHANNELS * image_size * image_size,
             np.array([record_index.row(*record[:4]) for record in placed], np.int64).reshape(
-                -1, len(record_index.COLUMNS)), _targets(spec, placed)))
+                -1, len(record_index.COLUMNS)), _block(placed, 4, spec.target_size),
+            _block(placed, 5, spec.feature_size)))
     on_progress(pending)
     result = stats.result(filename, size, sha256, image_size, index_sha256)
     files.atomic_write_text(progress_record_path(output_dir, filename), result.to_json())
@@ -121,11 +126,12 @@ def _target(image, target_size: int):
     return tags.multi_hot(image.tags or (), target_size)
 
 
-def _targets(spec: plan.ShardSpec, placed) -> np.ndarray | None:
-    """The written records' targets (their index's targets block), or None without any."""
-    if not spec.target_size:
+def _block(placed, column: int, width: int) -> np.ndarray | None:
+    """The written records' targets or features (`column` of `placed`): their index's float
+    block, or None without any."""
+    if not width:
         return None
-    return np.array([record[4] for record in placed], np.float32).reshape(-1, spec.target_size)
+    return np.array([record[column] for record in placed], np.float32).reshape(-1, width)
 
 
 def write_indexes(output_dir: str, placed, index: record_index.RecordIndex) -> str:

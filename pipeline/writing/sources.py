@@ -35,6 +35,7 @@ class SourceImage:
     # Multi-label listings: the indices of the image's classes (ascending; may be empty).
     tags: tuple[int, ...] | None = None
     values: tuple[float, ...] | None = None  # regression listings: the row's targets
+    features: tuple[float, ...] | None = None  # with --feature_columns: the row's values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Listing:
     warnings: tuple[str, ...] = ()  # for the summary: empty classes, skipped folders, ...
     target_kind: str = schema.CLASS  # MULTI_LABEL: each image's classes are its `tags`
     targets: tuple[str, ...] = ()  # REGRESSION: the target columns (each image's `values`)
+    features: tuple[str, ...] = ()  # the --feature_columns (each image's `features`)
 
 
 def load_listing(
@@ -56,25 +58,29 @@ def load_listing(
     label_column_required: bool = False, allow_outside: bool = False,
     image_path: str | None = None, label_columns: Sequence[str] = (),
     multi_label: bool = False, label_delimiter: str = " ", target_columns: Sequence[str] = (),
+    feature_columns: Sequence[str] = (),
 ) -> Listing:
     """A CSV file or a directory of class folders -> Listing. Paths that lead outside the
-    input are refused unless `allow_outside` (pipeline.writing.boundary)."""
+    input are refused unless `allow_outside` (pipeline.writing.boundary); with
+    `feature_columns`, each image gets its row's values of them (a CSV's only)."""
     if os.path.isdir(input_path):
         if image_path is not None:
             raise InputError(f"--image_path={image_path} makes paths of a CSV's values; "
                              f"--input={input_path} is a folder of class folders")
-        if multi_label or target_columns:
+        if multi_label or target_columns or feature_columns:
             raise InputError(f"--{'multi_label' if multi_label else 'target_columns'} reads "
                              f"a CSV's columns; --input={input_path} is a folder of class "
                              "folders, one class per image")
         return list_class_tree(input_path, allow_outside=allow_outside)
     if os.path.isfile(input_path):
-        return read_csv_listing(
+        listing = read_csv_listing(
             input_path, image_column=image_column, label_column=label_column,
             label_column_required=label_column_required, allow_outside=allow_outside,
             image_path=image_path, label_columns=label_columns, multi_label=multi_label,
             label_delimiter=label_delimiter, target_columns=target_columns,
         )
+        return with_features(listing, input_path, feature_columns) if feature_columns \
+            else listing
     raise InputError(
         f"--input={input_path!r} does not exist; give a CSV file (image,label columns) or a "
         "directory with one sub-folder per class"
@@ -156,6 +162,23 @@ def _labeled_listing(csv_path: str, frame, paths: Sequence[str], base: str, labe
     return Listing(
         images, classes, True, f"CSV {csv_path} ({len(images):,} images, {len(classes)} classes)"
     )
+
+
+def with_features(listing: Listing, csv_path: str, feature_columns: Sequence[str]) -> Listing:
+    """`listing` (read_csv_listing's, in the CSV's row order) with each image's values of
+    `feature_columns`; InputError naming a missing column or a cell that is no number."""
+    from pipeline.writing import regression  # it reads this module's InputError
+
+    frame = _read_csv(csv_path)
+    missing = [name for name in feature_columns if name not in frame.columns]
+    if missing:
+        raise InputError(f"{csv_path}: no {', '.join(map(repr, missing))} column; it has "
+                         f"{list(frame.columns)}. --feature_columns must be in --input and "
+                         "--test_input alike")
+    rows = regression.row_values(csv_path, frame, feature_columns, "--feature_columns")
+    images = tuple(dataclasses.replace(image, features=row)
+                   for image, row in zip(listing.images, rows))
+    return dataclasses.replace(listing, images=images, features=tuple(feature_columns))
 
 
 def _read_csv(csv_path: str):

@@ -129,6 +129,8 @@ def features(manifest: schema.Manifest) -> dict:
     if manifest.target_size:  # multi-label: the label only says labeled (0) or not (-1)
         found[schema.LABEL_KEY] = _tensor("int64", [])
         found[schema.TARGET_KEY] = _tensor("float32", [manifest.target_size])
+    if manifest.feature_size:
+        found[schema.FEATURES_KEY] = _tensor("float32", [manifest.feature_size])
     return {"featuresDict": {"features": found}, "pythonClassName": _CLASS_NAMES["dict"]}
 
 

@@ -33,7 +33,7 @@ from typing import Iterator, Mapping, Sequence
 from absl import logging
 
 from pipeline import cli, errors
-from pipeline.core import files, schema
+from pipeline.core import files, record_index, schema
 from pipeline.writing import (inputs, kept, lock, output_dir, plan, restore, settings,
                               shard_writer, tfds_export)
 from pipeline.writing.finish import (VerificationError, check_rejects, finish, log_summary,
@@ -81,9 +81,9 @@ class WritePlan:
         return self.main.warnings + (self.test.warnings if self.test else ()) + self.advice
 
     @property
-    def target_size(self) -> int:
-        """Each record's target floats (ShardSpec.target_size)."""
-        return self.shards[0].target_size if self.shards else 0
+    def widths(self):
+        """What each record's index row holds beside the table (ShardSpec.widths)."""
+        return self.shards[0].widths if self.shards else record_index.Widths()
 
     @property
     def total_images(self) -> int:
@@ -147,7 +147,7 @@ def repair_complete(config: WriteConfig, write_plan: WritePlan, start: float) ->
         task_shards(write_plan.shards, config.num_tasks, config.task_index))]
     damaged = {shard.file for shard in mine if kept.check_kept_shard(
         config.output_dir, shard, compression=config.compression,
-        image_bytes=config.image_bytes, target_size=write_plan.target_size) is not None}
+        image_bytes=config.image_bytes, widths=write_plan.widths) is not None}
     todo = [spec for spec in write_plan.shards if spec.filename(config.compression) in damaged]
     results: dict = {}
     # No reject limit: a rewritten shard must be the listed one, its rejects included.
@@ -237,11 +237,11 @@ def make_plan(config: WriteConfig) -> WritePlan:
     )
     shards = plan_all_shards(splits, counts, main.classes, config)
     size = {schema.MULTI_LABEL: len(main.classes), schema.REGRESSION: len(main.targets)}
-    if main.target_kind in size:  # every record holds a target: multi-hot, or the values
-        shards = [dataclasses.replace(spec, target_size=size[main.target_kind])
-                  for spec in shards]
+    if main.target_kind in size or main.features:  # targets (multi-hot, or values), features
+        shards = [dataclasses.replace(spec, target_size=size.get(main.target_kind, 0),
+                                      feature_size=len(main.features)) for spec in shards]
     sources = inputs.source_ids(main, test)
-    version = {"format_version": schema.format_version_for(main.target_kind)}
+    version = {"format_version": schema.format_version_for(main.target_kind, main.features)}
     fingerprint = plan.fingerprint(shards, {**config.output_settings(), **version, **sources})
     older = tuple(plan.fingerprint(shards, {**config.output_settings(), "format_version": v,
                                             **sources}) for v in kept.UPGRADABLE_VERSIONS)

@@ -48,7 +48,7 @@ def test_the_writer_indexes_every_record_where_tensorflow_finds_it(data_dir):
 def test_a_scan_of_the_shard_finds_the_same_table(data_dir):
     manifest, shards = _shards(data_dir)
     for shard in shards:
-        table, problem, _ = index_scan.scan_shard(os.path.join(data_dir, shard.file),
+        table, problem, *_ = index_scan.scan_shard(os.path.join(data_dir, shard.file),
                                                  manifest.image_bytes)
         written = record_index.read(os.path.join(data_dir, shard.file + ".offsets")).table
         assert problem is None
@@ -65,7 +65,7 @@ def test_a_shard_written_by_tensorflow_is_scanned_whatever_its_field_order(tmp_p
                 "image": tf.train.Feature(bytes_list=tf.train.BytesList(
                     value=[bytes([label % 256]) * 12])),
             })).SerializeToString())
-    table, problem, _ = index_scan.scan_shard(path, 12)
+    table, problem, *_ = index_scan.scan_shard(path, 12)
     assert problem is None and table.shape == (3, 5)
     content = open(path, "rb").read()
     for (offset, length, image_offset, label_offset, _), label in zip(table, (3, -1, 300)):
@@ -73,7 +73,7 @@ def test_a_shard_written_by_tensorflow_is_scanned_whatever_its_field_order(tmp_p
         assert data[image_offset:image_offset + 12] == bytes([label % 256]) * 12
         assert record_fields.decode_int64(data, label_offset) == label
     # The wrong image size is named, with the record.
-    _, problem, _ = index_scan.scan_shard(path, 11)
+    _, problem, *_ = index_scan.scan_shard(path, 11)
     assert problem.record == 0 and "image is 12 bytes, manifest says 11" in problem.message
 
 
@@ -84,7 +84,7 @@ def test_a_scan_stops_at_the_first_broken_record(tmp_path, data_dir):
     index = record_index.read(os.path.join(data_dir, shard.file + ".offsets"))
     content[int(index.table[2, 0]) + 3] ^= 0xFF  # the third record's length field
     (tmp_path / shard.file).write_bytes(bytes(content))
-    table, problem, _ = index_scan.scan_shard(str(tmp_path / shard.file), manifest.image_bytes)
+    table, problem, *_ = index_scan.scan_shard(str(tmp_path / shard.file), manifest.image_bytes)
     assert table.shape[0] == 2
     assert (problem.record, problem.message) == (2, "length CRC mismatch")
 

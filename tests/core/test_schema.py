@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline.core import records, schema
+from pipeline.writing import finish
 
 
 def _tf_example(image: bytes, label: int, path: str) -> bytes:
@@ -162,10 +163,10 @@ def test_a_format_1_manifest_reads_without_index_digests(tmp_path):
 def test_channel_stats_are_exact():
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, size=(3, 1000), dtype=np.int64)
-    mean, std = schema.channel_stats(pixels.sum(1).tolist(), (pixels**2).sum(1).tolist(), 1000)
+    mean, std = finish.channel_stats(pixels.sum(1).tolist(), (pixels**2).sum(1).tolist(), 1000)
     np.testing.assert_allclose(mean, pixels.mean(1), atol=1e-4)
     np.testing.assert_allclose(std, pixels.std(1), atol=1e-4)
-    assert schema.channel_stats([0, 0, 0], [0, 0, 0], 0) == (None, None)
+    assert finish.channel_stats([0, 0, 0], [0, 0, 0], 0) == (None, None)
 
 
 def test_framing_length_is_little_endian():
