@@ -132,12 +132,10 @@ def streaming_batches(paths: Sequence[str], counts: Sequence[int], manifest: sch
     static = batch_size if training else -1  # the last batch is partial when not training
 
     def parse(records, tags):
-        checked = checked_batch(records, tags, names, manifest.image_shape, static,
-                                manifest.label_values, manifest.target_size,
-                                manifest.target_kind == schema.MULTI_LABEL)
-        if not manifest.feature_size:
-            return checked
-        return (*checked, schema.parse_features(records, manifest.feature_size))
+        return checked_batch(records, tags, names, manifest.image_shape, static,
+                             manifest.label_values, manifest.target_size,
+                             manifest.target_kind == schema.MULTI_LABEL,
+                             manifest.feature_size)
 
     return dataset.map(parse, num_parallel_calls=AUTOTUNE, deterministic=options.deterministic)
 
@@ -200,11 +198,12 @@ def shard_order_per_process(shards: tuple, seed: int) -> tf.data.Dataset:
 
 
 def checked_batch(serialized, tags, names, image_shape, batch_size: int, num_classes: int,
-                  target_size: int = 0, binary_targets: bool = True):
+                  target_size: int = 0, binary_targets: bool = True, feature_size: int = 0):
     """parse_batch, once every record of the batch was read and has one of the manifest's
     labels (`num_classes`: Manifest.label_values) and finite targets, 0 or 1 where
-    `binary_targets` (then yielded as the labels); else the first that did not is named, as
-    damaged.damaged_message words it."""
+    `binary_targets` (then yielded as the labels), and finite features (yielded third when
+    `feature_size`); else the first that did not is named, as damaged.damaged_message
+    words it."""
     failed = tf.equal(serialized, FAILED_RECORD)
     missing = tf.equal(tf.strings.substr(serialized, 0, 1), UNREAD_RECORD)
     # The failed read if this batch holds it; after a shuffle, a later record's stand-in can
@@ -217,6 +216,7 @@ def checked_batch(serialized, tags, names, image_shape, batch_size: int, num_cla
     with tf.control_dependencies([all_read]):
         images, labels, targets = schema.parse_batch(serialized, image_shape, batch_size,
                                                      target_size)
+        features = schema.parse_features(serialized, feature_size) if feature_size else None
     wrong = tf.logical_and(tf.not_equal(labels, schema.UNLABELED),
                            tf.logical_or(labels < 0, labels >= num_classes))
     label = tf.strings.as_string(labels[tf.argmax(tf.cast(wrong, tf.int32))])
@@ -235,7 +235,14 @@ def checked_batch(serialized, tags, names, image_shape, batch_size: int, num_cla
         checks.append(tf.debugging.Assert(tf.logical_not(tf.reduce_any(off)), [_damage(
             names, tags, off, f"{schema.TARGET_KEY!r} holds {what}")]))
         labels = targets
+    if features is not None:
+        off = tf.logical_not(tf.reduce_all(tf.math.is_finite(features), axis=1))
+        checks.append(tf.debugging.Assert(tf.logical_not(tf.reduce_any(off)), [_damage(
+            names, tags, off, f"{schema.FEATURES_KEY!r} holds a value that is not a finite "
+            "number")]))
     with tf.control_dependencies(checks):
+        if features is not None:
+            return tf.identity(images), tf.identity(labels), tf.identity(features)
         return tf.identity(images), tf.identity(labels)
 
 

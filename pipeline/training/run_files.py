@@ -77,6 +77,8 @@ def run_record(data_dir: str, manifest: schema.Manifest) -> dict:
     fold = {} if manifest.fold is None else {"fold": manifest.fold}
     kind = {} if manifest.target_kind == schema.CLASS else {
         "target_kind": manifest.target_kind, "targets": list(manifest.targets)}
+    if manifest.features:
+        kind["features"] = list(manifest.features)
     return {"data_dir": os.path.abspath(data_dir), "classes": list(manifest.classes),
             "image_shape": list(manifest.image_shape),
             "dataset": dataset_identity(data_dir, manifest), **fold, **kind}
@@ -86,17 +88,18 @@ def learns(record: dict) -> tuple:
     """What a run.json's model predicts: (target kind, classes, targets, image shape); two
     runs or a run and a dataset must agree on it."""
     return (record.get("target_kind", schema.CLASS), record["classes"],
-            record.get("targets", []), record["image_shape"])
+            record.get("targets", []), record["image_shape"], record.get("features", []))
 
 
 def described(record: dict) -> str:
     """learns() in words: "3 classes ['cat', 'dog', 'owl'] at [3, 8, 8]", "the regression of
     ['Pawpularity'] at ...", "4 classes [...] (multi-label) at ..."."""
-    kind, classes, targets, shape = learns(record)
+    kind, classes, targets, shape, features = learns(record)
+    given = f" with the features {features}" if features else ""
     if kind == schema.REGRESSION:
-        return f"the regression of {targets} at {shape}"
+        return f"the regression of {targets} at {shape}{given}"
     multi = " (multi-label)" if kind == schema.MULTI_LABEL else ""
-    return f"{len(classes)} classes {classes}{multi} at {shape}"
+    return f"{len(classes)} classes {classes}{multi} at {shape}{given}"
 
 
 def dataset_identity(data_dir: str, manifest: schema.Manifest) -> dict:

@@ -32,10 +32,12 @@ def with_features(net: keras.Model, manifest: schema.Manifest) -> keras.Model:
     std = np.array([s["std"] for s in stats], np.float32)
     x = keras.layers.Normalization(mean=mean, variance=std * std, name="features_scale")(
         features)
+    decay = head.kernel_regularizer  # the run's weight decay, as the image head had it
     for number in range(2):
-        x = keras.layers.Dense(HIDDEN_UNITS, activation="relu",
+        x = keras.layers.Dense(HIDDEN_UNITS, activation="relu", kernel_regularizer=decay,
                                name=f"features_dense{number}")(x)
     joined = keras.layers.Concatenate(name="joined")([head.input, x])
-    logits = keras.layers.Dense(head.units, dtype="float32", name="logits")(joined)
+    logits = keras.layers.Dense(head.units, dtype="float32", kernel_regularizer=decay,
+                                name="logits")(joined)
     return keras.Model({schema.IMAGE_KEY: net.input, schema.FEATURES_KEY: features}, logits,
                        name=f"{net.name}_with_features")

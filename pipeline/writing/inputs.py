@@ -40,6 +40,7 @@ def resolve_inputs(config: WriteConfig) -> tuple[Listing, Listing | None]:
     if config.target_columns is not None and main.target_kind != schema.REGRESSION:
         raise InputError(f"--target_columns reads a CSV's numeric columns; --input="
                          f"{input_path} is not such a CSV")
+    check_feature_columns(config, main, input_path)
     if test_input is None:
         return main, None
     if not main.labeled:
@@ -48,6 +49,7 @@ def resolve_inputs(config: WriteConfig) -> tuple[Listing, Listing | None]:
             "beside a labeled --input"
         )
     test = load_input(test_input, config)
+    check_feature_columns(config, test, test_input)
     if test.labeled and not tfds_source.is_tfds_input(test_input):
         raise InputError(
             f"--test_input={test_input} has the label column(s) "
@@ -62,6 +64,24 @@ def resolve_inputs(config: WriteConfig) -> tuple[Listing, Listing | None]:
             "classes in the same order (another split of the same TFDS dataset)"
         )
     return main, test
+
+
+def check_feature_columns(config: WriteConfig, listing: Listing, given: str) -> None:
+    """--feature_columns: read from `given` (a CSV; a tfds: split has none), and none of them
+    the image column or a column to learn (it would train with the answer as an input)."""
+    names = config.feature_column_names
+    if not names:
+        return
+    if listing.features != names:
+        raise InputError(f"--feature_columns reads a CSV's numeric columns; {given} is not "
+                         "such a CSV")
+    learned = {config.image_column, *config.target_column_names, *config.label_column_names,
+               *([config.label_column] if config.label_column_required else [])}
+    both = [name for name in names if name in learned]
+    if both:
+        raise InputError(f"--feature_columns={config.feature_columns}: {', '.join(both)} is "
+                         "also the image column or a column to learn; a feature must be "
+                         "neither")
 
 
 def load_input(given: str, config: WriteConfig, *, label_column_required: bool = False):

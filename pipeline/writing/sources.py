@@ -68,9 +68,10 @@ def load_listing(
             raise InputError(f"--image_path={image_path} makes paths of a CSV's values; "
                              f"--input={input_path} is a folder of class folders")
         if multi_label or target_columns or feature_columns:
-            raise InputError(f"--{'multi_label' if multi_label else 'target_columns'} reads "
-                             f"a CSV's columns; --input={input_path} is a folder of class "
-                             "folders, one class per image")
+            flag = ("--multi_label" if multi_label else "--target_columns" if target_columns
+                    else "--feature_columns")
+            raise InputError(f"{flag} reads a CSV's columns; --input={input_path} is a folder "
+                             "of class folders, one class per image")
         return list_class_tree(input_path, allow_outside=allow_outside)
     if os.path.isfile(input_path):
         listing = read_csv_listing(

@@ -203,3 +203,35 @@ def test_training_joins_the_features_and_a_killed_run_resumes_exactly(pets, tmp_
         table = list(csv.reader(f))
     assert table[0] == ["Id", "Pawpularity"] and rows == 4
     assert [row[0] for row in table[1:]] == ["pet42", "pet40", "pet43", "pet41"]
+
+
+def test_a_feature_that_is_also_learned_is_refused(pets):
+    with pytest.raises(InputError, match="Pawpularity is also the image column or a column to "
+                                         "learn"):
+        write_dataset(_config(pets, feature_columns="Eyes,Pawpularity", test_input=None))
+
+
+def test_a_cut_shard_is_named_on_the_stream_path(pets):
+    from pipeline import dataset
+    from pipeline.dataset.options import DatasetError
+
+    write_dataset(_config(pets))
+    out = pets / "out"
+    shard = schema.read_manifest(str(out)).split("train").shards[0]
+    path = out / shard.file
+    path.write_bytes(path.read_bytes()[:shard.bytes // 2])
+    with pytest.raises((DatasetError, Exception), match=f"{shard.file}: record"):
+        list(dataset.make_dataset(str(out), "train", batch_size=4, training=False,
+                                  access="stream"))
+
+
+def test_a_run_predicts_only_datasets_of_its_features(pets):
+    from pipeline.training import predict, run_files
+
+    write_dataset(_config(pets))
+    out = str(pets / "out")
+    manifest = schema.read_manifest(out)
+    run = run_files.run_record(out, manifest)
+    predict.check_dataset(run, out, manifest, "test")
+    with pytest.raises(predict.PredictError, match=r"with the features \['Eyes', 'Age'\]"):
+        predict.check_dataset(dict(run, features=["Age", "Eyes"]), out, manifest, "test")
