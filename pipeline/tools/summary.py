@@ -15,7 +15,7 @@ import numpy as np
 
 from pipeline import errors
 from pipeline.core import record_index, schema, workspace
-from pipeline.writing import sources, tfds_source
+from pipeline.writing import settings, sources, tfds_source
 from pipeline.writing.sample import sample_listings
 
 UNLABELED_CAPTION = "unlabeled"
@@ -111,11 +111,6 @@ def disk_bytes(paths: Sequence[str]) -> tuple[int, list[str]]:
     return total, missing
 
 
-def _names(flag: str | None) -> tuple[str, ...]:
-    """A recorded comma-separated flag's names, as WriteConfig reads them."""
-    return tuple(name.strip() for name in flag.split(",")) if flag else ()
-
-
 def cache_bytes(manifest: schema.Manifest, count: int) -> int:
     """RAM of the uint8 image table + labels that `cache="memory"` keeps for `count` records
     (the peak while loading is CACHE_LOAD_PEAK_FACTOR times this)."""
@@ -186,10 +181,10 @@ def source_size(writer_flags: Mapping) -> SourceSize:
                 listing, image_column=writer_flags.get("image_column", "image"),
                 label_column=writer_flags.get("label_column", "label"),
                 image_path=writer_flags.get("image_path"),
-                label_columns=_names(columns),
+                label_columns=settings.column_names(columns),
                 multi_label=bool(writer_flags.get("multi_label")),
                 label_delimiter=writer_flags.get("label_delimiter", " "),
-                target_columns=_names(targets),
+                target_columns=settings.column_names(targets),
                 allow_outside=True)  # sizes only, of what the writer was allowed to read
         except sources.InputError as err:
             raise SourceUnavailable(f"{listing} cannot be listed: {err}") from err

@@ -203,7 +203,7 @@ def read_run(workdir: str) -> dict:
 def check_dataset(run: dict, data_dir: str, manifest: schema.Manifest, split: str) -> None:
     """Refuse a dataset the run was not trained for (other classes or image shape), and a
     split that has nothing to predict."""
-    here = run_files.run_record(data_dir, manifest)
+    here = run_files.learned(manifest)
     if run_files.learns(run) != run_files.learns(here):
         raise PredictError(
             f"{data_dir} does not match the run it would be predicted with: the run trained "

@@ -75,13 +75,20 @@ def run_record(data_dir: str, manifest: schema.Manifest) -> dict:
     """run.json: the dataset (where, and which: dataset_identity), its classes and image
     shape, and the fold held out (if any)."""
     fold = {} if manifest.fold is None else {"fold": manifest.fold}
-    kind = {} if manifest.target_kind == schema.CLASS else {
-        "target_kind": manifest.target_kind, "targets": list(manifest.targets)}
+    return {"data_dir": os.path.abspath(data_dir), **learned(manifest),
+            "dataset": dataset_identity(data_dir, manifest), **fold}
+
+
+def learned(manifest: schema.Manifest) -> dict:
+    """run.json's fields that say what a model of `manifest` predicts (learns reads them):
+    the classes and image shape, and the target kind, targets and features where there are
+    any (a class run's run.json stays as it was)."""
+    fields = {"classes": list(manifest.classes), "image_shape": list(manifest.image_shape)}
+    if manifest.target_kind != schema.CLASS:
+        fields.update(target_kind=manifest.target_kind, targets=list(manifest.targets))
     if manifest.features:
-        kind["features"] = list(manifest.features)
-    return {"data_dir": os.path.abspath(data_dir), "classes": list(manifest.classes),
-            "image_shape": list(manifest.image_shape),
-            "dataset": dataset_identity(data_dir, manifest), **fold, **kind}
+        fields["features"] = list(manifest.features)
+    return fields
 
 
 def learns(record: dict) -> tuple:

@@ -197,24 +197,15 @@ class WriteConfig:
 
     @property
     def label_column_names(self) -> tuple[str, ...]:
-        """--label_columns as a tuple (empty when not given)."""
-        if self.label_columns is None:
-            return ()
-        return tuple(name.strip() for name in self.label_columns.split(","))
+        return column_names(self.label_columns)
 
     @property
     def feature_column_names(self) -> tuple[str, ...]:
-        """--feature_columns as a tuple (empty when not given)."""
-        if self.feature_columns is None:
-            return ()
-        return tuple(name.strip() for name in self.feature_columns.split(","))
+        return column_names(self.feature_columns)
 
     @property
     def target_column_names(self) -> tuple[str, ...]:
-        """--target_columns as a tuple (empty when not given)."""
-        if self.target_columns is None:
-            return ()
-        return tuple(name.strip() for name in self.target_columns.split(","))
+        return column_names(self.target_columns)
 
     @property
     def image_bytes(self) -> int:
@@ -270,11 +261,7 @@ def check(config: WriteConfig) -> None:
                              "'images/{}.jpg'")
     check_label_columns(config)
     check_target_columns(config)
-    names = config.feature_column_names
-    if config.feature_columns is not None and (
-            any(not name for name in names) or len(set(names)) != len(names)):
-        raise plan.PlanError(f"--feature_columns={config.feature_columns!r}: name each "
-                             "numeric column once, comma-separated, e.g. 'Eyes,Face'")
+    check_column_list("--feature_columns", config.feature_columns, "numeric", "'Eyes,Face'")
     if config.label_delimiter != " " and not config.multi_label:
         raise plan.PlanError(f"--label_delimiter={config.label_delimiter!r} separates the tags "
                              "of a --multi_label column; add --multi_label, or drop it")
@@ -286,14 +273,27 @@ def check(config: WriteConfig) -> None:
                              "others' shards; clear --output_dir once before starting the tasks")
 
 
+def column_names(flag: str | None) -> tuple[str, ...]:
+    """A comma-separated column flag (--label_columns, --target_columns, --feature_columns;
+    as given or as dataset.json records it) as a tuple of names; empty when not given."""
+    return () if flag is None else tuple(name.strip() for name in flag.split(","))
+
+
+def check_column_list(flag: str, value: str | None, kind: str, example: str) -> None:
+    """`value` of a column-list flag names distinct, non-empty columns (None: not given)."""
+    names = column_names(value)
+    if value is not None and (not names or any(not name for name in names)
+                              or len(set(names)) != len(names)):
+        raise plan.PlanError(f"{flag}={value!r}: name each {kind} column once, "
+                             f"comma-separated, e.g. {example}")
+
+
 def check_label_columns(config: WriteConfig) -> None:
     """--label_columns names distinct, non-empty columns, and replaces --label_column."""
     if config.label_columns is None:
         return
-    names = config.label_column_names
-    if not names or any(not name for name in names) or len(set(names)) != len(names):
-        raise plan.PlanError(f"--label_columns={config.label_columns!r}: name each one-hot "
-                             "column once, comma-separated, e.g. 'healthy,rust,scab'")
+    check_column_list("--label_columns", config.label_columns, "one-hot",
+                      "'healthy,rust,scab'")
     if config.label_column_required:
         raise plan.PlanError(f"--label_column={config.label_column} and --label_columns="
                              f"{config.label_columns}: give one (a class-name column, or "
@@ -304,10 +304,7 @@ def check_target_columns(config: WriteConfig) -> None:
     """--target_columns names distinct, non-empty columns, and no classes beside them."""
     if config.target_columns is None:
         return
-    names = config.target_column_names
-    if not names or any(not name for name in names) or len(set(names)) != len(names):
-        raise plan.PlanError(f"--target_columns={config.target_columns!r}: name each numeric "
-                             "column once, comma-separated, e.g. 'Pawpularity'")
+    check_column_list("--target_columns", config.target_columns, "numeric", "'Pawpularity'")
     given = [flag for flag, on in (("--label_columns", config.label_columns is not None),
                                    ("--multi_label", config.multi_label),
                                    ("--label_column", config.label_column_required)) if on]
