@@ -49,6 +49,44 @@ def train_tiny(data_dir, workdir, **settings):
                                        **{**TINY_RUN, **settings})
 
 
+# A two-epoch run of train.py that a kill and a rerun must end as if never stopped.
+KILLED_RUN = dict(epochs=2, depth=10, width=4, stem="small", batch_size=8, warmup_epochs=0,
+                  deterministic=True)
+# Gin lines that SIGKILL a train.py run before global step `{step}` (train_hooks).
+KILL_AT_STEP = ("import tests.training.train_hooks\n"
+                "train_and_evaluate.extra_callbacks = [@SigkillAtStep()]\n"
+                "SigkillAtStep.step = {step}\n")
+
+
+def train_py(workdir, data_dir, extra="", **bindings):
+    """`python train.py` in a subprocess, as a user runs it, into `workdir`: a gin file (beside
+    it) of `extra` lines and train_and_evaluate's `bindings` on `data_dir`."""
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    config = f"{workdir}.gin"
+    with open(config, "w", encoding="utf-8") as f:
+        f.write(extra + "".join(f"train_and_evaluate.{key} = {value!r}\n" for key, value in
+                                {"data_dir": str(data_dir), **bindings}.items()))
+    return subprocess.run([sys.executable, "train.py", f"--config={config}",
+                           f"--workdir={workdir}"], cwd=repo, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONPATH": repo,
+                                            "TF_CPP_MIN_LOG_LEVEL": "2"})
+
+
+def labels_by_id(data_dir, split, **options):
+    """{file name without its extension: its labels as a list} of `split` (of
+    options["fold"]'s view), read by make_dataset with `options`."""
+    from pipeline import dataset
+
+    batches = dataset.make_dataset(str(data_dir), split, batch_size=4, training=False,
+                                   **options)
+    labels = np.concatenate([batch_labels.numpy() for _, batch_labels in batches])
+    ids = [os.path.splitext(os.path.basename(path))[0]
+           for path in dataset.split_paths(str(data_dir), split, options.get("fold"))]
+    return dict(zip(ids, labels.tolist()))
+
+
 def assert_same_batches(got, expected):
     """Two lists of (images, labels) batches, equal batch for batch, byte for byte."""
     assert len(got) == len(expected)

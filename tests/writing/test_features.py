@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_csv
+from conftest import KILL_AT_STEP, KILLED_RUN, train_py, write_csv
 from pipeline.core import integrity, record_fields, record_index, records, schema
 from pipeline.writing import plan
 from pipeline.writing.settings import WriteConfig
@@ -154,35 +154,18 @@ def test_inspect_and_tfds_show_the_features(pets):
 def test_training_joins_the_features_and_a_killed_run_resumes_exactly(pets, tmp_path):
     """A run killed mid-epoch and run again ends with the weights and logs of one never
     stopped; predict writes the values on the original scale, in the test CSV's order."""
-    import subprocess
-    import sys
-
     import keras
 
     from pipeline.training import predict
 
     write_dataset(_config(pets))
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
     def train(name, extra=""):
-        config = tmp_path / f"{name}.gin"
-        config.write_text(
-            f"{extra}train_and_evaluate.data_dir = {str(pets / 'out')!r}\n"
-            "train_and_evaluate.epochs = 2\ntrain_and_evaluate.depth = 10\n"
-            "train_and_evaluate.width = 4\ntrain_and_evaluate.stem = 'small'\n"
-            "train_and_evaluate.batch_size = 8\ntrain_and_evaluate.warmup_epochs = 0\n"
-            "train_and_evaluate.augment = 'flip_lr'\n"
-            "train_and_evaluate.deterministic = True\n"
-            "train_and_evaluate.checkpoint_every_steps = 1\n")
-        return subprocess.run(
-            [sys.executable, "train.py", f"--config={config}", f"--workdir={tmp_path / name}"],
-            cwd=repo, capture_output=True, text=True, timeout=600,
-            env={**os.environ, "PYTHONPATH": repo, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        return train_py(tmp_path / name, pets / "out", extra, **KILLED_RUN, augment="flip_lr",
+                        checkpoint_every_steps=1)
 
     assert train("plain").returncode == 0
-    killed = train("run", "import tests.training.train_hooks\n"
-                   "train_and_evaluate.extra_callbacks = [@SigkillAtStep()]\n"
-                   "SigkillAtStep.step = 5\n")  # 4 steps an epoch: epoch 1, batch 1
+    killed = train("run", KILL_AT_STEP.format(step=5))  # 4 steps an epoch: epoch 1, batch 1
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert train("run").returncode == 0
 

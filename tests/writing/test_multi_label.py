@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import train_tiny, write_csv
+from conftest import KILL_AT_STEP, KILLED_RUN, labels_by_id, train_py, train_tiny, write_csv
 from pipeline import dataset
 from pipeline.core import integrity, record_index, records, schema
 from pipeline.writing import plan
@@ -59,14 +59,6 @@ def _config(folder, **overrides):
     return WriteConfig(**{**settings, **overrides})
 
 
-def _targets_by_id(data_dir, split, **options):
-    batches = dataset.make_dataset(data_dir, split, batch_size=4, training=False, **options)
-    targets = np.concatenate([labels.numpy() for _, labels in batches])
-    ids = [os.path.basename(path).removesuffix(".png")
-           for path in dataset.split_paths(data_dir, split)]
-    return dict(zip(ids, targets.tolist()))
-
-
 def _expected(number):
     return [float(tag in _tags(number)) for tag in TAGS]
 
@@ -81,9 +73,9 @@ def test_every_record_holds_its_rows_tags_on_every_read_path(planet, options):
     out = str(planet / "out")
     manifest = schema.read_manifest(out)
     assert (manifest.target_kind, manifest.classes) == (schema.MULTI_LABEL, TAGS)
-    read = {**_targets_by_id(out, "train", **options), **_targets_by_id(out, "val", **options)}
+    read = {**labels_by_id(out, "train", **options), **labels_by_id(out, "val", **options)}
     assert read == {str(i): _expected(i) for i in range(64)}
-    test = _targets_by_id(out, "test", **options)
+    test = labels_by_id(out, "test", **options)
     assert list(test) == ["70", "64", "71", "65"] and not np.any(list(test.values()))
     counts = {tag: manifest.split("train").class_counts.get(tag, 0)
               + manifest.split("val").class_counts.get(tag, 0) for tag in TAGS}
@@ -108,7 +100,7 @@ def test_a_delimiter_and_empty_cells(planet):
               [(str(i), ";".join(_tags(i))) for i in range(64)])
     write_dataset(_config(planet, label_delimiter=";"))
     out = str(planet / "out")
-    read = {**_targets_by_id(out, "train"), **_targets_by_id(out, "val")}
+    read = {**labels_by_id(out, "train"), **labels_by_id(out, "val")}
     assert read["0"] == [0.0] * len(TAGS)  # an empty cell: an image with no tag
     assert read == {str(i): _expected(i) for i in range(64)}
 
@@ -124,7 +116,7 @@ def test_class_columns_with_several_ones_are_multi_label_in_column_order(planet,
     assert (manifest.target_kind, manifest.classes) == (schema.MULTI_LABEL, columns)
     assert "multi_label" not in manifest.flags  # the columns said it, not a flag
     assert "written as multi-label" in info_logs.text and "line 2" in info_logs.text
-    read = {**_targets_by_id(out, "train"), **_targets_by_id(out, "val")}
+    read = {**labels_by_id(out, "train"), **labels_by_id(out, "val")}
     assert read == {str(i): [float(c in _tags(i)) for c in columns] for i in range(64)}
 
 
@@ -205,7 +197,7 @@ def test_a_record_index_with_wrong_targets_is_rebuilt_from_the_shard(planet, cap
     problems = [p.message for p in integrity.verify_dataset(out).problems]
     assert any("row 0 is not where the shard's record 0 lies (its targets differ)" in p
                for p in problems), problems
-    read = {**_targets_by_id(out, "train"), **_targets_by_id(out, "val")}
+    read = {**labels_by_id(out, "train"), **labels_by_id(out, "val")}
     assert read == {str(i): _expected(i) for i in range(64)}  # the rebuilt index's
     assert record_index.read(path).targets.tolist() == index.targets.tolist()  # saved again
 
@@ -253,33 +245,16 @@ def test_an_ensemble_uses_the_mean_of_its_runs_thresholds(tmp_path):
 def test_a_run_killed_mid_epoch_resumes_to_the_same_weights_and_metrics(planet, tmp_path):
     """The multi-label metrics' counts (F1's per threshold and class, AUC's) are put back at a
     mid-epoch resume like Keras' means: the resumed epoch logs what an uninterrupted one does."""
-    import subprocess
-    import sys
-
     import keras
 
     write_dataset(_config(planet))
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
     def train(name, extra=""):
-        config = tmp_path / f"{name}.gin"
-        config.write_text(
-            f"{extra}train_and_evaluate.data_dir = {str(planet / 'out')!r}\n"
-            "train_and_evaluate.epochs = 2\ntrain_and_evaluate.depth = 10\n"
-            "train_and_evaluate.width = 4\ntrain_and_evaluate.stem = 'small'\n"
-            "train_and_evaluate.batch_size = 8\ntrain_and_evaluate.warmup_epochs = 0\n"
-            "train_and_evaluate.augment = 'flip_lr|mixup'\n"
-            "train_and_evaluate.deterministic = True\n"
-            "train_and_evaluate.checkpoint_every_steps = 2\n")
-        return subprocess.run(
-            [sys.executable, "train.py", f"--config={config}", f"--workdir={tmp_path / name}"],
-            cwd=repo, capture_output=True, text=True, timeout=600,
-            env={**os.environ, "PYTHONPATH": repo, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        return train_py(tmp_path / name, planet / "out", extra, **KILLED_RUN,
+                        augment="flip_lr|mixup", checkpoint_every_steps=2)
 
     assert train("plain").returncode == 0
-    killed = train("run", "import tests.training.train_hooks\n"
-                   "train_and_evaluate.extra_callbacks = [@SigkillAtStep()]\n"
-                   "SigkillAtStep.step = 9\n")  # 6 steps an epoch: epoch 1, batch 3
+    killed = train("run", KILL_AT_STEP.format(step=9))  # 6 steps an epoch: epoch 1, batch 3
     assert killed.returncode == -9, killed.stderr[-3000:]
     done = train("run")
     assert done.returncode == 0, done.stderr[-3000:]

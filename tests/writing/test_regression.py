@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import train_tiny, write_csv
-from pipeline import dataset
+from conftest import labels_by_id, train_tiny, write_csv
 from pipeline.core import integrity, records, schema
 from pipeline.writing import plan
 from pipeline.writing.settings import WriteConfig
@@ -50,14 +49,6 @@ def _config(folder, **overrides):
     return WriteConfig(**{**settings, **overrides})
 
 
-def _targets_by_id(data_dir, split, **options):
-    batches = dataset.make_dataset(data_dir, split, batch_size=4, training=False, **options)
-    targets = np.concatenate([labels.numpy() for _, labels in batches])
-    ids = [os.path.basename(path).removesuffix(".png")
-           for path in dataset.split_paths(data_dir, split, options.get("fold"))]
-    return dict(zip(ids, targets.tolist()))
-
-
 @pytest.mark.parametrize("options", [{}, dict(cache="memory"), dict(compression="GZIP")])
 def test_every_record_holds_its_rows_targets_on_every_read_path(pets, options):
     write_options = {"compression": options.pop("compression")} if "compression" in options \
@@ -67,11 +58,11 @@ def test_every_record_holds_its_rows_targets_on_every_read_path(pets, options):
     manifest = schema.read_manifest(out)
     assert (manifest.target_kind, manifest.targets, manifest.classes) == (
         schema.REGRESSION, ("Pawpularity",), ())
-    read = {**_targets_by_id(out, "train", **options), **_targets_by_id(out, "val", **options)}
+    read = {**labels_by_id(out, "train", **options), **labels_by_id(out, "val", **options)}
     assert read == {f"pet{i}": [float(_score(i))] for i in range(60)}
-    test = _targets_by_id(out, "test", **options)
+    test = labels_by_id(out, "test", **options)
     assert list(test) == ["pet62", "pet60", "pet63", "pet61"]
-    train = [float(_score(int(key[3:]))) for key in _targets_by_id(out, "train")]
+    train = [float(_score(int(key[3:]))) for key in labels_by_id(out, "train")]
     stats = manifest.target_stats["Pawpularity"]
     assert stats["mean"] == pytest.approx(np.mean(train), abs=1e-4)
     assert stats["std"] == pytest.approx(np.std(train), abs=1e-4)
@@ -82,7 +73,7 @@ def test_every_record_holds_its_rows_targets_on_every_read_path(pets, options):
 
 def test_val_keeps_the_share_of_each_tenth_of_the_range(pets):
     write_dataset(_config(pets))
-    val = {value[0] for value in _targets_by_id(str(pets / "out"), "val").values()}
+    val = {value[0] for value in labels_by_id(str(pets / "out"), "val").values()}
     # 60 distinct scores, 6 in each tenth (quantile bin): val holds a fifth of each, rounded.
     tenths = np.array_split(sorted(float(_score(i)) for i in range(60)), 10)
     assert [len(val & set(tenth)) for tenth in tenths] == [1] * 10
@@ -94,7 +85,7 @@ def test_several_targets_keep_their_column_order(pets):
     write_dataset(_config(pets, target_columns="Pawpularity,Age"))
     out = str(pets / "out")
     assert schema.read_manifest(out).targets == ("Pawpularity", "Age")
-    read = {**_targets_by_id(out, "train"), **_targets_by_id(out, "val")}
+    read = {**labels_by_id(out, "train"), **labels_by_id(out, "val")}
     assert read == {f"pet{i}": [float(_score(i)), i / 4] for i in range(60)}
 
 
@@ -170,7 +161,7 @@ def test_folds_keep_the_share_of_each_tenth_of_the_range(pets):
     out = str(pets / "out")
     tenths = np.array_split(sorted(float(_score(i)) for i in range(60)), 10)
     for fold in range(3):
-        held = {value[0] for value in _targets_by_id(out, "val", fold=fold).values()}
+        held = {value[0] for value in labels_by_id(out, "val", fold=fold).values()}
         assert len(held) == 20
         assert all(len(held & set(tenth)) == 2 for tenth in tenths), fold
 
