@@ -1,12 +1,13 @@
-"""The reading stage: shards in, batches of uint8 CHW images out (`make_dataset`).
+"""The reading stage: shards in, batches of uint8 CHW images out (`make_dataset`), or HWC
+for a Keras model of one's own (data_format="channels_last").
 
     from pipeline.dataset import make_dataset
     train = make_dataset("workspace/shards/digits", "train", batch_size=256, seed=0)
 
     reader.py         make_dataset and build_dataset: checks, the cache choice, the steps
                       after the batches (service, prefetch); readable_records, positioned
-    options.py        ReadOptions, DamagedShards, ServiceSettings: what the reader is asked;
-                      read_manifest (the manifest as a fold reads it)
+    options.py        ReadOptions, DamagedShards, ServiceSettings: what the reader is asked
+                      (data_format checked here); read_manifest (the manifest as a fold reads it)
     access.py         which read (random access, the table, streaming), in which order, and
                       the log line that says why
     order.py          which records make batch g: a pure function of (seed, g)

@@ -24,6 +24,10 @@ from pipeline.core import schema
 DEFAULT_MAX_CORRUPT_FRACTION = 0.01
 ON_CORRUPT = ("fail", "skip")
 SERVICE_MODES = ("distributed_epoch", "parallel_epochs")
+# The batches' image layout: the stored [B, 3, H, W] (the trainer's model and DevicePreprocess
+# take it), or Keras' default [B, H, W, 3] for a model of one's own.
+CHANNELS_FIRST, CHANNELS_LAST = "channels_first", "channels_last"
+DATA_FORMATS = (CHANNELS_FIRST, CHANNELS_LAST)
 # Seeds drawn for an unseeded training run (still stateless ops: see make_dataset's `seed`).
 FRESH_SEED_MAX = 2**31
 
@@ -110,6 +114,10 @@ class ReadOptions:
     damaged: DamagedShards = DamagedShards()
     service: ServiceSettings | None = None
     fold: int | None = None
+    data_format: str = CHANNELS_FIRST
+
+    def __post_init__(self):
+        check_data_format(self.data_format)
 
     def for_training(self, training: bool) -> "ReadOptions":
         """The defaults that depend on the mode filled in: deterministic only when evaluating,
@@ -119,6 +127,14 @@ class ReadOptions:
         if seed is None and training:
             seed = random.SystemRandom().randrange(FRESH_SEED_MAX)
         return dataclasses.replace(self, deterministic=deterministic, seed=seed)
+
+
+def check_data_format(data_format: str) -> None:
+    if data_format not in DATA_FORMATS:
+        raise errors.ConfigError(
+            f"data_format={data_format!r}: use 'channels_first' (images [B, 3, H, W], as "
+            "stored) or 'channels_last' ([B, H, W, 3], what a Keras model's Input((H, W, 3)) "
+            "takes)")
 
 
 def read_manifest(data_dir: str, fold: int | None = None) -> schema.Manifest:

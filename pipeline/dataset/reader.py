@@ -13,6 +13,8 @@ and per-element overhead, so the reader:
   `parse_example` + `decode_raw` per batch, never per record (streaming.py);
 * keeps pixels uint8 CHW, the stored layout: casting, normalising, transposing to NHWC and most
   augmentation happen batched, ideally on the accelerator (`augment.DevicePreprocess`).
+  data_format="channels_last" (a Keras model of one's own) transposes each batch once, after
+  the augmentation.
 
 access.py chooses between them and says why in one log line. After the batches, in this order:
     -> on a tf.data service: everything above runs on its workers, the rest stays here
@@ -32,7 +34,8 @@ from pipeline import augment as augment_lib
 from pipeline.core import schema
 from pipeline.dataset import access as access_lib
 from pipeline.dataset import damaged, fused, indexed, random_access, streaming
-from pipeline.dataset.options import (DEFAULT_MAX_CORRUPT_FRACTION, DamagedShards, DatasetError,
+from pipeline.dataset.options import (CHANNELS_FIRST, CHANNELS_LAST,
+                                      DEFAULT_MAX_CORRUPT_FRACTION, DamagedShards, DatasetError,
                                       ReadOptions, ServiceSettings, read_manifest)
 from pipeline.dataset.order import require_batches
 
@@ -65,10 +68,14 @@ def make_dataset(
     processing_mode: str = "distributed_epoch",
     job_name: str | None = None,
     fold: int | None = None,
+    data_format: str = CHANNELS_FIRST,
 ) -> tf.data.Dataset:
-    """A dataset of `(images, labels)`: uint8 `[B, 3, H, W]` and int64 `[B]` (or float `[B, K]`
-    when mixup/cutmix is in `augment`); in a multi-label dataset float32 multi-hot `[B, K]`,
-    in a regression dataset float32 `[B, targets]` (schema.Manifest.target_kind).
+    """A dataset of `(images, labels)`: uint8 `[B, 3, H, W]` (`[B, H, W, 3]` with
+    data_format="channels_last") and int64 `[B]` (or float `[B, K]` when mixup/cutmix is in
+    `augment`); in a multi-label dataset float32 multi-hot `[B, K]`, in a regression dataset
+    float32 `[B, targets]` (schema.Manifest.target_kind). A dataset written with
+    --feature_columns yields `({"image": images, "features": float32 [B, F]}, labels)`.
+    H, W and the 3 are static (B too when training); dataset.json's image_shape is (3, H, W).
 
     Args:
       data_dir: a directory written by `python -m pipeline.write` (holds dataset.json).
@@ -119,13 +126,19 @@ def make_dataset(
       fold: in a dataset written with `--folds=K`, the cross-validation fold k: split "train"
         reads every fold but k, "val" fold k (schema.Manifest.for_fold). None: "train" is
         every fold.
+      data_format: "channels_first" (the stored layout, what the trainer's model and
+        augment.DevicePreprocess take) or "channels_last" (what a Keras model's
+        `Input((H, W, 3))`, keras.applications and image_dataset_from_directory use). Every
+        read path yields it: the reader and the augmentation work channels-first, and each
+        batch is transposed once at the end, so both layouts hold the same pixels.
     """
     options = ReadOptions(
         cache=cache, access=access, start_batch=start_batch, shuffle_buffer=shuffle_buffer,
         seed=seed, deterministic=deterministic,
         augment=augment, num_parallel_reads=num_parallel_reads, to_device=to_device,
         damaged=DamagedShards(on_corrupt, max_corrupt_fraction),
-        service=ServiceSettings.from_args(service, processing_mode, job_name), fold=fold)
+        service=ServiceSettings.from_args(service, processing_mode, job_name), fold=fold,
+        data_format=data_format)
     return build_dataset(data_dir, split, batch_size, training, options,
                          input_context=input_context)
 
@@ -152,6 +165,9 @@ def build_dataset(data_dir: str, split: str, batch_size: int, training: bool,
         dataset = indexed.indexed_dataset(
             data_dir, plan.manifest, split, plan.shards, batch_size, training=training,
             options=options, access=plan.access, available=available_memory())
+    if options.data_format == CHANNELS_LAST:  # in order: batch g stays batch g
+        dataset = dataset.map(to_channels_last, num_parallel_calls=AUTOTUNE,
+                              deterministic=True)
     if plan.manifest.feature_size:  # (images, labels, features) -> Keras' (inputs, labels)
         dataset = dataset.map(lambda images, labels, features: (
             {"image": images, "features": features}, labels))
@@ -161,6 +177,12 @@ def build_dataset(data_dir: str, split: str, batch_size: int, training: bool,
     if options.service:
         dataset = on_service(dataset, options.service, training)
     return to_consumer(dataset, options.to_device)
+
+
+def to_channels_last(images, *rest):
+    """[B, 3, H, W] -> [B, H, W, 3]: once per batch, after the augmentation (whose ops, like
+    the reader's fused crop, work on the stored layout); the static shape carries over."""
+    return (tf.transpose(images, (0, 2, 3, 1)), *rest)
 
 
 def _refuse_label_ops_with_features(spec) -> None:

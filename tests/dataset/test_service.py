@@ -76,6 +76,17 @@ def test_distributed_epoch_delivers_every_record_once(data_dir, cluster, info_lo
         dataset.make_dataset(data_dir, "train", service=dispatcher.target, access="random")
 
 
+def test_channels_last_batches_come_from_the_workers(data_dir, cluster):
+    dispatcher, _ = cluster
+    local = dataset.make_dataset(data_dir, "val", batch_size=4, training=False)
+    remote = dataset.make_dataset(data_dir, "val", batch_size=4, training=False,
+                                  service=dispatcher.target, data_format="channels_last")
+    assert remote.element_spec[0].shape.as_list() == [None, 8, 8, 3]
+    transposed = collections.Counter(x.transpose(1, 2, 0).tobytes() for batch, _ in local
+                                     for x in batch.numpy())
+    assert _records(remote) == transposed
+
+
 def test_parallel_epochs_gives_an_epoch_per_worker(data_dir, cluster):
     dispatcher, workers = cluster
     remote = _records(dataset.make_dataset(data_dir, "val", batch_size=4, training=False,

@@ -128,6 +128,25 @@ def test_batches_pair_each_image_with_its_features_on_every_read_path(pets, opti
             np.testing.assert_array_equal(labels.numpy()[:, 0], 1 + number * 2)
 
 
+@pytest.mark.parametrize("options", [{}, dict(cache="memory"), dict(access="stream")])
+def test_channels_last_transposes_the_image_and_keeps_the_features(pets, options):
+    from pipeline import dataset
+
+    write_dataset(_config(pets))
+
+    def read(data_format):
+        return list(dataset.make_dataset(str(pets / "out"), "train", batch_size=4, seed=3,
+                                         deterministic=True, augment="flip_lr",
+                                         data_format=data_format, **options).take(4))
+
+    last = read("channels_last")
+    for (inputs, labels), (want, want_labels) in zip(last, read("channels_first"), strict=True):
+        assert inputs["image"].shape == (4, 8, 8, 3)
+        np.testing.assert_array_equal(inputs["image"], np.transpose(want["image"], (0, 2, 3, 1)))
+        np.testing.assert_array_equal(inputs["features"], want["features"])
+        np.testing.assert_array_equal(labels, want_labels)
+
+
 def test_mixing_ops_are_refused_with_features(pets):
     from pipeline import dataset
     from pipeline.dataset.options import DatasetError
