@@ -76,6 +76,7 @@ def host_ops(spec: str | Sequence[str] | None) -> HostOps:
         at = 1
     elif ops and ops[0][0] == "random_resized_crop":
         kwargs = ops[0][1]
+        geometric.get_random_resized_crop(**kwargs)  # its checks: one line for a bad value
         fields.update(resized=0, size=kwargs.get("size"),
                       scale=tuple(float(v) for v in kwargs.get("scale", (0.08, 1.0))),
                       ratio=tuple(float(v) for v in kwargs.get("ratio", (3 / 4, 4 / 3))))

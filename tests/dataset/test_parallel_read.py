@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import write_labeled_dataset
-from pipeline import augment, dataset
+from pipeline import augment, dataset, errors
 from pipeline.core import schema
 from pipeline.dataset import fused, kernels, random_access
 
@@ -182,3 +182,13 @@ def test_reading_threads_end_with_their_batch(data_dir):
                               num_parallel_reads=4)
     _batches(ds, 3)
     assert not [t for t in threading.enumerate() if t.name.startswith("record-reader")]
+
+
+@pytest.mark.parametrize("spec", ["random_resized_crop(6)", "random_resized_crop(scale=(0, 2))",
+                                  "random_resized_crop(ratio=(1, 0))|flip_lr"])
+def test_a_bad_resized_crop_is_one_line_before_the_reader_uses_it(data_dir, spec):
+    # random_resized_crop(6) takes the 6 as its first parameter, scale: a ConfigError naming
+    # it, not a TypeError from the reader's fused crop.
+    with pytest.raises(errors.ConfigError, match="random_resized_crop: (scale|ratio)="):
+        dataset.make_dataset(data_dir, "train", batch_size=16, seed=4, augment=spec,
+                             access="random")
