@@ -15,6 +15,7 @@ import numpy as np
 
 from pipeline import errors
 from pipeline.core import record_index, schema, workspace
+from pipeline.tools.folds import fold_lines, view_line
 from pipeline.writing import settings, sources, tfds_source
 from pipeline.writing.sample import sample_listings
 
@@ -58,8 +59,11 @@ def default_split(manifest: schema.Manifest) -> str:
 
 def check_split(manifest: schema.Manifest, split: str) -> schema.SplitInfo:
     if split not in manifest.splits:
+        folds = (f"; its {schema.TRAIN!r} is in {len(manifest.folds)} folds: --fold=k shows fold "
+                 f"k's held-out records as {schema.VAL!r}, k in 0..{len(manifest.folds) - 1}"
+                 if manifest.folds and manifest.fold is None else "")
         raise InspectError(f"--split={split!r} is not in this dataset; use one of "
-                           f"{sorted(manifest.splits)}")
+                           f"{sorted(manifest.splits)}{folds}")
     return manifest.splits[split]
 
 
@@ -215,7 +219,9 @@ def summarize(manifest: schema.Manifest, data_dir: str, split: str, *,
         lines.append("mean/std  of train, per channel (0-255): "
                      + " ".join(f"{m:.2f}" for m in manifest.mean) + " / "
                      + " ".join(f"{s:.2f}" for s in manifest.std or ()))
+    lines += view_line(manifest)
     lines += ["", *split_table_lines(manifest, data_dir), ""]
+    lines += [*fold_lines(manifest, data_dir), ""] if manifest.folds else []
     lines += source_lines(manifest, data_dir)
     if manifest.target_kind == schema.REGRESSION:
         lines += ["", *target_lines(manifest, data_dir, split)]
