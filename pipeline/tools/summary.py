@@ -15,6 +15,7 @@ import numpy as np
 
 from pipeline import errors
 from pipeline.core import record_index, schema, workspace
+from pipeline.core.units import format_bytes
 from pipeline.tools.folds import fold_lines, view_line
 from pipeline.writing import settings, sources, tfds_source
 from pipeline.writing.sample import sample_listings
@@ -93,15 +94,6 @@ def class_caption(label: int, classes: Sequence[str]) -> str:
 # ---------------------------------------------------------------------------------------------
 # Summary (manifest and file sizes only)
 # ---------------------------------------------------------------------------------------------
-
-
-def format_bytes(count: float) -> str:
-    """`27.1 MB`: decimal units, as the writer's summary line uses."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(count) < 1000 or unit == "TB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    raise AssertionError("unreachable")
 
 
 def disk_bytes(paths: Sequence[str]) -> tuple[int, list[str]]:
