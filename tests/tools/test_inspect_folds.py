@@ -111,3 +111,25 @@ def test_the_command_takes_fold(folded):
         env={**os.environ, "PYTHONPATH": REPO_ROOT})
     assert result.returncode == 2 and "use --fold=0..2" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_many_classes_show_each_folds_smallest_and_largest():
+    """Above FOLD_CLASS_COLUMNS classes a column per class would not fit: each fold's
+    smallest and largest class instead (hand-built manifest: 10 classes, 2 folds)."""
+    from pipeline.tools import folds
+
+    classes = tuple(f"c{k}" for k in range(10))
+    counts = [{name: 3 + (k == 4) - (k == 7) for k, name in enumerate(classes)},
+              {name: 3 + (k == 0) for k, name in enumerate(classes)}]
+    shards = tuple(schema.ShardInfo(f"train-0000{k}-of-00002.tfrecord", sum(c.values()), 1,
+                                    "0" * 64, fold=k) for k, c in enumerate(counts))
+    manifest = schema.Manifest(
+        image_shape=(3, 8, 8), classes=classes, mean=None, std=None,
+        splits={"train": schema.SplitInfo(sum(s.count for s in shards), shards, {})},
+        folds=tuple(schema.SplitInfo(sum(c.values()), (), c) for c in counts))
+    assert len(classes) > folds.FOLD_CLASS_COLUMNS
+    lines = folds.fold_lines(manifest, "unused")
+    assert lines[1].split() == ["fold", "records", "shards", "smallest", "class", "largest",
+                                "class"]
+    assert lines[2].split() == ["0", "30", "1", "2", "(c7)", "4", "(c4)"]
+    assert lines[3].split() == ["1", "31", "1", "3", "(c1)", "4", "(c0)"]
