@@ -35,14 +35,10 @@ is a module in dataset/ chosen by reader.py; a network is a module in training/ 
 model.py; a user-facing error is a PipelineError subclass next to the code that raises it.
 """
 
-import os as _os
+from pipeline import startup as _startup
 
 # TensorFlow's C++ start-up lines (CPU features, oneDNN, XLA: 19 of a 45-line smoke run) bury
-# the few that matter. Its INFO and WARNING messages stay off unless the user chose a level;
-# set here because every command imports this package before anything imports TensorFlow.
-if "TF_CPP_MIN_LOG_LEVEL" not in _os.environ:
-    _os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    # What it logs while loading ignores the level: see startup.py.
-    from pipeline import startup as _startup
-
-    _startup.quiet_import_of("tensorflow")
+# the few that matter: its INFO and WARNING messages stay off unless the user chose a level
+# that shows them. Set here because every command imports this package before anything
+# imports TensorFlow; what it logs while loading ignores the level (see startup.py).
+_startup.quiet_tensorflow_start()

@@ -3,12 +3,17 @@ r"""Look inside a written dataset: the manifest in words, a grid of its images, 
     python -m pipeline.inspect workspace/shards/digits                  # summary of the train split
     python -m pipeline.inspect workspace/shards/digits --split=val --grid=/tmp/val.png --n=64
     python -m pipeline.inspect workspace/shards/digits --record=0      # + one record in full
+    python -m pipeline.inspect workspace/shards/leaves --fold=2 --split=val  # fold 2 held out
 
 The summary (always printed) gives every split's record count, shards and bytes on disk, the
 RAM `make_dataset(cache="memory")` needs for it, the image shape and format, the size of the
 source images when they can still be found, and the classes of --split: counts as a text
 histogram up to 20 classes (all of them with --histogram), above that the smallest and largest,
-and the classes with no image in a split. --grid writes a PNG of the first --n records of
+and the classes with no image in a split. A dataset written with --folds=K also gets a table
+of its folds: each fold's records, shards and balance (records per class or tag, or each
+target's mean/std). --fold=k shows fold k's view, the one `train_and_evaluate.fold=k` and
+`predict --fold=k` read: split 'val' is fold k's held-out records, 'train' the other folds;
+--split, --grid and --record then read that view. --grid writes a PNG of the first --n records of
 --split in shard order, each tile captioned with its record index and class, and beside it
 `<name>.tiles.csv` giving each tile's record, shard and source path; --record=N prints
 record N of --split (0-based, shard order): its shard and position there, path, label,
@@ -16,7 +21,8 @@ per-channel statistics and its first bytes. The parts are in pipeline.tools (sum
 record_view).
 
 Exit codes: 0 done; 2 bad input (no dataset.json, unknown --split, --record out of range,
---n < 1, missing or damaged shards, bad flags).
+--fold out of range or on a dataset without folds, --n < 1, missing or damaged shards, bad
+flags).
 
 This module's name is the standard library's `inspect`, which is harmless as
 `python -m pipeline.inspect` (the form every document uses); nothing imports it.
@@ -40,7 +46,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     define = dict(flag_values=flag_values)
     flags.DEFINE_string("split", None,
                         "The split whose classes are counted, and that --grid and --record "
-                        "read. Default: train, or the first split by name when there is none.",
+                        "read (of --fold's view with --fold). Default: train, or the first split "
+                        "by name when there is none.",
                         **define)
     flags.DEFINE_string("grid", None,
                         "Write a PNG grid of the first --n images of --split (shard order), "
@@ -55,6 +62,11 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                       "Print every class's count in --split as a text histogram (by default: "
                       f"the whole histogram up to {summary.FULL_HISTOGRAM_CLASSES} classes, a "
                       "summary of the smallest and largest above).", **define)
+    flags.DEFINE_integer("fold", None,
+                         "A dataset written with --folds=K: show fold k's view (0..K-1), as "
+                         "train_and_evaluate.fold=k and predict --fold=k read it: split 'val' "
+                         "is fold k's held-out records, 'train' the other folds. Default: the "
+                         "dataset as stored ('train' is every fold, no 'val').", **define)
     flags.DEFINE_integer("record", None,
                          "Print record N of --split (0-based, shard order): shard, path, label, "
                          "per-channel min/max/mean and its first bytes.", **define)
@@ -62,10 +74,11 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 
 def inspect_command(data_dir: str, *, split: str | None = None, grid: str | None = None,
                     n: int = grid_lib.DEFAULT_GRID_IMAGES, record: int | None = None,
-                    histogram: bool = False, out: TextIO | None = None) -> int:
+                    histogram: bool = False, fold: int | None = None,
+                    out: TextIO | None = None) -> int:
     """The whole command without absl flags: prints to `out` (stdout), returns the exit code."""
     return cli.exit_code_of(inspection.inspect_dataset, data_dir, split=split, grid=grid, n=n,
-                            record=record, histogram=histogram, out=out)
+                            record=record, histogram=histogram, fold=fold, out=out)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -73,7 +86,7 @@ def main(argv: Sequence[str]) -> int:
         argv, f"DATA_DIR (a folder holding {schema.MANIFEST_NAME})",
         "python -m pipeline.inspect workspace/shards/digits")
     return inspect_command(data_dir, split=FLAGS.split, grid=FLAGS.grid, n=FLAGS.n,
-                           record=FLAGS.record, histogram=FLAGS.histogram)
+                           record=FLAGS.record, histogram=FLAGS.histogram, fold=FLAGS.fold)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,19 @@
-"""TensorFlow's start-up lines kept off the console, unless the user chose a log level.
+"""TensorFlow's start-up lines kept off the console whenever the log level hides them.
 
 TensorFlow 2.21 logs through Abseil's C++ logging. TF_CPP_MIN_LOG_LEVEL silences most of it,
 but not what its libraries log while they load, before `absl::InitializeLog()`: that goes to
 stderr whatever the level says (here: "oneDNN custom operations are on ..." twice, each after
 "WARNING: All log messages before absl::InitializeLog() is called ..."), 4 lines before any
-command says a word. So the first `import tensorflow` after `import pipeline` runs with file
-descriptor 2 pointed at a temporary file, and afterwards every captured line that is not a
-C++ INFO or WARNING message is written to stderr as it came: an error stays visible.
+command says a word. So the first `import tensorflow` runs with file descriptor 2 pointed at a
+temporary file, and afterwards every captured line that is not a C++ INFO or WARNING message
+is written to stderr as it came: an error stays visible.
 
-`pipeline/__init__.py` installs this once, and only when TF_CPP_MIN_LOG_LEVEL is unset (a user
-who set it sees what TensorFlow prints); a process that imported TensorFlow first is left as
-it is.
+`quiet_tensorflow_start` decides, once per process (`pipeline/__init__.py` calls it): an unset
+TF_CPP_MIN_LOG_LEVEL becomes 2 (INFO and WARNING off), and whenever the level in force is 2 or
+more, whether the user set it (a common line in Kaggle notebooks) or this did, the start-up
+lines that level hides are dropped too. A level under 2 (or one TensorFlow would not read as
+a number) is the user's: TensorFlow prints what it prints. A process that imported
+TensorFlow first is left as it is.
 """
 
 from __future__ import annotations
@@ -29,10 +32,37 @@ QUIET_LINE = re.compile(rb"([IW]\d{4} \d\d:\d\d:[\d.]+ +\d+ [^ ]+:\d+\] |"
                         rb"WARNING: All log messages before absl::InitializeLog\(\))")
 
 
+LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
+# TensorFlow's C++ levels: 0 INFO, 1 WARNING, 2 ERROR, 3 FATAL; "2" shows errors only.
+DEFAULT_LEVEL = "2"
+HIDES_INFO_AND_WARNING = 2
+
+
+def quiet_tensorflow_start(environ=os.environ) -> bool:
+    """Set the default level when none is set, and drop the start-up lines the level in force
+    hides; whether they will be dropped."""
+    environ.setdefault(LEVEL_VARIABLE, DEFAULT_LEVEL)
+    if not hides_info_and_warnings(environ[LEVEL_VARIABLE]):
+        return False
+    if "tensorflow" not in sys.modules:
+        quiet_import_of("tensorflow")
+    return True
+
+
+def hides_info_and_warnings(level: str) -> bool:
+    """Whether TF_CPP_MIN_LOG_LEVEL=`level` hides C++ INFO and WARNING messages."""
+    try:
+        return int(level.strip()) >= HIDES_INFO_AND_WARNING
+    except ValueError:  # not a level TensorFlow reads: the user's to keep
+        return False
+
+
 def quiet_import_of(module_name: str) -> None:
     """The next import of `module_name` (a top-level package) runs with its C++ INFO and
-    WARNING lines dropped (see the module doc)."""
-    sys.meta_path.insert(0, _QuietFinder(module_name))
+    WARNING lines dropped (see the module doc); once, however often it is asked."""
+    if not any(isinstance(finder, _QuietFinder) and finder.module_name == module_name
+               for finder in sys.meta_path):
+        sys.meta_path.insert(0, _QuietFinder(module_name))
 
 
 class _QuietFinder(importlib.abc.MetaPathFinder):

@@ -12,6 +12,7 @@
     files.py       atomic writes and temporary names a rerun can find
     locks.py       one process per directory: flock, and a note of who holds it
     workspace.py   where things live by default (PIPELINE_WORKSPACE)
+    units.py       sizes in words (MiB, GiB: one binary family for every message)
 
 schema.py, manifest_json.py, records.py and record_index.py are the only modules that know the
 formats; the

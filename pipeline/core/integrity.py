@@ -43,6 +43,7 @@ from pipeline import cli, errors
 from pipeline.core import index_check, record_index, schema
 from pipeline.core.records import iter_framed_records
 from pipeline.core.streams import HashingReader, InflatingReader
+from pipeline.core.units import format_bytes, format_rate
 
 # Record-level problems listed per shard; past this a shard is clearly broken and one line
 # says how many more there were (so a wrong image_shape does not print a line per record).
@@ -51,7 +52,6 @@ MAX_RECORD_PROBLEMS_PER_SHARD = 20
 PROGRESS_LOG_EVERY_S = 10.0
 # Leading hex digits of a sha256 shown when two differ (64 would make unreadable lines).
 SHA256_SHOWN_CHARS = 16
-MB = 1 << 20
 # Imported once by the forkserver, so each worker starts with them: the Example parser's
 # package alone takes ~0.7 s to import (and starts no threads, so forking after it is safe).
 WORKER_PRELOAD = (__name__, "tensorflow_datasets.proto")
@@ -113,11 +113,11 @@ class Report:
 
     def summary(self) -> str:
         verdict = "no problems" if self.ok else f"{len(self.problems)} problem(s)"
-        rate = self.bytes_read / MB / max(self.seconds, 1e-9)
         return (
             f"verified {self.shards} shard(s) of {', '.join(self.splits) or 'no splits'}: "
             f"{self.records:,} of {self.expected_records:,} records read, "
-            f"{self.bytes_read / MB:.1f} MB in {self.seconds:.1f} s ({rate:.0f} MB/s); {verdict}"
+            f"{format_bytes(self.bytes_read)} in {self.seconds:.1f} s "
+            f"({format_rate(self.bytes_read, self.seconds)}); {verdict}"
         )
 
 
@@ -381,8 +381,8 @@ def verify_dataset(data_dir: str, splits: Sequence[str] | None = None,
     tasks = plan_tasks(data_dir, manifest, names)
     workers = worker_count(num_workers, len(tasks))
     total = sum(task.shard.bytes for task in tasks)
-    logging.info("verifying %d shard(s) of %s (%.1f MB) in %s with %d worker(s)", len(tasks),
-                 ", ".join(names), total / MB, data_dir, workers)
+    logging.info("verifying %d shard(s) of %s (%s) in %s with %d worker(s)", len(tasks),
+                 ", ".join(names), format_bytes(total), data_dir, workers)
     reports = run_tasks(tasks, workers)
     return Report(
         data_dir=data_dir,

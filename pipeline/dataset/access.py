@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 
 from pipeline.core import files, schema
+from pipeline.core.units import format_bytes
 from pipeline.dataset.options import DatasetError, ReadOptions
 from pipeline.dataset.order import Order
 
@@ -83,14 +84,10 @@ def choose_order(shard_counts, image_bytes: int, batch_size: int, *, training: b
     if table or split_bytes <= budget or len(shard_counts) <= 1:
         where = "RAM" if table else "the page cache"
         return (Order.global_shuffle(shard_counts, batch_size, seed),
-                f"a global shuffle every epoch ({_mb(split_bytes)} fit in {where})")
+                f"a global shuffle every epoch ({format_bytes(split_bytes)} fit in {where})")
     per_shard = split_bytes / len(shard_counts)
     window = max(1, int(budget // per_shard))
     return (Order.windows(shard_counts, batch_size, seed, window),
             f"quasi-random: {window} of {len(shard_counts)} shards at a time, shuffled "
-            f"({_mb(split_bytes)} exceed {_mb(budget)}, {PAGE_CACHE_FRACTION:.0%} of the "
-            "available memory)")
-
-
-def _mb(count: float) -> str:
-    return f"{count / 1e6:,.0f} MB"
+            f"({format_bytes(split_bytes)} exceed {format_bytes(budget)}, "
+            f"{PAGE_CACHE_FRACTION:.0%} of the available memory)")

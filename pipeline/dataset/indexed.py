@@ -31,7 +31,7 @@ import tensorflow as tf
 from absl import logging
 
 from pipeline import augment as augment_lib
-from pipeline.core import record_index, schema
+from pipeline.core import record_index, schema, units
 from pipeline.dataset import access as access_lib
 from pipeline.dataset import damaged, fused, table
 from pipeline.dataset.options import ReadOptions
@@ -50,8 +50,8 @@ READ_CALLS = 1
 # and call them finished once none has run for QUIET_S.
 WAIT_AT_EXIT_S = 30.0
 QUIET_S = 0.05
-# Loading an in-memory table this large is said before it starts: it takes seconds per GB
-# (219 MB: 1.1 s here, from the page cache), silent otherwise.
+# Loading an in-memory table this large is said before it starts: it takes seconds per GiB
+# (209 MiB: 1.1 s here, from the page cache), silent otherwise.
 LOAD_NOTICE_BYTES = 1 << 30
 
 
@@ -184,7 +184,7 @@ def read_batches(numbers: tf.data.Dataset, records: Records, order: Order,
         positions = records.readable[order.indices(int(batch))]
         # Asked of the kernel now, a batch ahead of their read: from a cold page cache they
         # come from the disk while the batch before is read and consumed (cold epochs of a
-        # 270 MB split: 4.1k vs 3.1k img/s; warm: no measurable cost).
+        # 258 MiB split: 4.1k vs 3.1k img/s; warm: no measurable cost).
         reader.advise(positions)
         return positions
 
@@ -228,8 +228,8 @@ def load_table(data_dir: str, manifest: schema.Manifest, split: str,
     numpy arrays for gather_placed (the features always numpy, float32 [records, F])."""
     count = sum(shard.count for shard in shards)
     if count * manifest.image_bytes >= LOAD_NOTICE_BYTES:
-        logging.info("split %r: loading %d records (%.1f GB) into memory", split, count,
-                     count * manifest.image_bytes / 1e9)
+        logging.info("split %r: loading %d records (%s) into memory", split, count,
+                     units.format_bytes(count * manifest.image_bytes))
     if access.random_access:
         records = open_records(data_dir, manifest, shards, split, options.damaged,
                                options.num_parallel_reads)

@@ -14,7 +14,7 @@ batch order stops reading with an error naming the shard and the record
 (pipeline.dataset.damaged), whichever thread met it.
 
 Batches are numpy arrays aligned to 64 bytes, which tf.numpy_function hands to TensorFlow
-without a copy (an unaligned 38 MB batch costs a 1.3-2.7 ms copy), from a pool that reuses an
+without a copy (an unaligned 37 MiB batch costs a 1.3-2.7 ms copy), from a pool that reuses an
 array once TensorFlow has let it go: fresh memory costs page faults and zeroing, 7.5 ms per
 256 x 224^2 batch against 1.6 ms to fill a reused one.
 

@@ -32,17 +32,17 @@ from pipeline.dataset.order import require_batches
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Bytes of records the streaming shuffle buffer may hold. Sized in bytes, not records (10,000
-# records of 224^2 would be 1.5 GB), and small enough to stay in the CPU's last-level cache:
+# records of 224^2 would be 1.4 GiB), and small enough to stay in the CPU's last-level cache:
 # batching then copies records from cache, not DRAM. Measured on 2 cores, 224^2, batch 256:
-# 200 records (30 MB) 9.3-12k img/s, 512 records 7k, 1,700 records (256 MB) 6.1k. The mixing
+# 200 records (29 MiB) 9.3-12k img/s, 512 records 7k, 1,700 records (244 MiB) 6.1k. The mixing
 # it gives up is done elsewhere: the writer shuffles records across shards, and every epoch
 # reads the shards in a new order, many at once.
-SHUFFLE_BUFFER_BYTES = 32 << 20  # 32 MB
+SHUFFLE_BUFFER_BYTES = 32 << 20  # 32 MiB
 MIN_SHUFFLE_RECORDS = 64
 # TFRecordDataset's read buffer per open shard. 0 (unbuffered): each record is read straight
-# into its own string. A buffer adds a copy per record, and records of ~150 KB are large
+# into its own string. A buffer adds a copy per record, and records of ~147 KiB are large
 # reads already: one sequential read of 224^2 records ran 14k img/s unbuffered, 7k with a
-# 256 KB or 4 MB buffer.
+# 256 KiB or 4 MiB buffer.
 READ_BUFFER_BYTES = 0
 # Shards read at once; more hides latency on network disks, each costs one read buffer.
 MAX_INTERLEAVE_FILES = 16

@@ -147,7 +147,7 @@ def _binary_problem(manifest: schema.Manifest, target: np.ndarray) -> str | None
 
 def to_variables(images: np.ndarray, labels: np.ndarray) -> tuple[tf.Variable, tf.Variable]:
     """Variables, not tensors: a tensor captured by a tf.data function is copied into the
-    function's graph as a constant (measured: 8 s for a 2.3 GB table), a variable is not."""
+    function's graph as a constant (measured: 8 s for a 2.1 GiB table), a variable is not."""
     image_table = tf.Variable(images, trainable=False, name="image_table")
     label_table = tf.Variable(labels, trainable=False, name="label_table")
     return image_table, label_table

@@ -115,9 +115,11 @@ def read_records(data_dir: str, split: str, start: int, count: int,
     return records
 
 
-def record_dump(data_dir: str, split: str, index: int) -> str:
-    """Record `index` of `split` (0-based, shard order) in words."""
-    manifest = schema.read_manifest(data_dir)
+def record_dump(data_dir: str, split: str, index: int,
+                manifest: schema.Manifest | None = None) -> str:
+    """Record `index` of `split` (0-based, shard order) in words; `manifest`: dataset.json's,
+    or a fold's view of it."""
+    manifest = manifest or schema.read_manifest(data_dir)
     locate_record(manifest, split, index)  # the range error before TensorFlow starts
     (record,) = read_records(data_dir, split, index, 1, manifest)
     info = manifest.split(split)

@@ -15,6 +15,8 @@ import numpy as np
 
 from pipeline import errors
 from pipeline.core import record_index, schema, workspace
+from pipeline.core.units import format_bytes
+from pipeline.tools.folds import fold_lines, view_line
 from pipeline.writing import settings, sources, tfds_source
 from pipeline.writing.sample import sample_listings
 
@@ -58,8 +60,11 @@ def default_split(manifest: schema.Manifest) -> str:
 
 def check_split(manifest: schema.Manifest, split: str) -> schema.SplitInfo:
     if split not in manifest.splits:
+        folds = (f"; its {schema.TRAIN!r} is in {len(manifest.folds)} folds: --fold=k shows fold "
+                 f"k's held-out records as {schema.VAL!r}, k in 0..{len(manifest.folds) - 1}"
+                 if manifest.folds and manifest.fold is None else "")
         raise InspectError(f"--split={split!r} is not in this dataset; use one of "
-                           f"{sorted(manifest.splits)}")
+                           f"{sorted(manifest.splits)}{folds}")
     return manifest.splits[split]
 
 
@@ -89,15 +94,6 @@ def class_caption(label: int, classes: Sequence[str]) -> str:
 # ---------------------------------------------------------------------------------------------
 # Summary (manifest and file sizes only)
 # ---------------------------------------------------------------------------------------------
-
-
-def format_bytes(count: float) -> str:
-    """`27.1 MB`: decimal units, as the writer's summary line uses."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(count) < 1000 or unit == "TB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    raise AssertionError("unreachable")
 
 
 def disk_bytes(paths: Sequence[str]) -> tuple[int, list[str]]:
@@ -215,7 +211,9 @@ def summarize(manifest: schema.Manifest, data_dir: str, split: str, *,
         lines.append("mean/std  of train, per channel (0-255): "
                      + " ".join(f"{m:.2f}" for m in manifest.mean) + " / "
                      + " ".join(f"{s:.2f}" for s in manifest.std or ()))
+    lines += view_line(manifest)
     lines += ["", *split_table_lines(manifest, data_dir), ""]
+    lines += [*fold_lines(manifest, data_dir), ""] if manifest.folds else []
     lines += source_lines(manifest, data_dir)
     if manifest.target_kind == schema.REGRESSION:
         lines += ["", *target_lines(manifest, data_dir, split)]

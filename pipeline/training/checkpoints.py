@@ -186,7 +186,7 @@ def check_resume(state: RunState, settings: dict[str, Any], workdir: str) -> Non
 
 # The time-based default spends at most this share of the run's time on its saves: after a
 # save that took s seconds the next waits s / SAVE_SHARE, and at least MIN_SAVE_INTERVAL_S.
-# (Measured: a ResNet-50's weights and momentum, 205 MB, save and fsync in 0.7-0.84 s, so
+# (Measured: a ResNet-50's weights and momentum, 195 MiB, save and fsync in 0.7-0.84 s, so
 # one save every ~40 s.)
 SAVE_SHARE = 0.02
 MIN_SAVE_INTERVAL_S = 10.0

@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 from absl import logging
 
 from pipeline import errors
-from pipeline.core import files, schema
+from pipeline.core import files, schema, units
 from pipeline.writing import kept, plan, regression, settings, tfds_export
 from pipeline.writing.output_dir import shard_files
 from pipeline.writing.settings import WriteConfig
@@ -237,8 +237,8 @@ def log_summary(summary, total_images: int) -> None:
     size = sum(shard.bytes for info in manifest.splits.values() for shard in info.shards)
     rate = total_images / max(summary.seconds, 1e-9)
     logging.info(
-        "wrote %s images in %d shards (%.1f MB; %d written, %d kept) in %.1f s (%.0f img/s); "
-        "%d rejected (%s) -> %s", split_text, num_shards, size / 1e6, summary.written,
+        "wrote %s images in %d shards (%s; %d written, %d kept) in %.1f s (%.0f img/s); "
+        "%d rejected (%s) -> %s", split_text, num_shards, units.format_bytes(size), summary.written,
         summary.reused, summary.seconds, rate, manifest.rejects,
         ", ".join(f"{n:,} {split}" for split, n in sorted(summary.rejects.items())),
         schema.manifest_path(summary.output_dir))

@@ -24,8 +24,8 @@ MAX_PIXELS = 16384 * 16384
 # a JPEG's draft (which decodes it smaller) and before any pixel is decoded: Pillow keeps
 # 1 byte per pixel for L and P, 2 for 16-bit grey, 4 for everything else (RGB included), and
 # converting a 16-bit image takes about as much again. 256 MiB: a 67 MP RGB PNG or a 134 MP
-# 16-bit grey one; a worker then peaks well under 1 GB (a 12000x12000 16-bit PNG, 288 MiB,
-# took 5.5 GB before this limit).
+# 16-bit grey one; a worker then peaks well under 1 GiB (a 12000x12000 16-bit PNG, 288 MiB,
+# took 5.5 GiB before this limit).
 MAX_DECODED_BYTES = 256 << 20
 # Transparent pixels are composited onto this colour: dropping alpha would show whatever RGB
 # happens to sit under a transparent pixel (often black), which is not what the image shows.

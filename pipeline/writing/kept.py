@@ -10,8 +10,8 @@ A shard that differs is rewritten; the plan makes it byte-identical to the first
 The indexes beside an uncompressed shard (the DALI `.idx`, the record index) are derived from
 its bytes: they are rebuilt from the shard (index_scan.scan_shard, small preads) and
 compared byte for byte, and one that differs is replaced without rewriting the shard.
-Checking costs one read of every kept byte: ~1 s per GB here from the page cache (sha256
-alone 0.6 s per GB; 271 MB of 224x224 shards checked, indexes included, in 0.24 s); a cold
+Checking costs one read of every kept byte: ~1 s per GiB here from the page cache (sha256
+alone 0.6 s per GiB; 258 MiB of 224x224 shards checked, indexes included, in 0.24 s); a cold
 disk reads slower than that.
 """
 

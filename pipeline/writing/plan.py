@@ -14,7 +14,7 @@ import random
 from typing import Mapping, Sequence
 
 from pipeline import errors
-from pipeline.core import record_index, schema
+from pipeline.core import record_index, schema, units
 from pipeline.writing import regression, stratify
 from pipeline.writing.sources import SourceImage
 
@@ -156,22 +156,22 @@ def fold_shards(images: Sequence[SourceImage], classes: Sequence[str], *, folds:
 
 # Shards of about this size read fastest: few enough files to open and interleave, each
 # large enough that reading is sequential (TFDS and the tf.data guide aim at 100-200 MB).
-GOOD_SHARD_BYTES = 100 << 20  # 100 MB
+GOOD_SHARD_BYTES = 100 << 20  # 100 MiB
 # An average train shard below this draws a warning with a count that fits the data.
-SMALL_SHARD_BYTES = 10 << 20  # 10 MB
+SMALL_SHARD_BYTES = 10 << 20  # 10 MiB
 
 
 def small_shards_warning(images: int, shards: int, image_bytes: int) -> str | None:
     """A warning when the train split's shards are much smaller than GOOD_SHARD_BYTES (36
-    shards of 1.4 MB for 1,800 images), suggesting a --shards that fits; else None. Data of
+    shards of 1.3 MiB for 1,800 images), suggesting a --shards that fits; else None. Data of
     less than SMALL_SHARD_BYTES in all is too small for shard sizes to matter."""
     total = images * image_bytes
     suggested = max(1, math.ceil(total / GOOD_SHARD_BYTES))
     if shards <= suggested or total < SMALL_SHARD_BYTES or total / shards >= SMALL_SHARD_BYTES:
         return None
-    return (f"{shards} train shards of ~{total / shards / 1e6:.1f} MB each for {images:,} "
-            f"images: shards of ~{GOOD_SHARD_BYTES // (1 << 20)} MB read fastest (fewer "
-            f"files to open and interleave); --shards={suggested} fits this data")
+    return (f"{shards} train shards of ~{units.format_bytes(total / shards)} each for "
+            f"{images:,} images: shards of ~{GOOD_SHARD_BYTES // units.MIB} MiB read fastest "
+            f"(fewer files to open and interleave); --shards={suggested} fits this data")
 
 
 def shard_counts(

@@ -2,7 +2,7 @@
 
 The shards hold every image that was stored, by its path; the plan lists every image the
 command read. Those planned and not stored were rejected: deleted, rejects.csv is rebuilt
-from that difference (one read of the shards, ~1 s per GB), each reason found again by
+from that difference (one read of the shards, ~1 s per GiB), each reason found again by
 decoding the image once more (a reject is rare: the write fails past --max_reject_fraction).
 """
 

@@ -37,7 +37,7 @@ from typing import Mapping
 
 from absl import logging
 
-from pipeline.core import files, schema
+from pipeline.core import files, schema, units
 from pipeline.writing.sources import MAX_EXAMPLES, InputError, Listing, SourceImage
 from pipeline.writing.tfds_source import (FEATURES_NAME, INFO_NAME, PREFIX, PreparedDataset,
                                           TfdsSpec, find_prepared, parse_tfds_input)
@@ -215,9 +215,9 @@ def stage_split(prepared: PreparedDataset, spec: TfdsSpec, folder: str, *,
             "dataset": prepared.full_name, "prepared_dir": os.path.abspath(prepared.directory),
             "split": spec.split, "image_key": split.image_key, "label_key": split.label_key,
             "classes": list(split.classes), "labeled": labeled, "images": len(rows)})
-    staged_mb = sum(os.path.getsize(os.path.join(folder, name)) for name, _ in rows) / 1e6
-    logging.info("staged %d images of %s (%.1f MB) in %.1f s; delete %s to reclaim the disk "
-                 "(a later write stages again)", len(rows), spec, staged_mb,
+    staged = sum(os.path.getsize(os.path.join(folder, name)) for name, _ in rows)
+    logging.info("staged %d images of %s (%s) in %.1f s; delete %s to reclaim the disk "
+                 "(a later write stages again)", len(rows), spec, units.format_bytes(staged),
                  time.monotonic() - start, folder)
 
 

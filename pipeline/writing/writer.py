@@ -33,7 +33,7 @@ from typing import Iterator, Mapping, Sequence
 from absl import logging
 
 from pipeline import cli, errors
-from pipeline.core import files, record_index, schema
+from pipeline.core import files, record_index, schema, units
 from pipeline.writing import (inputs, kept, lock, output_dir, plan, restore, settings,
                               shard_writer, tfds_export)
 from pipeline.writing.finish import (VerificationError, check_rejects, finish, log_summary,
@@ -163,9 +163,9 @@ def repair_complete(config: WriteConfig, write_plan: WritePlan, start: float) ->
         manifest = kept.settle_manifest(config.output_dir, manifest, write_plan.fingerprint)
     checked = sum(shard.bytes for shard in mine)
     seconds = time.monotonic() - start
-    logging.info("%s is complete for this command: %d shard(s) (%.1f MB) checked against %s, "
-                 "%d rewritten, in %.1f s", config.output_dir, len(mine), checked / 1e6,
-                 schema.MANIFEST_NAME, len(todo), seconds)
+    logging.info("%s is complete for this command: %d shard(s) (%s) checked against %s, "
+                 "%d rewritten, in %.1f s", config.output_dir, len(mine),
+                 units.format_bytes(checked), schema.MANIFEST_NAME, len(todo), seconds)
     return Summary(config.output_dir, manifest, len(todo), len(mine) - len(todo), seconds,
                    write_plan.warnings)
 
@@ -177,7 +177,7 @@ class WriteFailed(errors.PipelineError, OSError):
 
 
 # A record's bytes beyond its pixels (the path, the Example's keys, the framing), for the
-# room a write still needs: a 224x224 record is ~150 KB, so this need not be exact.
+# room a write still needs: a 224x224 record is ~147 KiB, so this need not be exact.
 RECORD_OVERHEAD_BYTES = 256
 
 

@@ -99,7 +99,7 @@ def test_writer_rows_write_json(tmp_path, parsed_flags, capsys):
     assert [row["name"] for row in document["rows"]] == WRITER_ROWS
     for row in document["rows"]:
         assert row["images"] == 12
-        assert row["images_per_s"] > 0 and row["peak_rss_mb"] > 0
+        assert row["images_per_s"] > 0 and row["peak_rss_mib"] > 0
         assert len(row["runs"]) == 1
     assert document["settings"]["image_size"] == 16
     assert document["write_speedup"] > 0
@@ -120,7 +120,7 @@ def test_rows_select_and_keep_their_fastest_run():
     runs = [measure.make_row("write_1_worker", 100, seconds, peak, 0.0)
             for seconds, peak in [(2.0, 50.0), (1.0, 40.0), (4.0, 60.0)]]
     best = measure.best_of(runs)
-    assert (best.seconds, best.images_per_s, best.peak_rss_mb) == (1.0, 100.0, 60.0)
+    assert (best.seconds, best.images_per_s, best.peak_rss_mib) == (1.0, 100.0, 60.0)
     assert best.runs == (2.0, 1.0, 4.0) and best.spread == 3.0
 
     parallel = measure.make_row("write_2_workers", 100, 0.5)
@@ -144,9 +144,9 @@ def test_reader_rows_time_every_reader_against_the_jpeg_baseline(tmp_path, parse
     train_count = manifest["splits"]["train"]["count"]
     batch = min(measure.READ_BATCH, train_count)
     for name, row in rows.items():
-        assert row["images_per_s"] > 0 and row["peak_rss_mb"] > 0, name
+        assert row["images_per_s"] > 0 and row["peak_rss_mib"] > 0, name
         if name == "disk_sequential_read":  # whole passes over the training shards
-            assert row["images"] % train_count == 0 and row["mb_per_s"] > 0
+            assert row["images"] % train_count == 0 and row["mib_per_s"] > 0
             continue
         assert row["images"] % batch == 0, name  # whole batches only
         if name != "jpeg_pillow_loop":  # one epoch at most: it is the slow one
@@ -157,7 +157,7 @@ def test_reader_rows_time_every_reader_against_the_jpeg_baseline(tmp_path, parse
     assert document["speedups"]["read_random_augment"] == {
         "vs_jpeg": rows["read_random_augment"]["vs_jpeg"], "target": 3.0}
     assert document["stream_speedup"] == rows["read_stream_augment"]["vs_jpeg"]
-    assert all(rows[name]["mb_per_s"] > 0 for name in ("read_random_cold", "read_stream_cold"))
+    assert all(rows[name]["mib_per_s"] > 0 for name in ("read_random_cold", "read_stream_cold"))
     table = capsys.readouterr().out
     assert "the default read (random access, crop + flip in the pipeline) / tf.data" in table
     assert "random access with augment=None / tf.data over JPEGs" in table
@@ -257,13 +257,13 @@ def test_targets_are_judged_against_the_jpeg_row():
 
 def test_cold_rows_are_judged_against_the_disk():
     disk = dataclasses.replace(measure.make_row("disk_sequential_read", 1000, 1.0),
-                               mb_per_s=400.0)
-    cold = dataclasses.replace(measure.make_row("read_random_cold", 500, 1.0), mb_per_s=100.0)
+                               mib_per_s=400.0)
+    cold = dataclasses.replace(measure.make_row("read_random_cold", 500, 1.0), mib_per_s=100.0)
     assert bench_report.cold_lines([cold, disk]) == [
-        "read_random_cold: 100 MB/s from the disk (500 img/s), 25% of the disk's sequential "
-        "400 MB/s"]
+        "read_random_cold: 100 MiB/s from the disk (500 img/s), 25% of the disk's sequential "
+        "400 MiB/s"]
     assert bench_report.cold_lines([cold]) == [
-        "read_random_cold: 100 MB/s from the disk (500 img/s)"]
+        "read_random_cold: 100 MiB/s from the disk (500 img/s)"]
 
 
 def test_the_training_row_trains_what_users_train_on_an_accelerator():

@@ -295,6 +295,22 @@ def test_inspect_counts_each_tag_and_the_tags_a_record(planet):
     assert "source    " in text and ": 68 images" in text  # the CSVs listed as written
 
 
+def test_inspect_counts_each_folds_tags(planet):
+    from pipeline.tools import summary
+
+    write_dataset(_config(planet, output_dir=str(planet / "folds"), folds=4, shards=4))
+    out = str(planet / "folds")
+    lines = summary.summarize(schema.read_manifest(out), out, "train").splitlines()
+    start = lines.index("folds     4, stratified by tag; --fold=k: 'val' is fold k, 'train' "
+                        "the others")
+    assert lines[start + 1].split() == ["fold", "records", "shards", *TAGS]
+    for fold in range(4):  # each tag counted in each record that has it, read by the reader
+        held_out = labels_by_id(out, "val", fold=fold)
+        per_tag = [int(sum(row[k] for row in held_out.values())) for k in range(len(TAGS))]
+        assert lines[start + 2 + fold].split() == [str(fold), str(len(held_out)), "1",
+                                                   *map(str, per_tag)]
+
+
 @pytest.mark.parametrize("cache", [None, "memory"])
 def test_skipping_a_damaged_record_keeps_every_other_records_tags(planet, cache):
     write_dataset(_config(planet))

@@ -178,14 +178,15 @@ def test_path_hash_is_fixed():
         __import__("hashlib").sha256(b"images/0.jpg").digest()[:8], "big")
 
 
-def test_shards_much_smaller_than_100_mb_draw_a_warning_with_a_count_that_fits():
+def test_shards_much_smaller_than_100_mib_draw_a_warning_with_a_count_that_fits():
     image = 3 * 224 * 224  # 150,528 bytes
-    # The case users hit: 36 shards of ~7.5 MB for 1,800 images.
+    # The case users hit: 36 shards of ~7.2 MiB for 1,800 images.
     warning = plan.small_shards_warning(1_800, 36, image)
-    assert warning.startswith("36 train shards of ~7.5 MB each for 1,800 images")
+    assert warning.startswith("36 train shards of ~7.2 MiB each for 1,800 images: shards "
+                              "of ~100 MiB read fastest")
     assert warning.endswith("--shards=3 fits this data")
     assert plan.small_shards_warning(1_800, 3, image) is None  # the suggested count
-    assert plan.small_shards_warning(100_000, 512, image) is None  # ~29 MB each: fine
+    assert plan.small_shards_warning(100_000, 512, image) is None  # ~28 MiB each: fine
     assert plan.small_shards_warning(40, 2, 3 * 8 * 8) is None  # tiny data: one shard or two
 
 
@@ -194,11 +195,11 @@ def test_a_write_with_tiny_shards_warns_in_its_summary(tmp_path):
     from pipeline.writing.settings import WriteConfig
     from pipeline.writing.writer import write_dataset
 
-    rows = write_images(str(tmp_path / "src"), 80, size=(224, 224))  # 12 MB stored
+    rows = write_images(str(tmp_path / "src"), 80, size=(224, 224))  # 12 MiB stored
     write_csv(tmp_path / "src" / "train.csv", ["image", "label"], rows)
     summary = write_dataset(WriteConfig(
         output_dir=str(tmp_path / "shards"), input=str(tmp_path / "src" / "train.csv"),
         image_size=224, shards=8, val_fraction=0.0, num_workers=1, show_progress=False))
     assert [line for line in summary.warnings if line.startswith(
-        "8 train shards of ~1.5 MB each for 80 images")] != [], summary.warnings
+        "8 train shards of ~1.4 MiB each for 80 images")] != [], summary.warnings
     assert summary.warnings[-1].endswith("--shards=1 fits this data")

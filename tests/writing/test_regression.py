@@ -130,6 +130,21 @@ def test_inspect_shows_the_targets_range_and_histogram(pets):
     assert "Pawpularity in 'val' (10 records):" in text
 
 
+def test_inspect_shows_each_folds_target_mean_and_std(pets):
+    from pipeline.tools import summary
+
+    write_dataset(_config(pets, folds=3, shards=3))
+    out = str(pets / "out")
+    lines = summary.summarize(schema.read_manifest(out), out, "train").splitlines()
+    start = lines.index("folds     3, stratified by the target's range; --fold=k: 'val' is "
+                        "fold k, 'train' the others")
+    assert lines[start + 1].split() == ["fold", "records", "shards", "Pawpularity", "mean/std"]
+    for fold in range(3):
+        values = np.array([value[0] for value in labels_by_id(out, "val", fold=fold).values()])
+        assert lines[start + 2 + fold].split() == [
+            str(fold), str(len(values)), "1", f"{values.mean():.4g}/{values.std():.4g}"]
+
+
 def test_training_lowers_the_error_and_predict_writes_the_original_scale(pets, tmp_path):
     from pipeline.training import predict
 

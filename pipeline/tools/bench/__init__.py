@@ -28,7 +28,7 @@ The rows, each a function `(Bench, name) -> Row` in the ROWS registry:
                                 (tfds.builder_from_directory, as_dataset, batched)
   memcpy                     6. one numpy copy of each batch's bytes: the bound for any reader
   disk_sequential_read       7. the training shards read front to back from the disk (evicted
-                                from the page cache first): the disk's rate, MB/s
+                                from the page cache first): the disk's rate, MiB/s
   read_random_cold,             rows 2 and its streamed twin with every epoch read from the
   read_stream_cold              disk (evicted first): what a split larger than RAM gets
   train_resnet                  a ResNet trained on the reader (on a GPU ResNet-50, mixed

@@ -19,12 +19,11 @@ import os
 import time
 from typing import Sequence
 
-from pipeline.core import schema
+from pipeline.core import schema, units
 from pipeline.tools.bench.measure import READ_SEED, Bench, Monitor, Row, make_row, read_batch_size
 
 # Bytes per read() of the disk row: large sequential reads, as a disk's benchmark makes.
 DISK_READ_BYTES = 8 << 20
-MB = 1e6  # megabytes of the MB/s columns, as disks are rated
 
 
 def evict(paths: Sequence[str]) -> None:
@@ -46,7 +45,7 @@ def _train_shards(bench: Bench) -> tuple[list[str], int, int]:
 
 def disk_read_row(bench: Bench, name: str) -> Row:
     """The training shards, evicted, read front to back in DISK_READ_BYTES reads, pass after
-    pass: the disk's sequential rate, as MB/s and as records per second."""
+    pass: the disk's sequential rate, as MiB/s and as records per second."""
     paths, records, total_bytes = _train_shards(bench)
     buffer = memoryview(bytearray(DISK_READ_BYTES))
     seen, seconds = 0, 0.0
@@ -60,8 +59,8 @@ def disk_read_row(bench: Bench, name: str) -> Row:
                         pass
             seconds += time.perf_counter() - start
             seen += records
-    row = make_row(name, seen, seconds, monitor.peak_mb, monitor.other_cpu)
-    return dataclasses.replace(row, mb_per_s=seen / records * total_bytes / seconds / MB)
+    row = make_row(name, seen, seconds, monitor.peak_mib, monitor.other_cpu)
+    return dataclasses.replace(row, mib_per_s=seen / records * total_bytes / seconds / units.MIB)
 
 
 def cold_reader_row(bench: Bench, name: str, *, access: str) -> Row:
@@ -81,5 +80,5 @@ def cold_reader_row(bench: Bench, name: str, *, access: str) -> Row:
                 seen += int(labels.shape[0])
             seconds += time.perf_counter() - start
         del epochs
-    row = make_row(name, seen, seconds, monitor.peak_mb, monitor.other_cpu)
-    return dataclasses.replace(row, mb_per_s=seen * (total_bytes / records) / seconds / MB)
+    row = make_row(name, seen, seconds, monitor.peak_mib, monitor.other_cpu)
+    return dataclasses.replace(row, mib_per_s=seen * (total_bytes / records) / seconds / units.MIB)

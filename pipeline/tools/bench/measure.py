@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 import psutil
 
 from pipeline import errors
-from pipeline.core import schema
+from pipeline.core import schema, units
 
 # Batches as make_dataset's default.
 READ_BATCH = 256
@@ -29,7 +29,6 @@ QUICK_READ_MIN_IMAGES = 5_000
 # Peak memory is sampled this often (seconds): often enough to catch a worker's peak within a
 # shard, rare enough (one /proc scan per sample) to cost well under 1% of a core.
 RSS_POLL_S = 0.05
-MB = 1 << 20
 
 
 class BenchError(errors.PipelineError, RuntimeError):
@@ -58,14 +57,14 @@ class Row:
     images: int
     seconds: float  # of the fastest run
     images_per_s: float  # images / seconds
-    peak_rss_mb: float | None  # this process + its workers, summed; None where not measured
+    peak_rss_mib: float | None  # this process + its workers, summed; None where not measured
     # Cores other processes and the kernel kept busy during the (fastest) run; see Monitor.
     other_cpu: float | None = None
     runs: tuple[float, ...] = ()  # seconds of every run, in order
     # Training rows: the share of step time spent waiting for the next batch.
     input_wait: float | None = None
-    # Cold-cache and disk rows: the bytes read per second, in MB (10^6 bytes).
-    mb_per_s: float | None = None
+    # Cold-cache and disk rows: the bytes read per second, in MiB (2^20 bytes).
+    mib_per_s: float | None = None
     note: str | None = None  # what the row ran, where the name does not say it all
 
     @property
@@ -74,19 +73,19 @@ class Row:
         return max(self.runs) / min(self.runs) - 1 if len(self.runs) > 1 else None
 
 
-def make_row(name: str, images: int, seconds: float, peak_rss_mb: float | None = None,
+def make_row(name: str, images: int, seconds: float, peak_rss_mib: float | None = None,
              other_cpu: float | None = None) -> Row:
     """One run's row."""
     rate = images / seconds if seconds > 0 else 0.0
-    return Row(name, images, seconds, rate, peak_rss_mb, other_cpu, runs=(seconds,))
+    return Row(name, images, seconds, rate, peak_rss_mib, other_cpu, runs=(seconds,))
 
 
 def best_of(samples: Sequence[Row]) -> Row:
     """The fastest run, with every run's seconds and the highest memory peak of any."""
     best = min(samples, key=lambda row: row.seconds)
-    peaks = [row.peak_rss_mb for row in samples if row.peak_rss_mb is not None]
+    peaks = [row.peak_rss_mib for row in samples if row.peak_rss_mib is not None]
     return dataclasses.replace(
-        best, peak_rss_mb=max(peaks) if peaks else None,
+        best, peak_rss_mib=max(peaks) if peaks else None,
         runs=tuple(seconds for row in samples for seconds in row.runs),
     )
 
@@ -123,8 +122,8 @@ class Monitor:
         self.other_cpu = max(busy - tree, 0.0) / wall if wall > 0 else 0.0
 
     @property
-    def peak_mb(self) -> float:
-        return self._peak / MB
+    def peak_mib(self) -> float:
+        return self._peak / units.MIB
 
     def _poll(self) -> None:
         while not self._stop.wait(RSS_POLL_S):
@@ -202,4 +201,4 @@ def jpeg_map_row(bench: Bench, name: str, load) -> Row:
                    .batch(read_batch_size(bench), drop_remainder=True)
                    .prefetch(tf.data.AUTOTUNE))
         seen, seconds = time_batches(iter(batches.repeat()), bench.read_min_images)
-    return make_row(name, seen, seconds, monitor.peak_mb, monitor.other_cpu)
+    return make_row(name, seen, seconds, monitor.peak_mib, monitor.other_cpu)

@@ -165,7 +165,7 @@ def prepare(workdir: str, images: int, image_size: int, *, reader_inputs: bool =
     """Make (or reuse) the photo folder, and with `reader_inputs` what reader rows read.
 
     A new folder is made in a child process: scikit-learn and SciPy, imported to load the
-    photos, would otherwise stay in this process and add ~80 MB to every row's peak memory on
+    photos, would otherwise stay in this process and add ~80 MiB to every row's peak memory on
     the first run only.
     """
     start = time.perf_counter()

@@ -135,18 +135,18 @@ def target_lines(rows: Sequence[Row], image_size: int) -> list[str]:
 
 
 def cold_lines(rows: Sequence[Row]) -> list[str]:
-    """Each cold-cache row's MB/s against the disk's sequential rate, when they ran."""
+    """Each cold-cache row's MiB/s against the disk's sequential rate, when they ran."""
     by_name = {row.name: row for row in rows}
     disk = by_name.get(DISK_ROW)
     lines = []
     for name in COLD_ROWS:
         row = by_name.get(name)
-        if row is None or row.mb_per_s is None:
+        if row is None or row.mib_per_s is None:
             continue
-        line = f"{name}: {row.mb_per_s:,.0f} MB/s from the disk ({row.images_per_s:,.0f} img/s)"
-        if disk is not None and disk.mb_per_s:
-            line += (f", {row.mb_per_s / disk.mb_per_s:.0%} of the disk's sequential "
-                     f"{disk.mb_per_s:,.0f} MB/s")
+        line = f"{name}: {row.mib_per_s:,.0f} MiB/s from the disk ({row.images_per_s:,.0f} img/s)"
+        if disk is not None and disk.mib_per_s:
+            line += (f", {row.mib_per_s / disk.mib_per_s:.0%} of the disk's sequential "
+                     f"{disk.mib_per_s:,.0f} MiB/s")
         lines.append(line)
     return lines
 
@@ -154,11 +154,11 @@ def cold_lines(rows: Sequence[Row]) -> list[str]:
 def format_report(rows: Sequence[Row], image_size: int = DEFAULT_IMAGE_SIZE) -> str:
     """The table (img/s relative to tf.data over JPEGs where it ran), then the targets."""
     header = (f"{'row':<33}{'images':>8}{'seconds':>9}{'img/s':>10}{'vs jpeg':>9}{'runs':>6}"
-              f"{'spread':>8}{'peak RSS MB':>13}{'other CPU':>11}")
+              f"{'spread':>8}{'peak RSS MiB':>13}{'other CPU':>11}")
     lines = [header, "-" * len(header)]
     for row in rows:
         spread = "-" if row.spread is None else f"{100 * row.spread:.0f}%"
-        rss = "-" if row.peak_rss_mb is None else f"{row.peak_rss_mb:.0f}"
+        rss = "-" if row.peak_rss_mib is None else f"{row.peak_rss_mib:.0f}"
         other = "-" if row.other_cpu is None else f"{row.other_cpu:.2f}"
         ratio = (baseline_ratio(rows, row.name)
                  if row.name in READER_ROWS and row.input_wait is None and row.name != DISK_ROW

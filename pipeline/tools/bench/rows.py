@@ -55,7 +55,7 @@ def write_row(bench: Bench, name: str, *, num_workers: int) -> Row:
         summary = writer.write_dataset(config)
         seconds = time.perf_counter() - start
     images = sum(split.count for split in summary.manifest.splits.values())
-    return make_row(name, images, seconds, monitor.peak_mb, monitor.other_cpu)
+    return make_row(name, images, seconds, monitor.peak_mib, monitor.other_cpu)
 
 
 def reader_row(bench: Bench, name: str, *, cache: str | None, augment: bool,
@@ -72,7 +72,7 @@ def reader_row(bench: Bench, name: str, *, cache: str | None, augment: bool,
         )
         seen, seconds = time_batches(iter(train.repeat()), bench.read_min_images)
         del train  # frees the in-memory table before the next row
-    return make_row(name, seen, seconds, monitor.peak_mb, monitor.other_cpu)
+    return make_row(name, seen, seconds, monitor.peak_mib, monitor.other_cpu)
 
 
 def jpeg_tfdata_row(bench: Bench, name: str) -> Row:
@@ -110,7 +110,7 @@ def jpeg_pillow_loop_row(bench: Bench, name: str) -> Row:
     min_images = min(bench.read_min_images, max(len(paths) - 2 * batch_size, batch_size))
     with Monitor() as monitor:
         seen, seconds = time_batches(pillow_batches(paths, batch_size, READ_SEED), min_images)
-    return make_row(name, seen, seconds, monitor.peak_mb, monitor.other_cpu)
+    return make_row(name, seen, seconds, monitor.peak_mib, monitor.other_cpu)
 
 
 def memcpy_row(bench: Bench, name: str) -> Row:
@@ -136,7 +136,7 @@ def memcpy_row(bench: Bench, name: str) -> Row:
 
     with Monitor() as monitor:
         seen, seconds = time_batches(copies(), bench.read_min_images)
-    return make_row(name, seen, seconds, monitor.peak_mb, monitor.other_cpu)
+    return make_row(name, seen, seconds, monitor.peak_mib, monitor.other_cpu)
 
 
 # The training row: a ResNet fed by make_dataset, timed like train.py times itself.
@@ -177,7 +177,7 @@ def train_row(bench: Bench, name: str) -> Row:
             augment=augment_lib.DEFAULT_TRAIN_AUGMENT, **settings)
     rate = timer.last_images_per_second or 0.0
     images = (TRAIN_STEPS - 1) * settings["batch_size"]  # InputTimer skips an epoch's first
-    row = make_row(name, images, images / rate if rate else 0.0, monitor.peak_mb,
+    row = make_row(name, images, images / rate if rate else 0.0, monitor.peak_mib,
                    monitor.other_cpu)
     return dataclasses.replace(row, input_wait=timer.last_wait_fraction, note=what)
 
@@ -214,7 +214,7 @@ def tfds_benchmark_row(bench: Bench, name: str, *, reader: str) -> Row:
         del data
     steady = result.stats.loc["lasts"]
     return make_row(name, int(steady["num_examples"]), float(steady["duration"]),
-                    monitor.peak_mb, monitor.other_cpu)
+                    monitor.peak_mib, monitor.other_cpu)
 
 
 RowFn = Callable[[Bench, str], Row]  # (settings, row name) -> the measured row

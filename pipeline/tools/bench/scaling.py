@@ -48,7 +48,7 @@ def read_rrc_row(bench: Bench, name: str) -> Row:
             access="random", seed=READ_SEED,
             augment=RRC_SPEC.format(size=rrc_side(bench.image_size)))
         seen, seconds = time_batches(iter(train.repeat()), bench.read_min_images)
-    return make_row(name, seen, seconds, monitor.peak_mb, monitor.other_cpu)
+    return make_row(name, seen, seconds, monitor.peak_mib, monitor.other_cpu)
 
 
 def jpeg_rrc_row(bench: Bench, name: str) -> Row:
@@ -98,7 +98,7 @@ def one_core_row(bench: Bench, name: str) -> Row:
         raise BenchError(f"{name}: the child bench ran on {cores} cores, not 1")
     (row,) = document["rows"]
     return dataclasses.replace(
-        make_row(name, row["images"], row["seconds"], row["peak_rss_mb"], row["other_cpu"]),
+        make_row(name, row["images"], row["seconds"], row["peak_rss_mib"], row["other_cpu"]),
         note=f"{base} pinned to core {core}")
 
 
