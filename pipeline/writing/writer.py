@@ -244,7 +244,8 @@ def make_plan(config: WriteConfig) -> WritePlan:
         for name, images in sorted(splits.items())), config.output_dir)
     # Not for the bundled sample: its 36 shards are the design card's default, shown on it.
     advice = None if config.input is None else plan.small_shards_warning(
-        len(splits.get(schema.TRAIN, ())), counts.get(schema.TRAIN, 0), config.image_bytes)
+        len(splits.get(schema.TRAIN, ())), counts.get(schema.TRAIN, 0), config.image_bytes,
+        folds=config.folds)
     if advice:
         logging.warning("plan: %s", advice)
     return WritePlan(main, test, tuple(shards), sources, fingerprint, (advice,) if advice else (),
