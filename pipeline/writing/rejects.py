@@ -115,7 +115,8 @@ class Checked(NamedTuple):
 
 def every_reject(shards, results, todo, config: WriteConfig) -> TooManyRejects | None:
     """After a stop on too many rejects: the `todo` images not read yet decoded (none
-    written), the error counting every reject, rejects.csv listing them all."""
+    written), the error counting every reject, rejects.csv listing them all (with
+    --num_tasks, those of this task's shards and of every shard written so far)."""
     unread = [spec for spec in todo if (spec.split, spec.index) not in results]
     if unread:
         logging.info("too many rejects: checking the %d image(s) not read yet, so that %s "
