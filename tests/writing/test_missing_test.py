@@ -30,7 +30,7 @@ def folder(tmp_path):
     write_csv(tmp_path / "train.csv", ["image", "label"], rows[:24])
     test = [path for path, _ in rows[24:]]
     order = test[::-2] + test[-2::-2]  # 32, 30, 28, 26, 24, 31, 29, 27, 25
-    order.insert(3, order.pop(order.index(MISSING)))
+    order.insert(3, order.pop(order.index(MISSING)))  # 32, 30, 28, 27, 26, 24, 31, 29, 25
     write_csv(tmp_path / "test.csv", ["image"], [(path,) for path in order])
     os.remove(tmp_path / MISSING)
     return tmp_path
