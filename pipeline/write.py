@@ -14,8 +14,9 @@ SIGKILL) is safe: the same command run again keeps the complete shards and write
 How a write works is in pipeline.writing.writer; every flag is a field of
 pipeline.writing.settings.WriteConfig.
 
-Exit codes: 0 done, 1 too many unreadable images, 2 unusable input (bad CSV, bad flags, output
-directory in use by another command, shards missing at --finalize).
+Exit codes: 0 done, 1 too many unreadable images (any test image without
+--allow_missing_test: a submission needs every test row), 2 unusable input (bad CSV, bad
+flags, output directory in use by another command, shards missing at --finalize).
 """
 
 from __future__ import annotations

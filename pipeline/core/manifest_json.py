@@ -7,7 +7,8 @@ its record index (`index_sha256`), which ties every record's place and CRC to th
 (pipeline.core.record_index); the shard files themselves are byte for byte those of format 1.
 A multi-label dataset (format 2 on) says so in `target_kind`; a class dataset has no such key.
 A format 1 dataset reads on with the checks its indexes allow, and says how to upgrade it
-(pipeline.dataset.options).
+(pipeline.dataset.options). `missing_test`, the test CSV's rows without a record, is optional
+in any format (pipeline.core.test_rows).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 
-from pipeline.core import schema
+from pipeline.core import schema, test_rows
 from pipeline.core.schema import FormatError, Manifest, ShardInfo, SplitInfo
 
 # The oldest format_version this code reads.
@@ -59,6 +60,8 @@ def to_json(manifest: Manifest) -> str:
     if manifest.folds:
         document["folds"] = [{"count": fold.count, "class_counts": dict(fold.class_counts)}
                              for fold in manifest.folds]
+    if manifest.missing_test:  # absent otherwise: such a dataset's text stays as it was
+        document[test_rows.KEY] = test_rows.to_json(manifest.missing_test)
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
@@ -97,6 +100,7 @@ def from_json(text: str, source: str = schema.MANIFEST_NAME) -> Manifest:
             target_stats=doc.get("target_stats", {}),
             features=tuple(doc.get("features", ())),
             feature_stats=doc.get("feature_stats", {}),
+            missing_test=test_rows.from_json(doc.get(test_rows.KEY)),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise FormatError(f"{source} is missing or has a malformed field: {err!r}") from err
@@ -139,6 +143,10 @@ def validate_manifest(manifest: Manifest, source: str = schema.MANIFEST_NAME) ->
             )
         _validate_index_digests(manifest, info, source)
     validate_folds(manifest, source)
+    test = manifest.splits.get(schema.TEST)
+    problem = test_rows.problem(manifest.missing_test, test.count if test else None)
+    if problem:
+        raise FormatError(f"{source}: {problem}")
 
 
 def _validate_target_stats(manifest: Manifest, source: str) -> None:

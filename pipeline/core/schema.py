@@ -207,6 +207,8 @@ class Manifest:
     # the train split's stats of each (the model standardises them).
     features: tuple[str, ...] = ()
     feature_stats: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
+    # The test CSV's rows without a record (--allow_missing_test): core.test_rows.MissingRow.
+    missing_test: tuple = ()
 
     @property
     def num_classes(self) -> int:

@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from pipeline import augment, dataset, errors
 from pipeline.core import files, schema
-from pipeline.training import run_files, targets
+from pipeline.training import prior, run_files, targets
 
 SUBMISSION_NAME = "submission.csv"
 HEADER = ("image", "label")
@@ -95,7 +95,9 @@ def predict_probabilities(workdirs: str | Sequence[str], split: str = schema.TES
                 raise PredictError(f"{len(logits)} predictions for {len(paths)} records of "
                                    f"{split!r}")
             total += targets.probabilities(manifest, logits)
-    return manifest, paths, total / (len(workdirs) * len(views))
+    # A test split: every row of its CSV, those without an image given the prior (prior.py).
+    return manifest, *prior.with_missing_rows(manifest, split, paths,
+                                              total / (len(workdirs) * len(views)))
 
 
 def choose_fold(runs: Sequence[dict], workdirs: Sequence[str], split: str,

@@ -19,6 +19,7 @@
     kept.py          reruns check what they keep (shards, indexes, dataset.json's fields)
     restore.py       reruns restore a deleted rejects.csv from the shards
     progress.py      the progress bar or log line of a long write
+    rejects.py       each split's reject limit, and rejects.csv listing every reject
     finish.py        check what was written, then rejects.csv, TFDS metadata, dataset.json
     tfds_export.py   the TFDS metadata beside the shards (tfds.builder_from_directory)
 

@@ -8,9 +8,7 @@ the dataset is complete.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import os
 import shutil
 from typing import Mapping, Sequence
@@ -18,79 +16,19 @@ from typing import Mapping, Sequence
 from absl import logging
 
 from pipeline import errors
-from pipeline.core import files, schema, units
+from pipeline.core import files, schema, test_rows, units
 from pipeline.writing import kept, plan, regression, settings, tfds_export
 from pipeline.writing.output_dir import shard_files
+from pipeline.writing.rejects import check_rejects, planned_images, write_rejects_csv
 from pipeline.writing.settings import WriteConfig
 from pipeline.writing.shard_writer import PROGRESS_DIR, ShardResult
-from pipeline.writing.sources import MAX_EXAMPLES, Listing
-
-
-class TooManyRejects(errors.PipelineError, RuntimeError):
-    """More of a split's images failed to decode than --max_reject_fraction allows, or all."""
-
-    exit_code = errors.EXIT_FAILED
+from pipeline.writing.sources import Listing
 
 
 class VerificationError(errors.PipelineError, RuntimeError):
     """What was written does not match the plan (a shard removed or changed meanwhile)."""
 
     exit_code = errors.EXIT_FAILED
-
-
-def reject_counts(shards, results) -> dict[str, tuple[int, int]]:
-    """{split: (images rejected, images planned)} over the shards written so far (`results`)."""
-    counts: dict[str, tuple[int, int]] = {}
-    for spec in shards:
-        result = results.get((spec.split, spec.index))
-        if result is not None:
-            rejected, planned = counts.get(spec.split, (0, 0))
-            counts[spec.split] = (rejected + len(result.rejects), planned + len(spec.images))
-    return counts
-
-
-def check_rejects(shards, results, planned: Mapping[str, int], fraction: float,
-                  output_dir: str) -> None:
-    """TooManyRejects when a split's rejects, among the shards written so far, are more than
-    `fraction` of its `planned` images, or are all of them (the split would be empty)."""
-    for split, (rejected, _) in sorted(reject_counts(shards, results).items()):
-        if rejected == planned[split] or rejected > fraction * planned[split]:
-            raise too_many_rejects(results, split, rejected, planned[split], fraction,
-                                   output_dir)
-
-
-def too_many_rejects(results, split: str, rejects: int, total: int, fraction: float,
-                     output_dir: str):
-    listed = sorted(r for result in results.values() for r in result.rejects)
-    write_rejects_csv(output_dir, listed)
-    split_rejects = sorted(r for (name, _), result in results.items() if name == split
-                           for r in result.rejects)
-    examples = "; ".join(f"{path}: {reason}" for path, reason in split_rejects[:MAX_EXAMPLES])
-    what = (f"the {split} split would be empty: all {total} of its images were rejected"
-            if rejects == total else
-            f"the {split} split: {rejects} of {total} images could not be read, more than "
-            f"--max_reject_fraction={fraction} allows ({fraction * total:.1f})")
-    return TooManyRejects(
-        f"{what}. First: {examples}. All are listed in "
-        f"{os.path.join(output_dir, schema.REJECTS_NAME)}. Fix or remove them, or raise "
-        "--max_reject_fraction; completed shards are kept for the next run."
-    )
-
-
-def planned_images(shards) -> dict[str, int]:
-    """{split: images planned}."""
-    planned: dict[str, int] = {}
-    for spec in shards:
-        planned[spec.split] = planned.get(spec.split, 0) + len(spec.images)
-    return planned
-
-
-def write_rejects_csv(output_dir: str, rejects: Sequence[tuple[str, str]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "reason"])
-    writer.writerows(sorted(rejects))
-    files.atomic_write_text(os.path.join(output_dir, schema.REJECTS_NAME), buffer.getvalue())
 
 
 def check_written(output_dir: str, shards: Sequence[plan.ShardSpec],
@@ -124,8 +62,7 @@ def finish(output_dir, shards, results, main: Listing, config: WriteConfig, fing
     check_written(output_dir, shards, results, config.compression)
     results = {key: with_index_digest(output_dir, result, config.compression)
                for key, result in results.items()}
-    check_rejects(shards, results, planned_images(shards), config.max_reject_fraction,
-                  output_dir)
+    check_rejects(shards, results, planned_images(shards), config)
     write_rejects_csv(output_dir, [r for result in results.values() for r in result.rejects])
     manifest = build_manifest(shards, results, main, config, fingerprint, sources)
     no_tfds = tfds_export.write_metadata(output_dir, manifest)
@@ -203,7 +140,16 @@ def build_manifest(shards, results, main: Listing, config: WriteConfig, fingerpr
         target_stats=train_stats(shards, results, main.targets, "values"),
         features=main.features,
         feature_stats=train_stats(shards, results, main.features, "features"),
+        missing_test=missing_test(shards, results),
     )
+
+
+def missing_test(shards, results) -> tuple[test_rows.MissingRow, ...]:
+    """The test split's rows without a record (its rejects), by their place in its listing."""
+    specs = [spec for spec in shards if spec.split == schema.TEST]
+    rejected = {path for spec in specs for path, _ in results[(spec.split, spec.index)].rejects}
+    return test_rows.missing_rows([image.path for spec in specs for image in spec.images],
+                                  rejected)
 
 
 def train_stats(shards, results, names, field: str) -> dict:
@@ -238,9 +184,13 @@ def log_summary(summary, total_images: int) -> None:
     rate = total_images / max(summary.seconds, 1e-9)
     logging.info(
         "wrote %s images in %d shards (%s; %d written, %d kept) in %.1f s (%.0f img/s); "
-        "%d rejected (%s) -> %s", split_text, num_shards, units.format_bytes(size), summary.written,
-        summary.reused, summary.seconds, rate, manifest.rejects,
+        "%d rejected (%s) -> %s", split_text, num_shards, units.format_bytes(size),
+        summary.written, summary.reused, summary.seconds, rate, manifest.rejects,
         ", ".join(f"{n:,} {split}" for split, n in sorted(summary.rejects.items())),
         schema.manifest_path(summary.output_dir))
+    if manifest.missing_test:
+        logging.warning("%d test row(s) have no image (--allow_missing_test): %s lists them, "
+                        "and predict gives them the training prior", len(manifest.missing_test),
+                        schema.MANIFEST_NAME)
     for warning in summary.warnings:  # said at planning too; repeated where it is seen
         logging.warning("note: %s", warning)

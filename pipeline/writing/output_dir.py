@@ -134,3 +134,11 @@ def load_completed_shard(output_dir: str, spec: plan.ShardSpec, compression: str
                              image_bytes=image_bytes, widths=spec.widths) is not None:
         return None
     return result
+
+
+def free_bytes(path: str) -> int:
+    """Bytes free on the disk `path` is on, or would be on: its nearest existing parent's."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return shutil.disk_usage(path).free

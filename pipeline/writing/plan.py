@@ -161,17 +161,24 @@ GOOD_SHARD_BYTES = 100 << 20  # 100 MiB
 SMALL_SHARD_BYTES = 10 << 20  # 10 MiB
 
 
-def small_shards_warning(images: int, shards: int, image_bytes: int) -> str | None:
+def small_shards_warning(images: int, shards: int, image_bytes: int, *,
+                         folds: int = 0) -> str | None:
     """A warning when the train split's shards are much smaller than GOOD_SHARD_BYTES (36
     shards of 1.3 MiB for 1,800 images), suggesting a --shards that fits; else None. Data of
-    less than SMALL_SHARD_BYTES in all is too small for shard sizes to matter."""
+    less than SMALL_SHARD_BYTES in all is too small for shard sizes to matter. With --folds,
+    a multiple of the folds: each fold needs shards of its own (fold_shards refuses fewer
+    shards than folds), and as many as the others keeps the folds' shards of one size."""
     total = images * image_bytes
     suggested = max(1, math.ceil(total / GOOD_SHARD_BYTES))
+    if folds > 1:
+        suggested = folds * math.ceil(suggested / folds)
     if shards <= suggested or total < SMALL_SHARD_BYTES or total / shards >= SMALL_SHARD_BYTES:
         return None
+    per_fold = f" (a multiple of --folds={folds})" if folds > 1 else ""
     return (f"{shards} train shards of ~{units.format_bytes(total / shards)} each for "
             f"{images:,} images: shards of ~{GOOD_SHARD_BYTES // units.MIB} MiB read fastest "
-            f"(fewer files to open and interleave); --shards={suggested} fits this data")
+            f"(fewer files to open and interleave); --shards={suggested} fits this data"
+            f"{per_fold}")
 
 
 def shard_counts(

@@ -14,7 +14,7 @@ from typing import Iterator, Sequence
 from absl import logging
 
 from pipeline.core import record_fields, records, schema, streams
-from pipeline.writing import finish, images, plan
+from pipeline.writing import images, plan, rejects
 from pipeline.writing.settings import WriteConfig
 
 DECODES_NOW = "rejected when the dataset was written; it decodes now"
@@ -31,15 +31,15 @@ def restore_rejects(config: WriteConfig, manifest: schema.Manifest,
             stored.update(stored_paths(os.path.join(config.output_dir, shard.file),
                                        manifest.compression))
     planned = {image.path: image.file for spec in shards for image in spec.images}
-    rejects = [(path, reason_now(file, config)) for path, file in planned.items()
-               if path not in stored]
-    finish.write_rejects_csv(config.output_dir, rejects)
+    found = [(path, reason_now(file, config)) for path, file in planned.items()
+             if path not in stored]
+    rejects.write_rejects_csv(config.output_dir, found)
     logging.info("restored %s: %d reject(s), found by comparing the shards with the input",
-                 schema.REJECTS_NAME, len(rejects))
-    if len(rejects) != manifest.rejects:
+                 schema.REJECTS_NAME, len(found))
+    if len(found) != manifest.rejects:
         logging.warning("%s lists %d reject(s) where %s counts %d", schema.REJECTS_NAME,
-                        len(rejects), schema.MANIFEST_NAME, manifest.rejects)
-    return len(rejects)
+                        len(found), schema.MANIFEST_NAME, manifest.rejects)
+    return len(found)
 
 
 def stored_paths(path: str, compression: str) -> Iterator[str]:

@@ -160,8 +160,13 @@ class WriteConfig:
     max_reject_fraction: float = setting(
         0.01, "Fail (exit 1) when more than this share of a split's images cannot be "
         "decoded (each split on its own: a small test split is not hidden by a large train "
-        "split), or when every image of a split is rejected.",
-        group="input", recorded=True)
+        "split; the test split none, see --allow_missing_test), or when every image of a "
+        "split is rejected. rejects.csv lists them all.", group="input", recorded=True)
+    allow_missing_test: bool = setting(
+        False, "Write a test split some of whose images cannot be read (up to "
+        "--max_reject_fraction of it): dataset.json and rejects.csv list those rows, and "
+        "predict gives each the training prior (class or tag frequencies, the targets' "
+        "means), so the submission keeps every row. Default: exit 1 naming them.", group="input")
     # tfds: inputs only. None: TFDS's default data dir / the dataset's Image and ClassLabel.
     tfds_data_dir: str | None = setting(
         None, "With a tfds: input: the TFDS data dir holding <name>/[<config>/]<version>/ (the "
@@ -324,9 +329,8 @@ def manifest_flags(config: WriteConfig) -> dict:
     for field in fields(recorded=True):
         if field.metadata["group"] == "tfds" and not reads_tfds:
             continue
-        if field.name in ("image_path", "label_columns", "target_columns",
-                          "feature_columns") and \
-                getattr(config, field.name) is None:
+        if field.name in ("image_path", "label_columns", "target_columns", "feature_columns") \
+                and getattr(config, field.name) is None:
             continue  # recorded only where given: other manifests stay as they were
         if field.name in ("multi_label", "label_delimiter") and not config.multi_label:
             continue

@@ -213,3 +213,16 @@ def _count_progress(n: int) -> None:
 def write_shard_task(args) -> ShardResult:
     spec, output_dir, kwargs = args
     return write_shard(spec, output_dir, on_progress=_count_progress, **kwargs)
+
+
+def image_rejects_task(args) -> tuple[tuple[str, str], ...]:
+    """(path, reason) of each image of a planned shard that writing it would reject: each is
+    decoded, none written (rejects.every_reject)."""
+    spec, image_size, resize = args
+    rejects = []
+    for image in spec.images:
+        try:
+            decode_image(image.file, image_size, resize)
+        except RejectedImage as rejected:
+            rejects.append((image.path, rejected.reason))
+    return tuple(rejects)

@@ -34,10 +34,9 @@ from absl import logging
 
 from pipeline import cli, errors
 from pipeline.core import files, record_index, schema, units
-from pipeline.writing import (inputs, kept, lock, output_dir, plan, restore, settings,
-                              shard_writer, tfds_export)
-from pipeline.writing.finish import (VerificationError, check_rejects, finish, log_summary,
-                                     planned_images, reject_counts)
+from pipeline.writing import (inputs, kept, lock, output_dir, plan, rejects, restore,
+                              settings, shard_writer, tfds_export)
+from pipeline.writing.finish import VerificationError, finish, log_summary
 from pipeline.writing.progress import Progress
 from pipeline.writing.settings import WriteConfig
 from pipeline.writing.shard_writer import ShardResult
@@ -192,20 +191,12 @@ def write_failed(err: OSError, config: WriteConfig, write_plan: WritePlan) -> Wr
     left = sum(len(spec.images) for spec in write_plan.shards
                if (spec.split, spec.index) not in done)
     needed = left * (config.image_bytes + RECORD_OVERHEAD_BYTES)
-    free = shutil.disk_usage(_existing(config.output_dir)).free
+    free = output_dir.free_bytes(config.output_dir)
     room = (f"about {needed:,} bytes still to write and {free:,} free there. Make room (or "
             "choose another --output_dir), then run the same command again: the "
             f"{len(done)} complete shard(s) are kept") if err.errno in (
                 errno.ENOSPC, errno.EDQUOT) else "run the same command again once it is fixed"
     return WriteFailed(f"cannot write {path}: {err.strerror or err}; {room}")
-
-
-def _existing(path: str) -> str:
-    """`path`, or its nearest existing parent (whose disk it would be on)."""
-    path = os.path.abspath(path)
-    while not os.path.exists(path):
-        path = os.path.dirname(path)
-    return path
 
 
 def write_locked(config: WriteConfig, write_plan: WritePlan, start: float) -> Summary:
@@ -220,9 +211,9 @@ def write_locked(config: WriteConfig, write_plan: WritePlan, start: float) -> Su
             return _task_summary(config, write_plan, todo, time.monotonic() - start)
     manifest = finish(config.output_dir, write_plan.shards, results, write_plan.main,
                       config, write_plan.fingerprint, write_plan.sources)
-    rejects = {split: n for split, (n, _) in reject_counts(write_plan.shards, results).items()}
     summary = Summary(config.output_dir, manifest, len(todo), len(write_plan.shards) - len(todo),
-                      time.monotonic() - start, write_plan.warnings, rejects)
+                      time.monotonic() - start, write_plan.warnings,
+                      rejects.rejected(write_plan.shards, results))
     log_summary(summary, write_plan.total_images)
     return summary
 
@@ -253,7 +244,8 @@ def make_plan(config: WriteConfig) -> WritePlan:
         for name, images in sorted(splits.items())), config.output_dir)
     # Not for the bundled sample: its 36 shards are the design card's default, shown on it.
     advice = None if config.input is None else plan.small_shards_warning(
-        len(splits.get(schema.TRAIN, ())), counts.get(schema.TRAIN, 0), config.image_bytes)
+        len(splits.get(schema.TRAIN, ())), counts.get(schema.TRAIN, 0), config.image_bytes,
+        folds=config.folds)
     if advice:
         logging.warning("plan: %s", advice)
     return WritePlan(main, test, tuple(shards), sources, fingerprint, (advice,) if advice else (),
@@ -349,11 +341,12 @@ def _task_summary(config: WriteConfig, write_plan: WritePlan, todo, seconds: flo
 def _run_shards(todo, results, config: WriteConfig, total_images: int,
                 plan_shards: Sequence[plan.ShardSpec] | None) -> None:
     """Write the `todo` shards into `results`, stopping as soon as a split of `plan_shards`
-    has more rejects than --max_reject_fraction allows (finish.check_rejects; the count can
-    only grow from there: decoding the rest would be wasted); None: no reject limit."""
+    has more rejects than its limit allows (rejects.check_rejects; the count can only grow
+    from there: writing the rest would be wasted, its images are only decoded to list every
+    reject); None: no reject limit."""
     done_images = sum(r.images_seen for r in results.values())
     progress = Progress(total_images, done_images, config.show_progress)
-    planned = planned_images(plan_shards or ())
+    planned = rejects.planned_images(plan_shards or ())
     # closing(): an early stop must end the pool now, not when the generator is collected.
     written = contextlib.closing(_shard_results(todo, config, progress, done_images))
     try:
@@ -361,8 +354,10 @@ def _run_shards(todo, results, config: WriteConfig, total_images: int,
             for spec, result in shard_results:
                 results[(spec.split, spec.index)] = result
                 if plan_shards is not None and result.rejects:
-                    check_rejects(plan_shards, results, planned, config.max_reject_fraction,
-                                  config.output_dir)
+                    rejects.check_rejects(plan_shards, results, planned, config)
+    except rejects.TooManyRejects as stopped:
+        progress.close()
+        raise rejects.every_reject(plan_shards, results, todo, config) or stopped from None
     finally:
         progress.close()
 

@@ -1,5 +1,6 @@
 """The record format: our hand encoding against TensorFlow's, in both directions."""
 
+import dataclasses
 import io
 import json
 import struct
@@ -172,3 +173,30 @@ def test_channel_stats_are_exact():
 def test_framing_length_is_little_endian():
     framed = records.frame_record(b"x" * 300)
     assert struct.unpack("<Q", framed[:8])[0] == 300
+
+
+def test_the_test_rows_without_a_record_round_trip_and_are_checked(tmp_path):
+    from pipeline.core.test_rows import MissingRow
+
+    test = schema.ShardInfo("test-00000-of-00001.tfrecord", 2, 10, "ab", index_sha256="e")
+    manifest = dataclasses.replace(
+        _manifest(), splits={**_manifest().splits, "test": schema.SplitInfo(2, (test,), {})},
+        missing_test=(MissingRow(0, "a.png"), MissingRow(3, "b, ü.png")))
+    (tmp_path / "dataset.json").write_text(manifest.to_json())
+    loaded = schema.read_manifest(str(tmp_path))
+    assert loaded == manifest and loaded.format_version == schema.FORMAT_VERSION
+    assert json.loads(manifest.to_json())["missing_test"] == [
+        {"row": 0, "path": "a.png"}, {"row": 3, "path": "b, ü.png"}]
+    assert "missing_test" not in json.loads(_manifest().to_json())  # absent when none
+    for rows, error in (([4], r"among the test CSV's 3 rows"), ([1, 1], "distinct increasing"),
+                        ([2, 0], "distinct increasing")):
+        doc = json.loads(manifest.to_json())
+        doc["missing_test"] = [{"row": row, "path": "x.png"} for row in rows]
+        (tmp_path / "dataset.json").write_text(json.dumps(doc))
+        with pytest.raises(schema.FormatError, match=error):
+            schema.read_manifest(str(tmp_path))
+    doc = json.loads(manifest.to_json())
+    del doc["splits"]["test"]
+    (tmp_path / "dataset.json").write_text(json.dumps(doc))
+    with pytest.raises(schema.FormatError, match="there is no test split"):
+        schema.read_manifest(str(tmp_path))

@@ -1,5 +1,7 @@
 """Pure planning: splits, shard counts, record order, fingerprints."""
 
+import dataclasses
+
 import pytest
 
 from pipeline.writing import plan
@@ -203,3 +205,37 @@ def test_a_write_with_tiny_shards_warns_in_its_summary(tmp_path):
     assert [line for line in summary.warnings if line.startswith(
         "8 train shards of ~1.4 MiB each for 80 images")] != [], summary.warnings
     assert summary.warnings[-1].endswith("--shards=1 fits this data")
+
+
+def test_the_shard_advice_is_a_multiple_of_the_folds():
+    image = 3 * 224 * 224
+    for images in (200, 700, 1_800, 5_000, 20_000):
+        for shards in (36, 64, 128):
+            for folds in (0, 2, 5, 10):
+                advice = plan.small_shards_warning(images, shards, image, folds=folds)
+                if advice is not None:
+                    suggested = int(advice.rsplit("--shards=", 1)[1].split()[0])
+                    assert suggested >= max(folds, 1), (images, shards, folds, advice)
+                    assert suggested % max(folds, 1) == 0, (images, shards, folds, advice)
+    advice = plan.small_shards_warning(1_800, 36, image, folds=5)
+    assert advice.endswith("--shards=5 fits this data (a multiple of --folds=5)")
+    assert plan.small_shards_warning(1_800, 36, image).endswith("--shards=3 fits this data")
+    assert plan.small_shards_warning(1_800, 5, image, folds=5) is None
+
+
+def test_the_writer_advises_shards_that_it_then_accepts_with_folds(tmp_path, monkeypatch):
+    from conftest import write_csv, write_images
+    from pipeline.writing import writer
+    from pipeline.writing.settings import WriteConfig
+
+    # Shard sizes scaled down to 24 8x8 images (4,608 bytes): they "fit" 4 shards, which
+    # --folds=5 would refuse.
+    monkeypatch.setattr(plan, "GOOD_SHARD_BYTES", 1_500)
+    monkeypatch.setattr(plan, "SMALL_SHARD_BYTES", 1_000)
+    write_csv(tmp_path / "train.csv", ["image", "label"], write_images(str(tmp_path), 24))
+    cfg = WriteConfig(output_dir=str(tmp_path / "out"), input=str(tmp_path / "train.csv"),
+                      image_size=8, folds=5, shards=10, val_fraction=0.0)
+    (advice,) = writer.make_plan(cfg).advice
+    suggested = int(advice.rsplit("--shards=", 1)[1].split()[0])
+    assert suggested == 5
+    assert writer.make_plan(dataclasses.replace(cfg, shards=suggested)).advice == ()

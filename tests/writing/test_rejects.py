@@ -18,7 +18,7 @@ from pipeline import errors
 from pipeline.core import schema
 from pipeline.core.records import iter_framed_records
 from pipeline.writing import tfds_export
-from pipeline.writing.finish import TooManyRejects
+from pipeline.writing.rejects import TooManyRejects
 from pipeline.writing.images import decode_image
 from pipeline.writing.settings import WriteConfig
 from pipeline.writing.writer import write_dataset
@@ -179,10 +179,10 @@ def test_too_many_rejects_fails_then_a_rerun_with_a_higher_limit_resumes(dirty_f
     assert re.search(r"the (train|val) split: \d+ of \d+ images", message), message
     assert os.path.join(str(out), schema.REJECTS_NAME) in message
 
-    # Incomplete: no dataset.json, but rejects.csv names what was rejected so far.
+    # Incomplete: no dataset.json, but rejects.csv names every reject, those of the shards
+    # the early stop left unwritten too.
     assert not (out / schema.MANIFEST_NAME).exists()
-    rejects = read_rejects_csv(out)
-    assert rejects and set(rejects) <= set(BAD)
+    assert set(read_rejects_csv(out)) == set(BAD)
     assert not [name for name in os.listdir(out) if ".tmp." in name]
 
     # Rerun with a higher limit: the same plan, so finished shards are kept.
@@ -249,9 +249,11 @@ def test_the_reject_limit_holds_per_split_and_an_empty_split_fails(dirty_folder,
     with pytest.raises(TooManyRejects, match=r"the test split would be empty: all 3 of its "
                                              r"images were rejected.*images/t0\.png"):
         write_dataset(cfg)
-    # 1 of 3 test images unreadable: a third of the split, 1 of 34 overall.
+    # 1 of 3 test images unreadable: a third of the split, 1 of 34 overall; a test split
+    # loses none without --allow_missing_test (tests/writing/test_missing_test.py).
     for name in ("t1.png", "t2.png"):
         (dirty_folder / "images" / name).write_bytes((dirty_folder / "images/0.png").read_bytes())
+    cfg = dataclasses.replace(cfg, allow_missing_test=True)
     with pytest.raises(TooManyRejects, match=r"the test split: 1 of 3 images could not be read"):
         write_dataset(dataclasses.replace(cfg, output_dir=str(tmp_path / "strict"),
                                           max_reject_fraction=0.2))
