@@ -193,3 +193,14 @@ def test_predictions_that_are_not_out_of_fold_are_refused(folded_dir, fold1_run)
 def test_a_fold_out_of_range_names_the_folds_there_are(fold1_run, split):
     with pytest.raises(dataset.DatasetError, match=r"fold=7: this dataset has folds 0\.\.2$"):
         predict.predict_probabilities(fold1_run[0], split, fold=7)
+
+
+def test_a_fold_of_a_dataset_without_folds_is_refused_by_predict_and_the_trainer(fold1_run,
+                                                                                  tmp_path):
+    plain = write_labeled_dataset(tmp_path, 12, "plain", shards=2, val_fraction=0.25)
+    with pytest.raises(dataset.DatasetError, match="fold=2: this dataset has no folds"):
+        predict.predict_probabilities(fold1_run[0], "val", fold=2, data_dir=plain)
+    with pytest.raises(dataset.DatasetError, match="fold=1: this dataset has no folds"):
+        training.train_and_evaluate(data_dir=plain, workdir=str(tmp_path / "run"), fold=1,
+                                    **TINY)
+    assert not os.path.exists(tmp_path / "run")
