@@ -63,7 +63,7 @@ def default_output(workdirs: Sequence[str], split: str, fold: int | None) -> str
         name = OOF_NAME.format(fold=fold)
     else:
         name = SPLIT_NAME.format(split=split if fold is None else f"{split}_fold{fold}")
-    return os.path.join(workdirs[0], name) if len(workdirs) == 1 else name
+    return os.path.join(workdirs[0] if len(workdirs) == 1 else os.curdir, name)
 
 
 def truth_header(manifest: schema.Manifest) -> tuple[str, ...]:

@@ -109,7 +109,7 @@ def test_an_ensemble_writes_into_the_current_directory_not_a_folds_workdir(
     before = [tree_digest(workdir) for workdir in workdirs]
     monkeypatch.chdir(tmp_path)
     output, rows = predict.write_predictions(workdirs, tta="flip", weights="last")
-    assert (output, rows) == ("submission.csv", TEST_IMAGES)
+    assert (output, rows) == ("./submission.csv", TEST_IMAGES)
     assert [tree_digest(workdir) for workdir in workdirs] == before
     with open(tmp_path / "submission.csv", newline="") as f:
         table = list(csv.reader(f))
@@ -122,7 +122,7 @@ def test_an_ensemble_writes_into_the_current_directory_not_a_folds_workdir(
                 "last.weights.h5") in said
     # Run again, the same default: the file is replaced, and the log says so.
     predict.write_predictions(workdirs)
-    assert "submission.csv exists: replacing it" in info_logs.text
+    assert "./submission.csv exists: replacing it" in info_logs.text
 
 
 def test_the_folds_oof_files_merge_into_one_scored_table(folded_dir, fold0_run, fold1_run,
