@@ -24,6 +24,7 @@ One thin module per command, each `flags -> one call into its stage`:
     python -m pipeline.inspect   pipeline.tools.inspection.inspect_dataset
     python -m pipeline.profile   pipeline.tools.profiling.profile_input
     python -m pipeline.predict   pipeline.training.predict.write_predictions
+    python -m pipeline.oof       pipeline.training.oof.merge
     python -m pipeline.service   pipeline.dataset.service
     python -m pipeline.bench     pipeline.tools.bench.runner.run_bench
     python train.py              pipeline.training.train_and_evaluate (configured by gin)

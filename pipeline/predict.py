@@ -1,19 +1,31 @@
-r"""Predict a split with a trained model and write a Kaggle-style `submission.csv`.
+r"""Predict a split with a trained model: a Kaggle-style `submission.csv`, or a labeled split's
+predictions beside the truth.
 
-    python -m pipeline.predict --workdir=workspace/runs/smoke            # the test split
-    python -m pipeline.predict --workdir=... --split=val --output=val_predictions.csv
-    python -m pipeline.predict --workdir=runs/fold0 --workdir=runs/fold1 --tta=flip \
-        --probabilities=probabilities.csv        # an ensemble, flips averaged, every class
-    python -m pipeline.predict --workdir=runs/fold2 --split=val --probabilities=oof2.csv
+    python -m pipeline.predict --workdir=workspace/runs/smoke   # -> <workdir>/submission.csv
+    python -m pipeline.predict --workdir=runs/smoke --split=val # -> <workdir>/predictions_val.csv
+    python -m pipeline.predict --workdir=runs/fold2 --split=val # -> runs/fold2/oof_fold2.csv:
                                                  # fold 2's out-of-fold predictions
+    python -m pipeline.predict --workdir=runs/fold0 --workdir=runs/fold1 --tta=flip \
+        --probabilities=probabilities.csv        # an ensemble, flips averaged: ./submission.csv
+    python -m pipeline.oof runs/fold*/oof_fold*.csv   # the folds' OOF rows, one scored table
 
 Reads the model `train.py` saved in --workdir (`model.keras`, or the best checkpoint with
---weights=best) and the dataset named in its `run.json`. The CSV has one row per record,
-`image,label`: the image path as given to `python -m pipeline.write` and the predicted class
-name, in the input's order (pipeline.training.predict).
+--weights=best) and the dataset named in its `run.json`. The test split's CSV has one row per
+test CSV row, `image,label`: the image path as given to `python -m pipeline.write` and the
+predicted class name, in the input's order (pipeline.training.predict); a row whose image was
+missing (`write --allow_missing_test`) gets the training prior, and the log lists it. Another split's CSV adds the
+truth (`true_class`, `true_tags` or `true_<target>`) and, in a dataset written with --folds,
+each record's `fold` (pipeline.training.oof).
+
+Where it goes without --output: one run's test split `<workdir>/submission.csv`; its val split
+of a fold `<workdir>/oof_fold<k>.csv`; another split `<workdir>/predictions_<split>.csv`; an
+ensemble (several --workdir) the same names in the current directory, never a member's
+workdir. No two kinds of prediction share a default; the file at a path is replaced, and the
+log says so. The log says how many models, which weight files and which TTA views it averaged.
 
 Exit codes: 0 written; 2 nothing to predict with or nothing to predict (no trained model in
---workdir, no such split, a damaged dataset).
+--workdir, no such split or fold, a damaged dataset), or predictions that would not be
+out-of-fold.
 """
 
 from __future__ import annotations
@@ -35,8 +47,11 @@ def define_flags() -> None:
                               required=True)
     flags.DEFINE_string("split", schema.TEST, "The manifest split to predict.")
     flags.DEFINE_string("data_dir", None, "The dataset (default: the one the run trained on).")
-    flags.DEFINE_string("output", None, "The CSV to write (default: "
-                        f"<workdir>/{predict.SUBMISSION_NAME}).")
+    flags.DEFINE_string("output", None, "The CSV to write, replaced if there (default: "
+                        f"<workdir>/{predict.SUBMISSION_NAME} for the test split, "
+                        "<workdir>/oof_fold<k>.csv for a fold's val split, "
+                        "<workdir>/predictions_<split>.csv for another; an ensemble's in the "
+                        "current directory).")
     flags.DEFINE_enum("weights", "final", predict.WEIGHTS,
                       "final: model.keras as training ended; best: the epoch with the best "
                       "val_accuracy (val_f1 multi-label, lowest val_rmse in regression); "
@@ -46,10 +61,10 @@ def define_flags() -> None:
                         f"(= flip_lr) or a comma list of {', '.join(predict.TTA_VIEWS)}.")
     flags.DEFINE_string("probabilities", None, "Also write every class's probability per "
                         "image to this CSV (image,<class>,...).")
-    flags.DEFINE_integer("fold", None, "A dataset written with --folds: the fold whose view "
-                         "to read (default: the one the run held out); --split=val then "
-                         "predicts that fold's held-out images: out-of-fold predictions.",
-                         lower_bound=0)
+    flags.DEFINE_integer("fold", None, "A dataset written with --folds=K: the fold (0..K-1) "
+                         "whose view to read (default: the one the run held out); --split=val "
+                         "then predicts that fold's held-out images: out-of-fold predictions, "
+                         "to <workdir>/oof_fold<k>.csv.", lower_bound=0)
 
 
 def main(argv: Sequence[str]) -> None:

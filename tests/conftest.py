@@ -103,14 +103,18 @@ def write_csv(path, header, rows):
     return str(path)
 
 
-def write_labeled_dataset(root, count, output, *, side=8, **config):
-    """`count` random side x side images in `root/src` (a labeled train.csv), written by the real
-    writer (one worker, no progress bar) into `root/<output>` with `config`; returns that dir."""
+def write_labeled_dataset(root, count, output, *, side=8, test_count=0, **config):
+    """`count` random side x side images in `root/src` (a labeled train.csv; with `test_count`,
+    that many more in an unlabeled test.csv), written by the real writer (one worker, no
+    progress bar) into `root/<output>` with `config`; returns that dir."""
     from pipeline.writing.settings import WriteConfig
     from pipeline.writing.writer import write_dataset
 
-    rows = write_images(str(root / "src"), count, size=(side, side))
-    write_csv(root / "src" / "train.csv", ["image", "label"], rows)
+    rows = write_images(str(root / "src"), count + test_count, size=(side, side))
+    write_csv(root / "src" / "train.csv", ["image", "label"], rows[:count])
+    if test_count:
+        write_csv(root / "src" / "test.csv", ["image"], [(path,) for path, _ in rows[count:]])
+        config["test_input"] = str(root / "src" / "test.csv")
     write_dataset(WriteConfig(
         output_dir=str(root / output), input=str(root / "src" / "train.csv"), image_size=side,
         num_workers=1, show_progress=False, **config))

@@ -32,7 +32,8 @@ ALLOWED = {
     "command": BASE | {"core", "writing", "augment", "dataset", "training", "tools"},
     "root": {"startup"},
 }
-COMMANDS = ("write", "verify", "inspect", "profile", "predict", "service", "bench")
+COMMANDS = ("write", "verify", "inspect", "profile", "predict", "oof", "service",
+            "bench")
 # Stages whose modules must not import TensorFlow (or Keras) when they are imported: the
 # writer's worker processes, and the checks verify and on_corrupt="skip" run in workers.
 NO_TENSORFLOW_AT_IMPORT = ("core", "writing")

@@ -20,7 +20,8 @@ for a Keras model of one's own (data_format="channels_last").
                       random_resized_crop, flip_lr), with the ops' own random numbers
     table.py          cache="memory": the split decoded once, batches gathered by index
     streaming.py      records from disk every epoch: file order, interleave, shuffle, batch,
-                      check, parse (compressed or remote shards, a tf.data service)
+                      check, parse (compressed or remote shards, a tf.data service);
+                      split_paths and split_labels (a split's paths or labels, in order)
     damaged.py        damaged records: what reading says, what on_corrupt="skip" still reads
     service.py        the tf.data service servers (python -m pipeline.service)
 
@@ -32,8 +33,8 @@ from pipeline.dataset.options import (DamagedShards, DatasetError, ReadOptions, 
                                       read_manifest)
 from pipeline.dataset.order import batches_per_epoch
 from pipeline.dataset.reader import build_dataset, make_dataset, positioned, readable_records
-from pipeline.dataset.streaming import split_paths
+from pipeline.dataset.streaming import split_labels, split_paths
 
 __all__ = ["DamagedShards", "DatasetError", "ReadOptions", "ServiceSettings",
            "batches_per_epoch", "build_dataset", "make_dataset", "positioned", "read_manifest",
-           "readable_records", "split_paths"]
+           "readable_records", "split_labels", "split_paths"]

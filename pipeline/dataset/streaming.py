@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from pipeline import augment as augment_lib
@@ -271,19 +272,34 @@ def check_files_exist(paths: Sequence[str]) -> None:
 def split_paths(data_dir: str, split: str, fold: int | None = None) -> list[str]:
     """The source path of every record of `split` (of `fold`'s view), in the order evaluation
     reads them (shard order, then record order: for a test split, the input CSV's)."""
+    return [path.decode("utf-8") for path in split_field(data_dir, split, fold)]
+
+
+def split_labels(data_dir: str, split: str, fold: int | None = None):
+    """What every record of `split` is labeled, in split_paths' order: the class index (int64
+    [N]), or the `target` row (float32 [N, T]: multi-hot tags, regression values)."""
+    manifest = read_manifest(data_dir, fold)
+    key = schema.TARGET_KEY if manifest.target_size else schema.LABEL_KEY
+    return split_field(data_dir, split, fold, key)
+
+
+def split_field(data_dir: str, split: str, fold: int | None = None,
+                key: str = schema.PATH_KEY):
+    """One field of every record of `split`, in order, as a numpy array; only that field is
+    parsed (no image decoded)."""
     manifest = read_manifest(data_dir, fold)
     paths = manifest.shard_paths(data_dir, split)
     check_files_exist(paths)
     records = read_shards(paths, schema.tf_compression_type(manifest.compression))
-    spec = {schema.PATH_KEY: schema.tf_feature_spec()[schema.PATH_KEY]}
-    paths = []
-    for batch in records.batch(IN_ORDER_BATCH).map(lambda r: tf.io.parse_example(r, spec)):
-        paths.extend(path.decode("utf-8") for path in batch[schema.PATH_KEY].numpy())
+    spec = {key: schema.tf_feature_spec(manifest.target_size)[key]}
+    parts = [batch[key].numpy() for batch in records.batch(IN_ORDER_BATCH).map(
+        lambda r: tf.io.parse_example(r, spec))]
+    values = np.concatenate(parts) if parts else np.zeros((0,), object)
     expected = manifest.split(split).count
-    if len(paths) != expected:
-        raise DatasetError(f"the {split!r} shards hold {len(paths)} records, the manifest says "
+    if len(values) != expected:
+        raise DatasetError(f"the {split!r} shards hold {len(values)} records, the manifest says "
                            f"{expected}")
-    return paths
+    return values
 
 
 def apply_augment(dataset: tf.data.Dataset, spec: Any, *, seed: int, num_classes: int):

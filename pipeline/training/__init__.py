@@ -26,6 +26,8 @@
     damage.py       a damaged record or shard named when training meets one
     predict.py      a trained run's predictions of a split as submission.csv rows (TTA,
                     ensembles, a fold's out-of-fold predictions)
+    oof.py          where predictions go; a labeled split's truth and folds beside them;
+                    the folds' out-of-fold files merged and scored (python -m pipeline.oof)
 
 It imports the reader (pipeline.dataset), the augmentation ops and the record format, never
 the writer or the tools. No gin: train.py wraps train_and_evaluate in its main only.

@@ -7,19 +7,22 @@ Reads the model `train.py` saved in the workdir (`model.keras`, or a checkpoint'
 and the dataset named in its `run.json`. One row per record, `image,label` (or the input
 CSV's own column names): the image path as given to `python -m pipeline.write` (with its
 --image_path template, the CSV's own value) and the predicted class name, in the input's
-order.
+order; a test split written with --allow_missing_test has a row for each of its CSV's rows,
+those without an image given the training prior (pipeline.training.prior).
 Several workdirs make an ensemble (e.g. one model per fold), and test-time views (`tta`:
 flips) are averaged with the original: the mean of the probabilities of every model on every
 view (softmax; a sigmoid per class for a multi-label dataset), which predict_probabilities
 returns and probabilities_csv writes out. A multi-label dataset's rows name each image's
 classes above the threshold tuned on validation (the mean of the runs' thresholds), space-
 joined, as Planet's `image_name,tags` submission wants them.
+write_predictions writes the rows where pipeline.training.oof.default_output says (the test
+split's submission.csv, a fold's oof_fold<k>.csv with the truth beside each row, an
+ensemble's in the current directory), and the log names the models, their weight files and
+the TTA views averaged.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 from typing import Sequence
@@ -29,10 +32,11 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline import augment, dataset, errors
-from pipeline.core import files, schema
-from pipeline.training import prior, run_files, targets
+from pipeline.core import schema
+from pipeline.training import oof, prior, run_files, targets
+from pipeline.training.oof import csv_text
 
-SUBMISSION_NAME = "submission.csv"
+SUBMISSION_NAME = oof.SUBMISSION_NAME
 HEADER = ("image", "label")
 WEIGHTS = ("final", "best", "last")
 
@@ -79,16 +83,21 @@ def predict_probabilities(workdirs: str | Sequence[str], split: str = schema.TES
     workdirs = [workdirs] if isinstance(workdirs, str) else list(workdirs)
     runs = [read_run(workdir) for workdir in workdirs]
     data_dir = data_dir or runs[0]["data_dir"]
-    fold = choose_fold(runs, workdirs, split, fold)
+    if fold is not None:  # a fold the dataset lacks: its range, before what a run held out
+        dataset.read_manifest(data_dir, fold)
+    fold = choose_fold(runs, workdirs, split, fold, data_dir)
     manifest = dataset.read_manifest(data_dir, fold)
     for run in runs:
         check_dataset(run, data_dir, manifest, split)
     views = (None, *tta_views(tta))
+    log_ensemble(len(workdirs), weights, views)
     batches = dataset.make_dataset(data_dir, split, batch_size, training=False, fold=fold)
     paths = dataset.split_paths(data_dir, split, fold)
     total = np.zeros((len(paths), manifest.outputs), np.float64)
-    for workdir in workdirs:
+    for number, workdir in enumerate(workdirs, 1):
         model = load_model(workdir, weights)
+        log.info("model %d/%d: %s", number, len(workdirs),
+                 " with ".join(weights_files(workdir, weights)))
         for view in views:
             logits = model.predict(view_of(batches, view), verbose=0)
             if len(logits) != len(paths):
@@ -101,10 +110,11 @@ def predict_probabilities(workdirs: str | Sequence[str], split: str = schema.TES
 
 
 def choose_fold(runs: Sequence[dict], workdirs: Sequence[str], split: str,
-                fold: int | None) -> int | None:
+                fold: int | None, data_dir: str) -> int | None:
     """The fold to read: `fold`, else the one every run held out. Refused: held-out records
-    predicted by a model that trained on them (not out-of-fold), and runs that held out
-    different folds predicting one of them."""
+    predicted by a model that trained on them (another fold's run, or a run on every fold of
+    this dataset: not out-of-fold), and runs that held out different folds predicting one of
+    them."""
     held = {run.get("fold") for run in runs}
     if fold is None and len(held) > 1 and split in (schema.TRAIN, schema.VAL):
         raise PredictError(f"the runs hold out different folds ({sorted(held, key=str)}): "
@@ -112,11 +122,24 @@ def choose_fold(runs: Sequence[dict], workdirs: Sequence[str], split: str,
                            "run alone")
     fold = fold if fold is not None else held.pop() if len(held) == 1 else None
     for run, workdir in zip(runs, workdirs):
-        if split == schema.VAL and run.get("fold") not in (None, fold):
+        if split != schema.VAL or fold is None or run.get("fold") == fold:
+            continue
+        if run.get("fold") is not None:
             raise PredictError(f"the model in {workdir} held out fold {run['fold']} and "
                                f"trained on fold {fold}: its predictions of fold {fold} would "
                                "not be out-of-fold. Predict it with that fold's run")
+        if os.path.realpath(run["data_dir"]) == os.path.realpath(data_dir):
+            raise PredictError(f"the model in {workdir} trained on every fold of {data_dir}: "
+                               f"its predictions of fold {fold} would not be out-of-fold. "
+                               f"Predict them with the run of train_and_evaluate.fold={fold}")
     return fold
+
+
+def log_ensemble(models: int, weights: str, views: Sequence[str | None]) -> None:
+    """What a prediction averages, in one line (each model's files follow as it loads)."""
+    tta = " + ".join(view or "original" for view in views) if len(views) > 1 else "none"
+    log.info("%d model%s (%s weights), TTA: %s: %d predictions averaged per image", models,
+             "s" if models > 1 else "", weights, tta, models * len(views))
 
 
 def view_of(batches, view: str | None):
@@ -228,17 +251,20 @@ def load_model(workdir: str, weights: str = "final"):
     model = keras.saving.load_model(
         model_path, custom_objects={"DevicePreprocess": augment.DevicePreprocess})
     if weights != "final":
-        model.load_weights(os.path.join(workdir, run_files.CHECKPOINT_DIR,
-                                        f"{weights}.weights.h5"))
+        checkpoint = weights_files(workdir, weights)[1]
+        if not os.path.exists(checkpoint):
+            raise PredictError(f"no {checkpoint}: this run kept no {weights} weights; "
+                               "predict with --weights=final (model.keras)")
+        model.load_weights(checkpoint)
     return model
 
 
-def csv_text(header: Sequence[str], rows) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
+def weights_files(workdir: str, weights: str = "final") -> list[str]:
+    """The files a run's model is loaded from: model.keras, then a checkpoint's weights."""
+    model = os.path.join(workdir, run_files.MODEL_FILE)
+    if weights == "final":
+        return [model]
+    return [model, os.path.join(workdir, run_files.CHECKPOINT_DIR, f"{weights}.weights.h5")]
 
 
 def submission_csv(rows: Sequence[tuple[str, str]], header: Sequence[str] = HEADER) -> str:
@@ -257,24 +283,32 @@ def write_predictions(workdir: str | Sequence[str], split: str = schema.TEST, *,
                       batch_size: int = 256, output: str | None = None, tta=None,
                       probabilities: str | None = None,
                       fold: int | None = None) -> tuple[str, int]:
-    """predict_split as a CSV at `output` (default <first workdir>/submission.csv), and with
-    `probabilities` a CSV of every class's probability; each written atomically. A dataset
-    written with one-hot --label_columns gets the probabilities as its submission. Returns
-    (the submission's path, rows)."""
+    """predict_split as a CSV at `output` (default: oof.default_output, a name no other kind
+    of prediction shares), and with `probabilities` a CSV of every class's probability; each
+    written atomically. The test split's CSV is the submission (a dataset written with
+    one-hot --label_columns gets the probabilities as its submission); another split's has
+    the truth beside each prediction, and each record's fold (oof.labeled_table). Returns
+    (the CSV's path, rows)."""
+    workdirs = [workdir] if isinstance(workdir, str) else list(workdir)
+    if output and probabilities and os.path.abspath(output) == os.path.abspath(probabilities):
+        raise PredictError(f"--output and --probabilities both name {output}: name two files")
     manifest, paths, probs = predict_probabilities(
-        workdir, split, data_dir=data_dir, weights=weights, batch_size=batch_size, tta=tta,
+        workdirs, split, data_dir=data_dir, weights=weights, batch_size=batch_size, tta=tta,
         fold=fold)
     # One-hot class columns in, one probability per column out: that competition's format
-    # (multi-label columns too: no tags, so no threshold).
-    one_hot = bool(manifest.flags.get("label_columns"))
+    # (multi-label columns too: no tags, so no threshold). Other splits are scored by label.
+    one_hot = bool(manifest.flags.get("label_columns")) and split == schema.TEST
     rows = predicted_rows(manifest, paths, probs,
-                          None if one_hot else tags_threshold(manifest, workdir, weights))
+                          None if one_hot else tags_threshold(manifest, workdirs, weights))
     header = submission_header(manifest)
     table = probabilities_csv(manifest.classes or manifest.targets,
                               [row[0] for row in rows], probs, header[0])
-    first = workdir if isinstance(workdir, str) else workdir[0]
-    output = output or os.path.join(first, SUBMISSION_NAME)
-    files.atomic_write_text(output, table if one_hot else submission_csv(rows, header))
+    if split != schema.TEST:  # scored or stacked without a join
+        labels = dataset.split_labels(data_dir or read_run(workdirs[0])["data_dir"], split,
+                                      manifest.fold)
+        header, rows = oof.labeled_table(manifest, split, header, rows, labels)
+    output = output or oof.default_output(workdirs, split, manifest.fold)
+    oof.write_text(output, table if one_hot else submission_csv(rows, header))
     if probabilities:
-        files.atomic_write_text(probabilities, table)
+        oof.write_text(probabilities, table)
     return output, len(rows)

@@ -103,7 +103,7 @@ def test_importing_a_command_defines_no_flags():
     # In a process of its own: the bench's tests define its flags in this one.
     probe = ("from absl import flags\n"
              "import pipeline.write, pipeline.verify, pipeline.inspect, pipeline.profile\n"
-             "import pipeline.predict, pipeline.service, pipeline.bench\n"
+             "import pipeline.predict, pipeline.oof, pipeline.service, pipeline.bench\n"
              "print([m for m in flags.FLAGS.flags_by_module_dict() if 'pipeline' in m])")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             timeout=120)

@@ -225,6 +225,16 @@ def test_training_lowers_the_loss_and_predict_writes_tags(planet, tmp_path):
     expected = [" ".join(tag for tag, p in zip(TAGS, row) if p > metrics["val_threshold"])
                 for row in probabilities]
     assert [row[1] for row in table[1:]] == expected
+    # The val split goes to a file of its own, each image's true tags beside its predicted.
+    output, rows = predict.write_predictions(workdir, "val")
+    assert output == os.path.join(workdir, "predictions_val.csv")
+    assert rows == schema.read_manifest(str(planet / "out")).split("val").count
+    with open(output, newline="") as f:
+        val = list(csv.reader(f))
+    assert val[0] == ["image_name", "tags", "true_tags"]
+    assert {row[0]: row[2] for row in val[1:]} == {
+        image: " ".join(tag for tag, on in zip(TAGS, labels) if on)
+        for image, labels in labels_by_id(planet / "out", "val").items()}
 
 
 def test_an_ensemble_uses_the_mean_of_its_runs_thresholds(tmp_path):

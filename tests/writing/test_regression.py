@@ -169,6 +169,14 @@ def test_training_lowers_the_error_and_predict_writes_the_original_scale(pets, t
     # On the targets' scale, not the standardised one (a z-score is within a few units of 0).
     assert abs(np.mean(values) - stats["mean"]) < 3 * stats["std"]
     assert np.mean(values) > 10
+    # The val split goes to a file of its own, each image's true value beside its predicted.
+    output, rows = predict.write_predictions(workdir, "val")
+    assert output == os.path.join(workdir, "predictions_val.csv")
+    assert rows == manifest.split("val").count
+    with open(output, newline="") as f:
+        val = list(csv.reader(f))
+    assert val[0] == ["Id", "Pawpularity", "true_Pawpularity"]
+    assert {row[0]: [float(row[2])] for row in val[1:]} == labels_by_id(pets / "out", "val")
 
 
 def test_folds_keep_the_share_of_each_tenth_of_the_range(pets):
