@@ -92,7 +92,8 @@ def train_and_evaluate(
         a keras.applications model by name (e.g. "EfficientNetV2B0", "ConvNeXtTiny"), with
         its own preprocessing and a new head (pipeline.training.backbones).
       weights: a keras.applications backbone's starting weights: None, "imagenet" (downloads
-        once, needs network) or a .weights.h5 file of the same model without its top.
+        once, needs network) or a .weights.h5 file of the same model without its top (or
+        Keras's ImageNet download of it, *_notop.h5), checked before anything is built.
       freeze_epochs: train only the head for this many epochs, then the whole network.
       backbone_lr_factor: the backbone learns at this times the learning rate (e.g. 0.1: the
         pretrained features move slower than the new head; backbones.GradientScale).
@@ -168,6 +169,8 @@ def train_and_evaluate(
                                eval_crop=eval_crop, progressive_resizing=progressive_resizing))
     network = dataclasses.replace(network, any_size=run.resolution.any_size,
                                   eval_resize=run.resolution.eval_resize)
+    backbones.check_weights(network, run.manifest)  # offline, or a file of another model
+    keras.utils.set_random_seed(seed)  # as before the check, which drew initial values
     state = resume.load_state(workdir, resume.run_settings(
         network=network, optimizer=optimizer, reading=reading, batch_size=batch_size,
         epochs=epochs, steps_per_epoch=run.steps_per_epoch, train_split=train_split,
