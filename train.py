@@ -13,11 +13,15 @@ again after a crash or a kill continues at the last checkpointed step
 (pipeline.training.resume).
 
 Exit codes: 0 trained; 2 unusable configuration (a gin error, a value that cannot work, a
-dataset or workdir that does not fit the run).
+dataset or workdir that does not fit the run, starting weights that cannot be had); 3 the disk
+failed a write; 130 Ctrl-C: the run stops at the end of its step, saved, and names the
+command that resumes it (the same one).
 """
 
 import logging as std_logging
 import os
+import shlex
+import sys
 import tokenize
 
 import gin
@@ -95,8 +99,12 @@ GIN_CONTEXT = "\n  In call to configurable"
 
 
 def without_gin_context(err: errors.PipelineError) -> errors.PipelineError:
-    """`err` as one line, with its exit code."""
-    plain = errors.PipelineError(str(err).split(GIN_CONTEXT)[0])
+    """`err` as one line, with its exit code; an interrupted run's with the command that
+    resumes it."""
+    line = str(err).split(GIN_CONTEXT)[0]
+    if err.exit_code == errors.EXIT_INTERRUPTED:
+        line += ": " + shlex.join(["python", *sys.argv])
+    plain = errors.PipelineError(line)
     plain.exit_code = err.exit_code
     return plain
 

@@ -57,6 +57,10 @@ KILLED_RUN = dict(epochs=2, depth=10, width=4, stem="small", batch_size=8, warmu
 KILL_AT_STEP = ("import tests.training.train_hooks\n"
                 "train_and_evaluate.extra_callbacks = [@SigkillAtStep()]\n"
                 "SigkillAtStep.step = {step}\n")
+# Gin lines that send a train.py run SIGINT, as Ctrl-C does, before global step `{step}`.
+INTERRUPT_AT_STEP = ("import tests.training.train_hooks\n"
+                     "train_and_evaluate.extra_callbacks = [@SigintAtStep()]\n"
+                     "SigintAtStep.step = {step}\n")
 
 
 def train_py(workdir, data_dir, extra="", **bindings):
