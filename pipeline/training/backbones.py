@@ -141,13 +141,16 @@ def build_network(network: ModelSettings, manifest: schema.Manifest) -> keras.Mo
     return tabular.with_features(net, manifest) if manifest.feature_size else net
 
 
-def check_weights(network: ModelSettings, manifest: schema.Manifest) -> None:
+def check_weights(network: ModelSettings, manifest: schema.Manifest) -> bool:
     """A keras.applications backbone's starting weights had (downloaded) or loadable, before
-    anything else is built (pipeline.training.weights); nothing for our ResNets."""
+    anything else is built (pipeline.training.weights); nothing for our ResNets. True when
+    it built a model to check them (which drew initial values: seed again after it)."""
     image_shape = _image_shape(network, manifest)
-    if network.backbone != OURS and network.weights is not None and image_shape[0] == 3:
-        application(network.backbone)  # a name that is none: the ConfigError that says so
-        weights_lib.check_starting_weights(network.backbone, network.weights, image_shape)
+    if network.backbone == OURS or network.weights is None or image_shape[0] != 3:
+        return False
+    application(network.backbone)  # a name that is none: the ConfigError that says so
+    weights_lib.check_starting_weights(network.backbone, network.weights, image_shape)
+    return True
 
 
 def _image_shape(network: ModelSettings, manifest: schema.Manifest) -> tuple:

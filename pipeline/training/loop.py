@@ -167,8 +167,8 @@ def train_and_evaluate(
                                eval_crop=eval_crop, progressive_resizing=progressive_resizing))
     network = dataclasses.replace(network, any_size=run.resolution.any_size,
                                   eval_resize=run.resolution.eval_resize)
-    backbones.check_weights(network, run.manifest)  # offline, or a file of another model
-    keras.utils.set_random_seed(seed)  # as before the check, which drew initial values
+    if backbones.check_weights(network, run.manifest):  # offline, a file of another model
+        keras.utils.set_random_seed(seed)  # as before the check, which drew initial values
     state = resume.load_state(workdir, resume.run_settings(
         network=network, optimizer=optimizer, reading=reading, batch_size=batch_size,
         epochs=epochs, steps_per_epoch=run.steps_per_epoch, train_split=train_split,

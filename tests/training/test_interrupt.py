@@ -44,3 +44,28 @@ def test_ctrl_c_saves_the_step_says_how_to_resume_and_the_rerun_finishes(tmp_pat
     assert train_py(tmp_path / "plain", data_dir, **RUN).returncode == 0
     assert _log(tmp_path / "run") == _log(tmp_path / "plain")
     assert len(_log(tmp_path / "run")) == 3
+
+
+def test_ctrl_c_in_an_epochs_last_step_stops_after_its_validation(tmp_path):
+    """A step that ends an epoch is not a place to stop: the epoch's validation and logs come
+    first, so the epoch is saved whole, and the rerun starts the next one."""
+    import signal
+
+    import pytest
+
+    from conftest import train_tiny
+    from pipeline.training import checkpoints, interrupt
+    from tests.training.train_hooks import SigintAtStep
+
+    data_dir = write_labeled_dataset(tmp_path, 40, "shards", shards=2, val_shards=1,
+                                     val_fraction=0.25)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(interrupt.Interrupted, match=r"saved at step 3 \(end of epoch 0\)"):
+        train_tiny(data_dir, tmp_path / "run", **RUN, extra_callbacks=[SigintAtStep(2)])
+    assert signal.getsignal(signal.SIGINT) is before
+    state = checkpoints.read_state(str(tmp_path / "run"))
+    assert state.step == 3 and [row["epoch"] for row in state.rows] == [0]
+    assert state.weights == state.last == checkpoints.checkpoint_name(3)
+
+    metrics = train_tiny(data_dir, tmp_path / "run", **RUN)
+    assert metrics["epochs_this_run"] == 2 and metrics["resumes"] == [{"epoch": 1, "step": 0}]
