@@ -5,11 +5,10 @@
 
 `run` gives every command the same contract: a `PipelineError` (a user mistake, see
 pipeline.errors) becomes one logged line and its exit code, Ctrl-C one line and
-EXIT_INTERRUPTED, a flag that does not parse exits
-with EXIT_USAGE like any other unusable input (absl's own parser would exit 1, which the
-writer and verify use for "the result is bad"), a path that is a file where a directory goes
-(or the reverse) is one line and EXIT_USAGE too, and any other exception is a bug and keeps
-its traceback.
+EXIT_INTERRUPTED, a flag that does not parse exits with EXIT_USAGE like any other unusable
+input (absl's own parser would exit 1, which the writer and verify use for "the result is
+bad"), a path that is a file where a directory goes (or the reverse) is one line and
+EXIT_USAGE too, and any other exception is a bug and keeps its traceback.
 
 Flags are defined by `define_flags`, called only when a module runs as a command, so that
 importing a command module (tests, other tools) adds no flags to the importer's. `--help`

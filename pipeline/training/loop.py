@@ -167,8 +167,6 @@ def train_and_evaluate(
                                eval_crop=eval_crop, progressive_resizing=progressive_resizing))
     network = dataclasses.replace(network, any_size=run.resolution.any_size,
                                   eval_resize=run.resolution.eval_resize)
-    if backbones.check_weights(network, run.manifest):  # offline, a file of another model
-        keras.utils.set_random_seed(seed)  # as before the check, which drew initial values
     state = resume.load_state(workdir, resume.run_settings(
         network=network, optimizer=optimizer, reading=reading, batch_size=batch_size,
         epochs=epochs, steps_per_epoch=run.steps_per_epoch, train_split=train_split,
@@ -176,6 +174,8 @@ def train_and_evaluate(
         resolution=run.resolution))
     if resume.is_done(state, epochs, workdir):
         return finish.finished_metrics(run, state)
+    if backbones.check_weights(network, run.manifest):  # offline, a file of another model
+        keras.utils.set_random_seed(seed)  # as before the check, which drew initial values
     for mistake in advice.likely_mistakes(manifest=run.manifest, epochs=epochs,
                                           warmup_epochs=warmup_epochs,
                                           train_split=train_split, val_split=val_split):
