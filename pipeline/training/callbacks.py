@@ -97,6 +97,24 @@ class RunProgress(keras.callbacks.ProgbarLogger):
     def _update_progbar(self, batch, logs=None):
         super()._update_progbar(batch + self.skipped, logs)
 
+    def _maybe_init_progbar(self):
+        if self.progbar is None:
+            self.progbar = ResumedProgbar(self.skipped, target=self.target,
+                                          verbose=self.verbose, unit_name="step",
+                                          stateless_metrics=set())
+
+
+class ResumedProgbar(keras.utils.Progbar):
+    """Keras's bar for an epoch whose first `skipped` steps ran before a resume: the time per
+    step (and so the ETA) from the steps this bar saw, not from all it shows as done."""
+
+    def __init__(self, skipped: int, **kwargs):
+        super().__init__(**kwargs)
+        self.skipped = skipped
+
+    def _estimate_step_duration(self, current, now):
+        return super()._estimate_step_duration(max(current - self.skipped, 0), now)
+
 
 class LearningRateLogger(keras.callbacks.Callback):
     """Adds the optimizer's current learning rate to the epoch's logs (CSV, TensorBoard)."""
