@@ -87,6 +87,25 @@ def test_the_shipped_finetune_config_offline_names_the_download_in_one_line(
     assert not (tmp_path / "run").exists()
 
 
+def test_kerass_own_download_format_is_a_weights_file(weights_file, tmp_path):
+    """What the offline message says to fetch (`*_notop.h5`, Keras's legacy HDF5 layout)
+    loads as weights=."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    _, expected = weights_file
+    base = keras.applications.MobileNetV3Small(include_top=False, weights=None,
+                                               input_shape=(32, 32, 3), pooling="avg")
+    base.set_weights(expected)
+    path = str(tmp_path / "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5")
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, base)
+    net = backbones.build_application(name=BACKBONE, num_classes=3, image_shape=(3, 32, 32),
+                                      weights=path)
+    for mine, theirs in zip(backbones.backbone_of(net).get_weights(), expected, strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+
+
 def test_a_weights_file_of_another_model_says_what_was_expected(data_dir, tmp_path):
     other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     other.save_weights(str(tmp_path / "other.weights.h5"))
