@@ -7,17 +7,23 @@ r"""Train a ResNet on shards written by `python -m pipeline.write`.
 
 This file is intentionally short: flags, gin, then one call into
 `pipeline.training.train_and_evaluate`, which knows nothing of gin. Gin configures only that
-function (its keyword arguments); the resolved configuration is saved as `config.gin` in the
-workdir, named in one log line (logged in full with --verbosity=1). Running the same command
-again after a crash or a kill continues at the last checkpointed step
-(pipeline.training.resume).
+function (its keyword arguments, which --help lists with their defaults); the resolved
+configuration is saved as `config.gin` in the workdir, named in one log line (logged in full
+with --verbosity=1). Running the same command again after a crash, a kill or Ctrl-C continues
+at the last checkpointed step (pipeline.training.resume).
 
 Exit codes: 0 trained; 2 unusable configuration (a gin error, a value that cannot work, a
-dataset or workdir that does not fit the run).
+dataset or workdir that does not fit the run, starting weights that cannot be had); 3 the disk
+failed a write; 130 Ctrl-C: the run stops at the end of its step, saved, and names the
+command that resumes it (the same one).
 """
 
+import inspect
 import logging as std_logging
 import os
+import shlex
+import sys
+import textwrap
 import tokenize
 
 import gin
@@ -28,6 +34,27 @@ from pipeline.core import files, workspace
 from pipeline.training import train_and_evaluate
 
 FLAGS = flags.FLAGS
+# Set by this command itself, never bound in gin.
+NOT_BOUND = ("workdir", "before_training")
+
+
+def trainer_parameters() -> str:
+    """train_and_evaluate's parameters and their defaults, as --help lists them after this
+    docstring: what a gin file or --gin_bindings can set."""
+    lines = ["", "", *textwrap.wrap(
+        "train_and_evaluate's parameters and defaults: bind them in a gin file or with "
+        "--gin_bindings=\"train_and_evaluate.NAME=VALUE\" (`python -m pydoc "
+        "pipeline.training.loop` says what each does):", width=95)]
+    for name, parameter in inspect.signature(train_and_evaluate).parameters.items():
+        if name in NOT_BOUND:
+            continue
+        default = ("(required)" if parameter.default is inspect.Parameter.empty
+                   else f"= {parameter.default!r}")
+        lines.append(f"  {name} {default}")
+    return "\n".join(lines)
+
+
+__doc__ += trainer_parameters()
 
 
 def define_flags() -> None:
@@ -95,8 +122,12 @@ GIN_CONTEXT = "\n  In call to configurable"
 
 
 def without_gin_context(err: errors.PipelineError) -> errors.PipelineError:
-    """`err` as one line, with its exit code."""
-    plain = errors.PipelineError(str(err).split(GIN_CONTEXT)[0])
+    """`err` as one line, with its exit code; an interrupted run's with the command that
+    resumes it."""
+    line = str(err).split(GIN_CONTEXT)[0]
+    if err.exit_code == errors.EXIT_INTERRUPTED:
+        line += ": " + shlex.join(["python", *sys.argv])
+    plain = errors.PipelineError(line)
     plain.exit_code = err.exit_code
     return plain
 

@@ -4,11 +4,11 @@
         cli.run(main, define_flags)
 
 `run` gives every command the same contract: a `PipelineError` (a user mistake, see
-pipeline.errors) becomes one logged line and its exit code, a flag that does not parse exits
-with EXIT_USAGE like any other unusable input (absl's own parser would exit 1, which the
-writer and verify use for "the result is bad"), a path that is a file where a directory goes
-(or the reverse) is one line and EXIT_USAGE too, and any other exception is a bug and keeps
-its traceback.
+pipeline.errors) becomes one logged line and its exit code, Ctrl-C one line and
+EXIT_INTERRUPTED, a flag that does not parse exits with EXIT_USAGE like any other unusable
+input (absl's own parser would exit 1, which the writer and verify use for "the result is
+bad"), a path that is a file where a directory goes (or the reverse) is one line and
+EXIT_USAGE too, and any other exception is a bug and keeps its traceback.
 
 Flags are defined by `define_flags`, called only when a module runs as a command, so that
 importing a command module (tests, other tools) adds no flags to the importer's. `--help`
@@ -117,6 +117,11 @@ def exit_code_of(function: Callable[..., int | None], *args, **kwargs) -> int:
     except errors.PipelineError as err:
         logging.error("%s", err)
         return err.exit_code
+    except KeyboardInterrupt:
+        # Ctrl-C is the user's choice, not a bug: one line, no traceback. (A training run
+        # takes SIGINT itself, to stop at a saved step: pipeline.training.interrupt.)
+        logging.error("interrupted (Ctrl-C) before the command finished")
+        return errors.EXIT_INTERRUPTED
     except (NotADirectoryError, IsADirectoryError) as err:
         # A path flag naming a file where a directory goes (or the reverse): whichever command
         # and whichever of its paths, it is the user's path, never a bug.

@@ -30,6 +30,9 @@ EXIT_USAGE = 2
 # The machine failed the command: the disk is full, or a file could not be written. What was
 # complete is kept; the same command again, once there is room, finishes the work.
 EXIT_IO = 3
+# The user stopped the command (Ctrl-C, SIGINT): 128 + the signal's number, as a shell reports
+# it. A training run is saved at a step first, and the same command again continues there.
+EXIT_INTERRUPTED = 130
 
 
 # The disk, not the command, failing a write: full, over quota, read-only, broken, too big.

@@ -5,6 +5,7 @@ import csv
 import hashlib
 import logging
 import os
+import re
 import socket
 import subprocess
 
@@ -56,6 +57,10 @@ KILLED_RUN = dict(epochs=2, depth=10, width=4, stem="small", batch_size=8, warmu
 KILL_AT_STEP = ("import tests.training.train_hooks\n"
                 "train_and_evaluate.extra_callbacks = [@SigkillAtStep()]\n"
                 "SigkillAtStep.step = {step}\n")
+# Gin lines that send a train.py run SIGINT, as Ctrl-C does, before global step `{step}`.
+INTERRUPT_AT_STEP = ("import tests.training.train_hooks\n"
+                     "train_and_evaluate.extra_callbacks = [@SigintAtStep()]\n"
+                     "SigintAtStep.step = {step}\n")
 
 
 def train_py(workdir, data_dir, extra="", **bindings):
@@ -72,6 +77,17 @@ def train_py(workdir, data_dir, extra="", **bindings):
                            f"--workdir={workdir}"], cwd=repo, capture_output=True, text=True,
                           timeout=600, env={**os.environ, "PYTHONPATH": repo,
                                             "TF_CPP_MIN_LOG_LEVEL": "2"})
+
+
+# TensorFlow's C++ start-up lines (absl's notice, oneDNN's, the CPU's instructions), which the
+# commands drop once the log level in force hides them (pipeline.startup).
+TF_START_UP = re.compile(r"^(WARNING: All log messages before absl::InitializeLog|"
+                         r"[IW]\d{4} [\d:.]+ +\d+ \w+\.cc:\d+\]|To enable the following)")
+
+
+def console_lines(output: str) -> list[str]:
+    """A command's output lines, TensorFlow's C++ start-up lines left out."""
+    return [line for line in output.splitlines() if not TF_START_UP.match(line)]
 
 
 def labels_by_id(data_dir, split, **options):

@@ -3,7 +3,10 @@
     from pipeline.training import train_and_evaluate      # what train.py's gin configures
 
     loop.py         train_and_evaluate: check the run, build the input, build the model, fit,
-                    finish (evaluate, save, metrics.json)
+                    finish
+    finish.py       the end of a run: evaluate, save model.keras and the SavedModel (each
+                    step announced and timed), metrics.json; a finished run's rerun
+    interrupt.py    Ctrl-C: stop at the end of a step, saved, exit 130 (Interrupted)
     start.py        Run: the dataset (as the run's fold sees it), workdir, seed, precision,
                     devices and image sizes, checked before anything is built
     resolution.py   training at other sizes than the stored one, progressive resizing
@@ -15,9 +18,12 @@
     model.py        ResNets whose first layer takes the records' uint8 CHW batches
     backbones.py    keras.applications backbones on the same batches, their weights, a head,
                     the backbone's learning-rate factor (GradientScale)
+    weights.py      a backbone's starting weights fetched or loaded before anything is built
+                    (WeightsError: offline, or a file of another model, in one line)
     distribute.py   the tf.distribute strategy, its input pipelines, Keras multi-worker fixes
     callbacks.py    the callbacks in order: milestones, learning rate, timing, checkpoints,
                     TensorBoard and the input verdict there; progress bar or epoch lines
+                    counted across the run's fits (RunProgress)
     timing.py       InputTimer (images/s, the share of time waiting for input, each step
                     marked for the profiler), the verdict on TensorBoard's thresholds
     advice.py       likely mistakes in a run's settings, warned about before training

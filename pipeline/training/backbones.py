@@ -9,7 +9,9 @@ BGR mean subtraction for ResNet50, nothing for EfficientNetV2 which normalises i
 application without its top, global average pooling, and a float32 Dense head for the
 manifest's classes. `weights`: None (random), "imagenet" (Keras downloads the ImageNet weights
 once into ~/.keras/models on a machine with network access) or a path to a `.weights.h5` file
-of the same application without its top (`base.save_weights(path)`).
+of the same application without its top (`base.save_weights(path)`), or to that download
+(`*_notop.h5`); `check_weights` tries them before a run builds anything
+(pipeline.training.weights).
 
 Fine-tuning: `backbone_of(net).trainable = False` freezes it (its BatchNorm layers then run in
 inference mode, as Keras's transfer-learning guide recommends); the trainer does this for
@@ -30,6 +32,7 @@ from pipeline import errors
 from pipeline.core import schema
 from pipeline.training import model as model_lib
 from pipeline.training import tabular
+from pipeline.training import weights as weights_lib
 from pipeline.training.settings import ModelSettings, TrainingError
 
 BACKBONE_NAME = "backbone"  # the application's layer name inside our model
@@ -109,7 +112,7 @@ def build_application(*, name: str, num_classes: int, image_shape: Sequence[int]
                    input_shape=(height, width, 3), pooling="avg")
     base.name = BACKBONE_NAME
     if weights not in (None, "imagenet"):
-        load_backbone_weights(base, weights)
+        weights_lib.load_weights_file(base, name, weights)
     images, x = model_lib.model_input(image_shape, eval_resize, input_name)
     x = augment_lib.DevicePreprocess([0.0] * 3, [1.0] * 3, data_format="channels_last",
                                      augment=augment, seed=seed, name="preprocess")(x)
@@ -121,18 +124,6 @@ def build_application(*, name: str, num_classes: int, image_shape: Sequence[int]
         x = keras.layers.Dropout(dropout, seed=seed)(x)
     logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
     return keras.Model(images, logits, name=f"{name}_classifier")
-
-
-def load_backbone_weights(base: keras.Model, path: str) -> None:
-    """A `.weights.h5` of the same application without its top, or a ConfigError that says
-    what the file must be."""
-    try:
-        base.load_weights(path)
-    except (OSError, ValueError) as err:
-        raise errors.ConfigError(
-            f"weights={path!r}: not loadable into {base.name!r} ({err}); pass a .weights.h5 "
-            "saved from the same keras.applications model with include_top=False, None, or "
-            "'imagenet'") from err
 
 
 def backbone_of(net: keras.Model) -> keras.Model | None:
@@ -150,12 +141,28 @@ def build_network(network: ModelSettings, manifest: schema.Manifest) -> keras.Mo
     return tabular.with_features(net, manifest) if manifest.feature_size else net
 
 
+def check_weights(network: ModelSettings, manifest: schema.Manifest) -> bool:
+    """A keras.applications backbone's starting weights had (downloaded) or loadable, before
+    anything else is built (pipeline.training.weights); nothing for our ResNets. True when
+    it built a model to check them (which drew initial values: seed again after it)."""
+    image_shape = _image_shape(network, manifest)
+    if network.backbone == OURS or network.weights is None or image_shape[0] != 3:
+        return False
+    application(network.backbone)  # a name that is none: the ConfigError that says so
+    weights_lib.check_starting_weights(network.backbone, network.weights, image_shape)
+    return True
+
+
+def _image_shape(network: ModelSettings, manifest: schema.Manifest) -> tuple:
+    return ((manifest.image_shape[0], None, None) if network.any_size
+            else tuple(manifest.image_shape))
+
+
 def _image_network(network: ModelSettings, manifest: schema.Manifest) -> keras.Model:
     if not network.backbone_lr_factor > 0:
         raise TrainingError(f"backbone_lr_factor={network.backbone_lr_factor!r}: the backbone's "
                             "share of the learning rate, > 0 (freeze_epochs freezes it)")
-    image_shape = ((manifest.image_shape[0], None, None) if network.any_size
-                   else manifest.image_shape)
+    image_shape = _image_shape(network, manifest)
     # With features the inputs are a dict, its keys the Input names (the reader's).
     input_name = schema.IMAGE_KEY if manifest.feature_size else "images"
     if network.backbone == OURS:

@@ -56,9 +56,10 @@ def progress_verbosity(verbose: int | str, stream=None) -> int:
 def make_callbacks(workdir: str, timer: InputTimer, profile_batches,
                    checkpoint: StepCheckpoint,
                    strategy: tf.distribute.Strategy | None = None, *,
-                   milestones: bool = False) -> list:
+                   milestones: bool = False, progress: bool = False) -> list:
     """In order: the callbacks that add to the epoch's logs run before those that save them.
-    `milestones`: log the first step's and an epoch's time (when no progress bar shows)."""
+    `milestones`: log the first step's and an epoch's time (when no progress bar shows);
+    `progress`: Keras's progress bar or epoch lines, counted as the run counts (RunProgress)."""
     replicas = strategy.num_replicas_in_sync if strategy else 1
     return [
         *([StepMilestones()] if milestones else []),
@@ -70,7 +71,49 @@ def make_callbacks(workdir: str, timer: InputTimer, profile_batches,
         keras.callbacks.TensorBoard(os.path.join(workdir, TENSORBOARD_DIR),
                                     profile_batch=profile_batches),
         InputVerdictSummary(os.path.join(workdir, TENSORBOARD_DIR)),
+        *([RunProgress(checkpoint.epochs, checkpoint.steps_per_epoch)] if progress else []),
     ]
+
+
+class RunProgress(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar and `Epoch 3/4` lines, counted as the run counts. A run is cut
+    into several fits (the rest of an epoch it resumed inside, the epochs with the backbone
+    frozen, then the others: resume.Leg), and Keras counts each fit's own epochs and steps: a
+    run of 4 epochs resumed in its third printed `Epoch 3/3` and a bar to the steps left;
+    here it is `Epoch 3/4` and the bar goes on from the step it resumed at."""
+
+    def __init__(self, epochs: int, steps_per_epoch: int):
+        super().__init__()
+        self.run_epochs, self.steps_per_epoch = epochs, steps_per_epoch
+        self.skipped = 0  # the steps of the fit's first epoch trained before it resumed
+
+    def set_params(self, params):
+        super().set_params(params)
+        steps = params.get("steps")
+        self.skipped = self.steps_per_epoch - steps if steps else 0
+        self.epochs = self.run_epochs
+        self.target = self.steps_per_epoch if steps else self.target
+
+    def _update_progbar(self, batch, logs=None):
+        super()._update_progbar(batch + self.skipped, logs)
+
+    def _maybe_init_progbar(self):
+        if self.progbar is None:
+            self.progbar = ResumedProgbar(self.skipped, target=self.target,
+                                          verbose=self.verbose, unit_name="step",
+                                          stateless_metrics=set())
+
+
+class ResumedProgbar(keras.utils.Progbar):
+    """Keras's bar for an epoch whose first `skipped` steps ran before a resume: the time per
+    step (and so the ETA) from the steps this bar saw, not from all it shows as done."""
+
+    def __init__(self, skipped: int, **kwargs):
+        super().__init__(**kwargs)
+        self.skipped = skipped
+
+    def _estimate_step_duration(self, current, now):
+        return super()._estimate_step_duration(max(current - self.skipped, 0), now)
 
 
 class LearningRateLogger(keras.callbacks.Callback):
@@ -83,8 +126,8 @@ class LearningRateLogger(keras.callbacks.Callback):
 
 
 class InputVerdictSummary(keras.callbacks.Callback):
-    """Per epoch, a text summary (TensorBoard's Text tab, run `input_pipeline`) saying the
-    epoch's img/s, input-wait share and the verdict in words; once per run, a Custom Scalars
+    """Per epoch, a text summary (TensorBoard's Text tab, run `input_pipeline`, at step N for
+    epoch N) saying the epoch's img/s, input-wait share and the verdict in words; once per run, a Custom Scalars
     layout that puts img/s, input wait, loss and accuracy on one page. The scalars alone are a
     collapsed card among many, reading 1.8e-4."""
 
@@ -102,7 +145,9 @@ class InputVerdictSummary(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         with self._writer.as_default():
-            tf.summary.text(VERDICT_TAG, verdict_text(epoch, logs), step=epoch)
+            # At the step of the epoch it names: "epoch 1" at step 1 (epochs done), where it
+            # was at Keras's 0-based epoch index, step 0.
+            tf.summary.text(VERDICT_TAG, verdict_text(epoch, logs), step=epoch + 1)
         self._writer.flush()
 
     def on_train_end(self, logs=None):

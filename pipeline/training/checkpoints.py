@@ -268,9 +268,22 @@ class StepCheckpoint(keras.callbacks.Callback):
             return value is not None
         return value < best["value"] if self.lower_is_better else value > best["value"]
 
+    def save_now(self) -> None:
+        """Save at the current step unless it is saved already: a step inside an epoch as the
+        schedule saves one, an epoch's end as on_epoch_end does (pipeline.training.interrupt)."""
+        state = self.state
+        if state.step == 0 or state.weights == checkpoint_name(state.step):
+            return
+        epoch, within = divmod(state.step, self.steps_per_epoch)
+        if within:
+            self._save(epoch=epoch, logs=None)
+        elif state.rows:
+            self._save(epoch=epoch - 1, logs={name: value for name, value in
+                                              state.rows[-1].items() if name != "epoch"})
+
     def _save(self, *, epoch: int, logs: dict | None) -> None:
         state = self.state
-        name = f"ckpt-{state.step:09d}{WEIGHTS_SUFFIX}"
+        name = checkpoint_name(state.step)
         seconds = save_weights(self.model, os.path.join(checkpoint_dir(self.workdir), name))
         state.weights, state.seed_states = name, seed_states(self.model)
         if logs is None:  # mid-epoch: the epoch's running metrics go with the step
@@ -290,6 +303,11 @@ class StepCheckpoint(keras.callbacks.Callback):
         where = (f"end of epoch {epoch - 1}" if within == 0
                  else f"epoch {epoch}, batch {within} of {self.steps_per_epoch}")
         log.info("checkpoint at step %d (%s): saved in %.2f s", state.step, where, seconds)
+
+
+def checkpoint_name(step: int) -> str:
+    """The weights file of the checkpoint at `step`."""
+    return f"ckpt-{step:09d}{WEIGHTS_SUFFIX}"
 
 
 def add_metric_state(model: keras.Model, saved: list[Any]) -> None:

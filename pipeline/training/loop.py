@@ -13,11 +13,8 @@ metrics). What it leaves in `workdir` is listed in pipeline.training.run_files.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import logging
-import os
 import time
 from typing import Any, Callable, Sequence
 
@@ -25,16 +22,17 @@ import keras
 import tensorflow as tf
 
 from pipeline import augment as augment_lib
-from pipeline.core import files, schema
+from pipeline.core import schema
 from pipeline.dataset import (DamagedShards, ReadOptions, ServiceSettings, batches_per_epoch,
                               readable_records)
 from pipeline.dataset.options import DEFAULT_MAX_CORRUPT_FRACTION
-from pipeline.training import advice, backbones, callbacks, checkpoints, damage, distribute, resume
+from pipeline.training import advice, backbones, callbacks, checkpoints, damage, distribute, finish
+from pipeline.training import interrupt, resume
 from pipeline.training import run_files, targets
 from pipeline.training import workdir as workdir_lock
 from pipeline.training.start import Run, start_run
 from pipeline.training.settings import ModelSettings, OptimizerSettings
-from pipeline.training.timing import InputTimer, input_verdict
+from pipeline.training.timing import InputTimer
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +90,8 @@ def train_and_evaluate(
         a keras.applications model by name (e.g. "EfficientNetV2B0", "ConvNeXtTiny"), with
         its own preprocessing and a new head (pipeline.training.backbones).
       weights: a keras.applications backbone's starting weights: None, "imagenet" (downloads
-        once, needs network) or a .weights.h5 file of the same model without its top.
+        once, needs network) or a .weights.h5 file of the same model without its top (or
+        Keras's ImageNet download of it, *_notop.h5), checked before anything is built.
       freeze_epochs: train only the head for this many epochs, then the whole network.
       backbone_lr_factor: the backbone learns at this times the learning rate (e.g. 0.1: the
         pretrained features move slower than the new head; backbones.GradientScale).
@@ -174,7 +173,9 @@ def train_and_evaluate(
         policy=run.policy, augment_on_device=augment_on_device, deterministic=deterministic,
         resolution=run.resolution))
     if resume.is_done(state, epochs, workdir):
-        return finished_metrics(run, state)
+        return finish.finished_metrics(run, state)
+    if backbones.check_weights(network, run.manifest):  # offline, a file of another model
+        keras.utils.set_random_seed(seed)  # as before the check, which drew initial values
     for mistake in advice.likely_mistakes(manifest=run.manifest, epochs=epochs,
                                           warmup_epochs=warmup_epochs,
                                           train_split=train_split, val_split=val_split):
@@ -193,11 +194,15 @@ def train_and_evaluate(
     resume.begin(workdir, state, data_dir, run.manifest, before_training)  # the first write
     resume.restore(net, state, workdir, run.strategy, inputs.steps_per_epoch)
     verbose = callbacks.progress_verbosity(verbose)
-    epochs_this_run, seconds = fit(net, run, inputs, reading, timer, callbacks.make_callbacks(
-        workdir, timer, profile_batches, saver, run.strategy, milestones=verbose == 2)
-        + list(extra_callbacks), verbose=verbose)
-    return finish_run(net, run, inputs, timer, state, epochs_this_run=epochs_this_run,
-                      seconds=seconds)
+    run_callbacks = callbacks.make_callbacks(workdir, timer, profile_batches, saver,
+                                             run.strategy, milestones=verbose == 2,
+                                             progress=verbose > 0) + list(extra_callbacks)
+    with interrupt.stop_on_interrupt(saver) as stop:  # Ctrl-C: saved at a step, exit 130
+        epochs_this_run, seconds = fit(net, run, inputs, reading, timer, [*run_callbacks, stop],
+                                       verbose=verbose)
+        stop.after_training()
+    return finish.finish_run(net, run, inputs.val, inputs.val_steps, timer, state,
+                             epochs_this_run=epochs_this_run, seconds=seconds)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,81 +319,3 @@ def fit(net: keras.Model, run: Run, inputs: Inputs, reading: ReadOptions, timer:
             raise damage.named_damage(run.data_dir, sorted(stored), err) from err
         epochs_trained += len(history.epoch)
     return epochs_trained, time.perf_counter() - started
-
-
-def finish_run(net: keras.Model, run: Run, inputs: Inputs, timer: InputTimer,
-               state: checkpoints.RunState, *, epochs_this_run: int,
-               seconds: float) -> dict[str, Any]:
-    """Evaluate, save the model and the SavedModel, write metrics.json (each atomically, so a
-    kill leaves the previous version and the rerun finishes again); returns the metrics."""
-    evaluation = net.evaluate(inputs.val, steps=inputs.val_steps, return_dict=True, verbose=0)
-    with files.atomic_path(os.path.join(run.workdir, run_files.MODEL_FILE), ".keras") as path:
-        net.save(path)
-    with files.staged_directory(os.path.join(run.workdir, run_files.EXPORT_DIR)) as staging, \
-            tensorflow_logs_at(logging.WARNING):
-        # Its INFO lines (renamed inputs, sharding callbacks, assets, fingerprint) are six of
-        # a smoke run's twenty.
-        net.export(staging, verbose=False)
-    headline = targets.monitor(run.manifest)
-    metrics = {
-        headline: float(evaluation[headline.removeprefix("val_")]),
-        **targets.val_metrics(run.manifest, evaluation),
-        "epochs": run.epochs,
-        "epochs_this_run": epochs_this_run,
-        "images_per_second": timer.last_images_per_second,
-        "input_wait_fraction": timer.last_wait_fraction,
-        "seconds": seconds,
-        "batch_size": run.batch_size,
-        "replicas": run.strategy.num_replicas_in_sync,
-        "mixed_precision": run.policy,
-        "input_verdict": input_verdict(timer.last_wait_fraction),
-        "resumes": state.resumes,
-        "best_epoch": (state.best or {}).get("epoch"),
-        "checkpoints": state.saves,
-        "checkpoint_seconds": state.save_seconds,
-    }
-    files.atomic_write_text(os.path.join(run.workdir, run_files.METRICS_FILE),
-                            json.dumps(metrics, indent=2) + "\n")
-    state.finished = True
-    checkpoints.write_state(run.workdir, state)
-    log.info("done: %s %.4f, val_loss %.4f, %.0f img/s, input wait %.0f%% (%s) -> %s",
-             headline, metrics[headline], metrics["val_loss"], metrics["images_per_second"] or 0,
-             100 * (metrics["input_wait_fraction"] or 0), metrics["input_verdict"], run.workdir)
-    return metrics
-
-
-@contextlib.contextmanager
-def tensorflow_logs_at(level: int):
-    """Only records of `level` and above from TensorFlow's Python logging for the block: its
-    own logger, and absl's, which its saving code logs through. (A filter, not setLevel: the
-    export resets the absl logger's level.)"""
-    loggers = [tf.get_logger(), logging.getLogger("absl")]
-    below = _BelowLevel(level)
-    for logger in loggers:
-        logger.addFilter(below)
-    try:
-        yield
-    finally:
-        for logger in loggers:
-            logger.removeFilter(below)
-
-
-class _BelowLevel(logging.Filter):
-    def __init__(self, level: int):
-        super().__init__()
-        self.level = level
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= self.level
-
-
-def finished_metrics(run: Run, state: checkpoints.RunState) -> dict[str, Any]:
-    """A rerun of a finished run: nothing to train; its files made whole again, its metrics."""
-    checkpoints.publish(run.workdir, state)
-    run_files.write_train_log(run.workdir, state.rows)
-    with open(os.path.join(run.workdir, run_files.METRICS_FILE), encoding="utf-8") as f:
-        metrics = json.load(f)
-    headline = targets.monitor(run.manifest)
-    log.info("%s has finished its %d epochs: nothing to train (%s %.4f); more epochs "
-             "continue it", run.workdir, run.epochs, headline, metrics[headline])
-    return metrics

@@ -18,7 +18,8 @@ from pipeline import cli, errors
 PACKAGE = pathlib.Path(REPO_ROOT) / "pipeline"
 # Exceptions that never reach a user: each is caught where it is raised and turned into a
 # record of the outcome (a rejected image, a source that cannot be sized, a bad record).
-INTERNAL_SIGNALS = {"RejectedImage", "SourceUnavailable", "_BadRecord", "DamagedRecord"}
+INTERNAL_SIGNALS = {"RejectedImage", "SourceUnavailable", "_BadRecord", "DamagedRecord",
+                    "_Located"}  # training.weights: where Keras would fetch from
 
 
 def _classes_and_exit_constants():
@@ -54,7 +55,8 @@ def test_every_error_class_derives_from_pipeline_error():
             assert not issubclass(cls, errors.PipelineError), name
             continue
         assert issubclass(cls, errors.PipelineError), f"{cls.__module__}.{name}"
-        assert cls.exit_code in (errors.EXIT_FAILED, errors.EXIT_USAGE, errors.EXIT_IO), cls
+        assert cls.exit_code in (errors.EXIT_FAILED, errors.EXIT_USAGE, errors.EXIT_IO,
+                                 errors.EXIT_INTERRUPTED), cls
 
 
 def test_exit_code_of_maps_errors_and_keeps_bugs(caplog):
@@ -71,6 +73,16 @@ def test_exit_code_of_maps_errors_and_keeps_bugs(caplog):
     assert cli.exit_code_of(lambda: 7) == 7
     with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
         cli.exit_code_of(lambda: 1 / 0)
+
+
+def test_ctrl_c_is_one_line_and_exit_130(caplog):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with caplog.at_level(logging.ERROR):
+        assert cli.exit_code_of(interrupted) == errors.EXIT_INTERRUPTED == 130
+    assert [record.getMessage() for record in caplog.records] == [
+        "interrupted (Ctrl-C) before the command finished"]
 
 
 def test_argument_checks_name_the_fix():

@@ -47,6 +47,27 @@ def test_every_command_puts_its_flags_first_and_help_is_short(command):
     assert full.stderr == short.stderr == ""  # no TensorFlow start-up lines either
 
 
+@pytest.mark.parametrize("flag", ["--help", "--helpfull"])
+def test_train_py_help_lists_the_trainers_parameters_and_defaults(flag):
+    import inspect
+
+    from pipeline.training import train_and_evaluate
+
+    result = _help("train.py", flag)
+    assert result.returncode == 0, result.stderr[-2000:]
+    parameters = inspect.signature(train_and_evaluate).parameters
+    assert len(parameters) > 40  # the wrapper (one trainer per workdir) shows the real ones
+    for name, parameter in parameters.items():
+        if name in ("workdir", "before_training"):  # train.py's own
+            assert f"  {name} " not in result.stdout, name
+        elif parameter.default is inspect.Parameter.empty:
+            assert f"\n  {name} (required)\n" in result.stdout, name
+        else:
+            assert f"\n  {name} = {parameter.default!r}\n" in result.stdout, name
+    assert '--gin_bindings="train_and_evaluate.NAME=VALUE"' in result.stdout
+    assert result.stdout.index("  data_dir (required)") < result.stdout.index("  --config:")
+
+
 def test_help_requests_stop_at_the_end_of_the_flags():
     assert cli.help_request(["--input=x", "--helpfull"]) == "--helpfull"
     assert cli.help_request(["-h"]) == "-h"

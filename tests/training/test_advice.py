@@ -51,3 +51,24 @@ def test_a_run_logs_its_likely_mistakes(tmp_path, caplog):
     warned = [record.getMessage() for record in caplog.records]
     assert any("warmup_epochs=2 is not shorter than epochs=1" in line for line in warned)
     assert any("no image in the val split (rare)" in line for line in warned), warned
+
+
+def test_the_fix_fits_a_dataset_in_folds(tmp_path):
+    """A fold's validation is its held-out fold: no --val_fraction applies; fewer folds do."""
+    from pipeline.dataset import read_manifest
+
+    rows = write_images(str(tmp_path / "src"), 13, size=(8, 8), classes=("a", "b"))
+    rows[-1] = (rows[-1][0], "rare")  # one image: in one fold, missing from the others
+    write_csv(tmp_path / "src" / "train.csv", ["image", "label"], rows)
+    write_dataset(WriteConfig(output_dir=str(tmp_path / "folds"), image_size=8,
+                              input=str(tmp_path / "src" / "train.csv"), shards=3, folds=3,
+                              num_workers=1, show_progress=False))
+    found = [line for fold in range(3)
+             for line in advice.likely_mistakes(
+                 manifest=read_manifest(str(tmp_path / "folds"), fold), epochs=5,
+                 warmup_epochs=1, train_split=schema.TRAIN, val_split=schema.VAL)]
+    assert len(found) == 2, found  # the two folds without the rare image
+    for line in found:
+        assert "no image in the val split (rare)" in line and "--val_fraction" not in line
+        assert "in each of the 3 folds, and these have as few as 1" in line
+        assert "fewer --folds" in line

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import write_labeled_dataset
+from conftest import REPO_ROOT, console_lines, write_labeled_dataset
 from pipeline import errors, training
 from pipeline.training import backbones, predict
 
@@ -63,6 +63,77 @@ def test_bad_names_and_files_say_what_works(tmp_path):
     with pytest.raises(errors.ConfigError, match="include_top=False"):
         backbones.build_application(name=BACKBONE, num_classes=3, image_shape=(3, 32, 32),
                                     weights=str(bad))
+
+
+def test_the_shipped_finetune_config_offline_names_the_download_in_one_line(
+        data_dir, tmp_path, monkeypatch):
+    """Keras's cache is empty and every download goes to a closed port: the run stops before
+    it builds anything, exit 2, naming the file, its URL and the binding that takes it."""
+    from test_train import _run
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    for proxy in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(proxy, "http://127.0.0.1:9")  # the discard port: refused at once
+    config = tmp_path / "offline.gin"
+    config.write_text(f"include '{REPO_ROOT}/configs/finetune.gin'\n"
+                      f"train_and_evaluate.data_dir = '{data_dir}'\n"
+                      "train_and_evaluate.batch_size = 8\n")
+    result = _run([sys.executable, "train.py", f"--config={config}",
+                   f"--workdir={tmp_path / 'run'}"], timeout=300)
+    lines = console_lines(result.stdout + result.stderr)
+    assert result.returncode == errors.EXIT_USAGE and len(lines) <= 3, lines
+    assert "efficientnetv2-b0_notop.h5" in lines[-1] and "https://" in lines[-1]
+    assert "train_and_evaluate.weights=" in lines[-1] and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_kerass_own_download_format_is_a_weights_file(weights_file, tmp_path):
+    """What the offline message says to fetch (`*_notop.h5`, Keras's legacy HDF5 layout)
+    loads as weights=."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    _, expected = weights_file
+    base = keras.applications.MobileNetV3Small(include_top=False, weights=None,
+                                               input_shape=(32, 32, 3), pooling="avg")
+    base.set_weights(expected)
+    path = str(tmp_path / "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5")
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, base)
+    net = backbones.build_application(name=BACKBONE, num_classes=3, image_shape=(3, 32, 32),
+                                      weights=path)
+    for mine, theirs in zip(backbones.backbone_of(net).get_weights(), expected, strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_a_weights_file_of_another_model_says_what_was_expected(data_dir, tmp_path):
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    other.save_weights(str(tmp_path / "other.weights.h5"))
+    (tmp_path / "text.weights.h5").write_text("not weights\n")
+    for name, why in (("other", "layers do not load"), ("text", "not an HDF5 file"),
+                      ("missing", "no such file")):
+        with pytest.raises(errors.ConfigError) as raised:
+            training.train_and_evaluate(
+                data_dir=data_dir, workdir=str(tmp_path / name), backbone=BACKBONE,
+                weights=str(tmp_path / f"{name}.weights.h5"), epochs=1, batch_size=8)
+        message = str(raised.value)
+        assert "\n" not in message and len(message) < 600, message
+        assert why in message and f"{BACKBONE}(include_top=False)" in message
+        assert not (tmp_path / name).exists()
+
+
+def test_a_wrong_weights_file_in_train_py_is_one_line(data_dir, tmp_path):
+    from test_train import _run
+
+    (tmp_path / "text.weights.h5").write_text("not weights\n")
+    bindings = [f"data_dir = '{data_dir}'", f"weights = '{tmp_path / 'text.weights.h5'}'",
+                f"backbone = '{BACKBONE}'", "batch_size = 8"]
+    result = _run([sys.executable, "train.py", "--config=configs/finetune.gin",
+                   *[f"--gin_bindings=train_and_evaluate.{b}" for b in bindings],
+                   f"--workdir={tmp_path / 'run'}"])
+    lines = console_lines(result.stdout + result.stderr)
+    assert result.returncode == errors.EXIT_USAGE and len(lines) == 1, lines
+    assert "not an HDF5 file" in lines[0] and "include_top=False" in lines[0]
 
 
 class BackboneSnapshots(keras.callbacks.Callback):

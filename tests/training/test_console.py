@@ -71,3 +71,15 @@ def test_a_gin_include_logs_no_path_not_found_error(tmp_path):
     assert result.returncode == errors.EXIT_USAGE and "pipeline.write" in result.stderr
     assert "Path not found" not in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+def test_a_resumed_epochs_bar_times_the_steps_it_saw():
+    """Resumed at step 5 of 7, one step in 2 s: 2 s a step, not 2 s over six steps."""
+    from pipeline.training import callbacks
+
+    progress = callbacks.RunProgress(epochs=3, steps_per_epoch=7)
+    progress.set_params({"verbose": 1, "epochs": 2, "steps": 2})  # the fit of the rest
+    assert (progress.epochs, progress.target, progress.skipped) == (3, 7, 5)
+    progress._maybe_init_progbar()
+    bar = progress.progbar
+    assert bar._estimate_step_duration(6, bar._start + 2.0) == 2.0

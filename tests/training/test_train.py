@@ -95,7 +95,9 @@ def test_tensorboard_shows_the_verdict_and_reads_the_profiled_steps(trained):
                     texts.append((event.step, value.tag, value.tensor.string_val[0].decode()))
                 if value.metadata.plugin_data.plugin_name == "custom_scalars":
                     layouts.append(value)
-    assert texts == [(0, callbacks.VERDICT_TAG, callbacks.verdict_text(0, metrics))]
+    # "epoch 1: ..." at step 1, not 0.
+    assert texts == [(1, callbacks.VERDICT_TAG, callbacks.verdict_text(0, metrics))]
+    assert texts[0][2].startswith("epoch 1: ")
     assert metrics["input_verdict"] in texts[0][2] and "img/s" in texts[0][2]
     assert len(layouts) == 1
     # TensorBoard's own analyzer finds the training steps profile_batches traced.

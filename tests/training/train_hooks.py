@@ -42,6 +42,19 @@ class SigkillAtStep(keras.callbacks.Callback):
 
 
 @gin.configurable
+class SigintAtStep(keras.callbacks.Callback):
+    """Sends this process SIGINT (what Ctrl-C sends) before global step `step` (0-based)."""
+
+    def __init__(self, step: int = gin.REQUIRED):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@gin.configurable
 class SigkillDuringSave(keras.callbacks.Callback):
     """From `epoch` on, the `nth` weights file Keras writes is cut to 96 bytes and the process
     SIGKILLed: what a kill in the middle of writing a checkpoint leaves."""
