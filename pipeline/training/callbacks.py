@@ -68,11 +68,20 @@ def make_callbacks(workdir: str, timer: InputTimer, profile_batches,
         timer,
         keras.callbacks.TerminateOnNaN(),
         checkpoint,
-        keras.callbacks.TensorBoard(os.path.join(workdir, TENSORBOARD_DIR),
-                                    profile_batch=profile_batches),
+        EpochsDoneTensorBoard(os.path.join(workdir, TENSORBOARD_DIR),
+                              profile_batch=profile_batches),
         InputVerdictSummary(os.path.join(workdir, TENSORBOARD_DIR)),
         *([RunProgress(checkpoint.epochs, checkpoint.steps_per_epoch)] if progress else []),
     ]
+
+
+class EpochsDoneTensorBoard(keras.callbacks.TensorBoard):
+    """Keras's TensorBoard with an epoch's scalars at the count of epochs done: epoch 1's at
+    step 1, where InputVerdictSummary's "epoch 1" text is (Keras writes them at its 0-based
+    epoch index, so the text and the scalars it describes sat one step apart)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch + 1, logs)
 
 
 class RunProgress(keras.callbacks.ProgbarLogger):

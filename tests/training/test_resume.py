@@ -91,8 +91,9 @@ def test_killed_twice_mid_epoch_ends_bit_identical(data_dir, tmp_path, on_device
     # (the resumed epochs' loss and accuracy cover the whole epoch).
     assert _log(workdir) == _log(uninterrupted)
     assert [row["epoch"] for row in _log(workdir)] == ["0", "1", "2"]
-    # TensorBoard: one curve, each epoch once, numbered across the resumes.
-    assert _tensorboard_epochs(workdir) == list(range(EPOCHS))
+    # TensorBoard: one curve, each epoch once, numbered across the resumes, at the count of
+    # epochs done (as the verdict text is).
+    assert _tensorboard_epochs(workdir) == list(range(1, EPOCHS + 1))
     metrics = json.loads((workdir / run_files.METRICS_FILE).read_text())
     assert [(r["epoch"], r["step"]) for r in metrics["resumes"]] == resumed_at
     assert any(step for _, step in resumed_at)  # at least one resume inside an epoch

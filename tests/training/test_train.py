@@ -100,6 +100,11 @@ def test_tensorboard_shows_the_verdict_and_reads_the_profiled_steps(trained):
     assert texts[0][2].startswith("epoch 1: ")
     assert metrics["input_verdict"] in texts[0][2] and "img/s" in texts[0][2]
     assert len(layouts) == 1
+    # The scalars of the epoch the text describes sit at its step too.
+    losses = [event.step for path in glob.glob(os.path.join(board, "train", "events.out*"))
+              for event in tf.compat.v1.train.summary_iterator(path)
+              for value in event.summary.value if value.tag == "epoch_loss"]
+    assert losses[:1] == [texts[0][0]]
     # TensorBoard's own analyzer finds the training steps profile_batches traced.
     traces = glob.glob(os.path.join(board, "**", "*.xplane.pb"), recursive=True)
     seen = profiling.tensorboard_verdict(traces)
