@@ -257,6 +257,8 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights_and_metrics(planet, 
     mid-epoch resume like Keras' means: the resumed epoch logs what an uninterrupted one does."""
     import keras
 
+    from pipeline.training import targets  # noqa: F401 - registers the loss model.keras names
+
     write_dataset(_config(planet))
 
     def train(name, extra=""):
