@@ -165,11 +165,26 @@ def no_arguments(argv: Sequence[str]) -> None:
                                 "--flag")
 
 
-def one_argument(argv: Sequence[str], what: str, example: str) -> str:
-    """The single positional argument of a command like `inspect DATA_DIR`."""
+def one_argument(argv: Sequence[str], what: str, example: str,
+                 flag: tuple[str, str | None] | None = None) -> str:
+    """The single positional argument of a command like `inspect DATA_DIR`; or, with `flag`
+    (its name and value), that flag instead: `--data_dir=DIR`, the name train.py, predict and
+    profile use for the same folder, works where it is positional too."""
+    name, value = flag or (None, None)
+    if value is not None:
+        if len(argv) != 1:
+            raise errors.UsageError(f"give the {what} once, as an argument or as --{name}, got "
+                                    f"--{name}={value} and {list(argv[1:])}: {example}")
+        return value
     if len(argv) != 2:
         raise errors.UsageError(f"give exactly one {what}, got {list(argv[1:])}: {example}")
     return argv[1]
+
+
+def define_data_dir_flag(flag_values) -> None:
+    """--data_dir for a command whose dataset is its argument (see one_argument)."""
+    flags.DEFINE_string("data_dir", None, "The dataset (a folder holding dataset.json), as "
+                        "the command's argument can give it.", flag_values=flag_values)
 
 
 def worker_context(preload: Sequence[str]):

@@ -44,6 +44,7 @@ FLAGS = flags.FLAGS
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     define = dict(flag_values=flag_values)
+    cli.define_data_dir_flag(flag_values)
     flags.DEFINE_string("split", None,
                         "The split whose classes are counted, and that --grid and --record "
                         "read (of --fold's view with --fold). Default: train, or the first split "
@@ -84,7 +85,7 @@ def inspect_command(data_dir: str, *, split: str | None = None, grid: str | None
 def main(argv: Sequence[str]) -> int:
     data_dir = cli.one_argument(
         argv, f"DATA_DIR (a folder holding {schema.MANIFEST_NAME})",
-        "python -m pipeline.inspect workspace/shards/digits")
+        "python -m pipeline.inspect workspace/shards/digits", ("data_dir", FLAGS.data_dir))
     return inspect_command(data_dir, split=FLAGS.split, grid=FLAGS.grid, n=FLAGS.n,
                            record=FLAGS.record, histogram=FLAGS.histogram, fold=FLAGS.fold)
 

@@ -27,6 +27,7 @@ FLAGS = flags.FLAGS
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     define = dict(flag_values=flag_values)
+    cli.define_data_dir_flag(flag_values)
     flags.DEFINE_multi_string(
         "split", [],
         "A split to check (repeat the flag for several, e.g. --split=train --split=val). "
@@ -40,7 +41,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 def main(argv: Sequence[str]) -> int:
     data_dir = cli.one_argument(
         argv, f"DATA_DIR (a directory holding {schema.MANIFEST_NAME})",
-        "python -m pipeline.verify DATA_DIR [--split=NAME ...]")
+        "python -m pipeline.verify DATA_DIR [--split=NAME ...]", ("data_dir", FLAGS.data_dir))
     report = integrity.verify_dataset(data_dir, FLAGS.split, FLAGS.num_workers)
     for problem in report.problems:
         print(problem)

@@ -92,6 +92,11 @@ def test_argument_checks_name_the_fix():
     assert cli.one_argument(["prog", "dir"], "DATA_DIR", "prog DIR") == "dir"
     with pytest.raises(errors.UsageError, match="give exactly one DATA_DIR, got \\[\\]: prog DIR"):
         cli.one_argument(["prog"], "DATA_DIR", "prog DIR")
+    # --data_dir, the name train.py, predict and profile use, works where DIR is positional.
+    assert cli.one_argument(["prog"], "DATA_DIR", "prog DIR", ("data_dir", "d")) == "d"
+    assert cli.one_argument(["prog", "d"], "DATA_DIR", "prog DIR", ("data_dir", None)) == "d"
+    with pytest.raises(errors.UsageError, match="as an argument or as --data_dir"):
+        cli.one_argument(["prog", "e"], "DATA_DIR", "prog DIR", ("data_dir", "d"))
 
 
 def _write(tmp_path, *args):

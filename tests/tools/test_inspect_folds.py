@@ -100,7 +100,8 @@ def test_val_without_a_fold_and_folds_out_of_range_are_one_line(folded, tmp_path
 
 def test_the_command_takes_fold(folded):
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.inspect", folded, "--fold=0", "--split=val"],
+        [sys.executable, "-m", "pipeline.inspect", f"--data_dir={folded}", "--fold=0",
+         "--split=val"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
         env={**os.environ, "PYTHONPATH": REPO_ROOT})
     assert result.returncode == 0, result.stderr[-2000:]
