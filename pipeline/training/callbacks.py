@@ -62,7 +62,7 @@ def make_callbacks(workdir: str, timer: InputTimer, profile_batches,
     `progress`: Keras's progress bar or epoch lines, counted as the run counts (RunProgress)."""
     replicas = strategy.num_replicas_in_sync if strategy else 1
     return [
-        *([StepMilestones()] if milestones else []),
+        *([StepMilestones(checkpoint.steps_per_epoch)] if milestones else []),
         *([AverageMovingStatistics(strategy)] if replicas > 1 else []),
         LearningRateLogger(),
         timer,
@@ -181,10 +181,12 @@ def pinned_layout() -> layout_pb2.Layout:
 
 class StepMilestones(keras.callbacks.Callback):
     """What a run without a progress bar is doing before its first epoch line (28-74 s on a
-    CPU): that the first step compiles, how long it took, and how long an epoch will take."""
+    CPU): that the first step compiles, how long it took, and how long an epoch will take:
+    `steps_per_epoch` steps, not the fit's (a resumed run's first fit is the epoch's rest)."""
 
-    def __init__(self):
+    def __init__(self, steps_per_epoch: int | None = None):
         super().__init__()
+        self._steps_per_epoch = steps_per_epoch
         self._started = self._first_end = None
         self._done = False
 
@@ -202,6 +204,7 @@ class StepMilestones(keras.callbacks.Callback):
             self._done = steps <= 1
         elif batch >= min(ESTIMATE_AFTER_STEPS, steps - 1):
             per_step = (now - self._first_end) / batch
+            per_epoch = self._steps_per_epoch or steps
             log.info("%.2f s per step: about %.0f s per epoch of %d steps", per_step,
-                     per_step * steps, steps)
+                     per_step * per_epoch, per_epoch)
             self._done = True

@@ -83,3 +83,17 @@ def test_a_resumed_epochs_bar_times_the_steps_it_saw():
     progress._maybe_init_progbar()
     bar = progress.progbar
     assert bar._estimate_step_duration(6, bar._start + 2.0) == 2.0
+
+
+def test_the_epoch_estimate_counts_a_whole_epoch_after_a_resume(info_logs):
+    """A run resumed at batch 6 of 16 first fits the epoch's last 10 steps; the estimate is
+    still of an epoch of 16 (it said "per epoch of 10 steps")."""
+    from pipeline.training import callbacks
+
+    milestones = callbacks.StepMilestones(steps_per_epoch=16)
+    milestones.set_params({"steps": 10})
+    milestones.on_train_begin()
+    for batch in range(10):
+        milestones.on_train_batch_end(batch)
+    estimate = [r.getMessage() for r in info_logs.records if "per epoch of" in r.getMessage()]
+    assert len(estimate) == 1 and estimate[0].endswith("per epoch of 16 steps"), estimate
