@@ -7,6 +7,7 @@ of inspect makes before it prints anything.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import os
 from typing import Mapping, Sequence
@@ -96,6 +97,15 @@ def class_caption(label: int, classes: Sequence[str]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def rejected_paths(data_dir: str) -> frozenset[str]:
+    """The image paths rejects.csv lists (as the listing gives them); none without it."""
+    path = os.path.join(data_dir, schema.REJECTS_NAME)
+    if not os.path.isfile(path):
+        return frozenset()
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        return frozenset(row.get("path") or "" for row in csv.DictReader(f))
+
+
 def disk_bytes(paths: Sequence[str]) -> tuple[int, list[str]]:
     """(total size of the files that exist, the paths that do not)."""
     total, missing = 0, []
@@ -160,11 +170,14 @@ def source_listings(writer_flags: Mapping) -> list[str]:
     return listings
 
 
-def source_size(writer_flags: Mapping) -> SourceSize:
+def source_size(writer_flags: Mapping, rejected: frozenset[str] = frozenset()) -> SourceSize:
     """Files and bytes of the source images the writer listed; SourceUnavailable says why not
-    when a listing or any image is gone (a partial sum would give a wrong ratio)."""
+    when a listing or any image is gone (a partial sum would give a wrong ratio). An image in
+    `rejected` (rejects.csv's paths: a missing file, say) was never in the shards: its absence
+    now is no loss."""
     listings = source_listings(writer_flags)
     image_files: set[str] = set()
+    rejected_files: set[str] = set()
     for listing in listings:
         if not os.path.exists(listing):
             raise SourceUnavailable(
@@ -185,7 +198,9 @@ def source_size(writer_flags: Mapping) -> SourceSize:
         except sources.InputError as err:
             raise SourceUnavailable(f"{listing} cannot be listed: {err}") from err
         image_files.update(image.file for image in found.images)
+        rejected_files.update(image.file for image in found.images if image.path in rejected)
     total, missing = disk_bytes(sorted(image_files))
+    missing = [path for path in missing if path not in rejected_files]
     if missing:
         raise SourceUnavailable(f"{len(missing):,} of {len(image_files):,} source images are "
                                 f"gone, e.g. {missing[:MISSING_NAMED]}")
@@ -259,7 +274,7 @@ def split_table_lines(manifest: schema.Manifest, data_dir: str) -> list[str]:
 
 def source_lines(manifest: schema.Manifest, data_dir: str) -> list[str]:
     try:
-        found = source_size(manifest.flags)
+        found = source_size(manifest.flags, rejected_paths(data_dir))
     except SourceUnavailable as err:
         return [f"source    not available: {err}"]
     shards, _ = disk_bytes([path for name in manifest.splits

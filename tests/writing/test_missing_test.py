@@ -101,6 +101,12 @@ def test_with_the_flag_the_manifest_lists_every_test_row(folder):
     again = write_dataset(config(folder, allow_missing_test=True))
     assert again.written == 0 and again.manifest == manifest
 
+    # inspect counts the source images without calling the rejected one gone: it never was.
+    from pipeline.tools import summary as summary_lib
+    source = summary_lib.source_lines(manifest, str(folder / "out"))
+    assert source[0].startswith("source    ") and "gone" not in source[0], source
+    assert "1 of them rejected" in source[0], source
+
 
 def test_without_missing_rows_the_manifest_has_no_such_key(folder):
     (folder / MISSING).write_bytes((folder / "images/0.png").read_bytes())
