@@ -18,6 +18,10 @@ failed a write; 130 Ctrl-C: the run stops at the end of its step, saved, and nam
 command that resumes it (the same one).
 """
 
+from pipeline import startup
+
+startup.quiet_command(__name__)  # first, before anything imports TensorFlow (startup.py)
+
 import inspect
 import logging as std_logging
 import os

@@ -15,7 +15,12 @@ writing imports core (and TensorFlow only to stage a TFDS split); augment import
 dataset imports core and augment, never writing; training imports dataset, augment and core;
 tools may import any. Every stage may import `errors` (the one base error type and the exit
 codes) and `cli` (what the commands share). Nothing imports the command modules; `startup`
-(how TensorFlow's start-up lines stay off the console) is this package's own.
+(how TensorFlow's start-up lines stay off the console) is what each command calls first.
+
+Importing this package, or any module of it, changes nothing in the process: no environment
+variable, no import hook, no redirected file descriptor. TensorFlow's start-up lines are the
+commands' business (startup.quiet_command), so a notebook that imports make_dataset sees
+what TensorFlow says, a missing GPU included.
 
 One thin module per command, each `flags -> one call into its stage`:
 
@@ -35,11 +40,3 @@ factory in augment/ (geometric.py, photometric.py, or a module of its own); a wa
 is a module in dataset/ chosen by reader.py; a network is a module in training/ beside
 model.py; a user-facing error is a PipelineError subclass next to the code that raises it.
 """
-
-from pipeline import startup as _startup
-
-# TensorFlow's C++ start-up lines (CPU features, oneDNN, XLA: 19 of a 45-line smoke run) bury
-# the few that matter: its INFO and WARNING messages stay off unless the user chose a level
-# that shows them. Set here because every command imports this package before anything
-# imports TensorFlow; what it logs while loading ignores the level (see startup.py).
-_startup.quiet_tensorflow_start()

@@ -15,6 +15,10 @@ Exit codes: 0 done; 2 unusable settings (an unknown row, a workdir the bench did
 
 from __future__ import annotations
 
+from pipeline import startup
+
+startup.quiet_command(__name__)  # first, before anything imports TensorFlow (startup.py)
+
 from typing import Sequence
 
 from absl import flags

@@ -30,6 +30,10 @@ This module's name is the standard library's `inspect`, which is harmless as
 
 from __future__ import annotations
 
+from pipeline import startup
+
+startup.quiet_command(__name__)  # first, before anything imports TensorFlow (startup.py)
+
 from typing import Sequence, TextIO
 
 from absl import flags

@@ -16,6 +16,10 @@ other columns or kinds, a file that is not predict's, a pattern that matches not
 
 from __future__ import annotations
 
+from pipeline import startup
+
+startup.quiet_command(__name__)  # first, before anything imports TensorFlow (startup.py)
+
 from typing import Sequence
 
 from absl import flags, logging

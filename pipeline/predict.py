@@ -30,6 +30,10 @@ out-of-fold.
 
 from __future__ import annotations
 
+from pipeline import startup
+
+startup.quiet_command(__name__)  # first, before anything imports TensorFlow (startup.py)
+
 from typing import Sequence
 
 from absl import flags, logging

@@ -18,6 +18,10 @@ This module's name is the standard library's `profile`, which is harmless as
 
 from __future__ import annotations
 
+from pipeline import startup
+
+startup.quiet_command(__name__)  # first, before anything imports TensorFlow (startup.py)
+
 from typing import Sequence
 
 from absl import flags

@@ -18,6 +18,10 @@ Exit codes: 0 stopped by a signal; 2 unusable settings (port in use, dispatcher 
 
 from __future__ import annotations
 
+from pipeline import startup
+
+startup.quiet_command(__name__)  # first, before anything imports TensorFlow (startup.py)
+
 from typing import Sequence
 
 from absl import flags, logging

@@ -8,7 +8,8 @@ command says a word. So the first `import tensorflow` runs with file descriptor 
 temporary file, and afterwards every captured line that is not a C++ INFO or WARNING message
 is written to stderr as it came: an error stays visible.
 
-`quiet_tensorflow_start` decides, once per process (`pipeline/__init__.py` calls it): an unset
+`quiet_tensorflow_start` decides, once per process (each command module calls it first, through
+`quiet_command(__name__)`; importing the package never does): an unset
 TF_CPP_MIN_LOG_LEVEL becomes 2 (INFO and WARNING off), and whenever the level in force is 2 or
 more, whether the user set it (a common line in Kaggle notebooks) or this did, the start-up
 lines that level hides are dropped too. A level under 2 (or one TensorFlow would not read as
@@ -36,6 +37,14 @@ LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
 # TensorFlow's C++ levels: 0 INFO, 1 WARNING, 2 ERROR, 3 FATAL; "2" shows errors only.
 DEFAULT_LEVEL = "2"
 HIDES_INFO_AND_WARNING = 2
+
+
+def quiet_command(name: str) -> None:
+    """What a command module calls first with its `__name__`: run as a command (`python -m
+    pipeline.predict`, `python train.py`), TensorFlow's start is quieted; imported (a test, a
+    notebook), nothing changes."""
+    if name == "__main__":
+        quiet_tensorflow_start()
 
 
 def quiet_tensorflow_start(environ=os.environ) -> bool:
