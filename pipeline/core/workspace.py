@@ -27,10 +27,3 @@ def raw_dir() -> str:
 def shards_dir(name: str) -> str:
     return os.path.join(root(), "shards", name)
 
-
-def runs_dir(name: str) -> str:
-    return os.path.join(root(), "runs", name)
-
-
-def profiles_dir(name: str) -> str:
-    return os.path.join(root(), "profiles", name)

@@ -272,14 +272,6 @@ def pipeline_shards(manifest: schema.Manifest, split: str,
     return shards
 
 
-def pipeline_files(manifest: schema.Manifest, data_dir: str, split: str,
-                   input_context: tf.distribute.InputContext | None):
-    """The shard files this input pipeline reads and how many records they hold."""
-    shards = pipeline_shards(manifest, split, input_context)
-    return ([os.path.join(data_dir, shard.file) for shard in shards],
-            sum(shard.count for shard in shards))
-
-
 def choose_cache(options: ReadOptions, manifest: schema.Manifest, count: int) -> str | None:
     """The cache mode to read with: "auto" streams on a service, where the in-memory table
     cannot leave this process, and "memory" there is refused."""

@@ -152,12 +152,6 @@ def grid_records(data_dir: str, split: str, n: int = DEFAULT_GRID_IMAGES,
     return read_records(data_dir, split, 0, min(n, info.count), manifest)
 
 
-def make_grid(data_dir: str, split: str, n: int = DEFAULT_GRID_IMAGES) -> Image.Image:
-    """A captioned grid of the first `n` images of `split` (all of them if it has fewer)."""
-    manifest = schema.read_manifest(data_dir)
-    return render_grid(grid_records(data_dir, split, n, manifest), manifest.classes)
-
-
 def tile_map_path(png_path: str) -> str:
     """`grids/val.png` -> `grids/val.tiles.csv`."""
     return os.path.splitext(png_path)[0] + TILE_MAP_SUFFIX

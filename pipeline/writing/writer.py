@@ -1,6 +1,7 @@
 r"""`write_dataset`: an image dataset in, sharded raw uint8 CHW TFRecords plus `dataset.json` out.
 
-    from pipeline.writing import WriteConfig, write_dataset
+    from pipeline.writing.settings import WriteConfig
+    from pipeline.writing.writer import write_dataset
     write_dataset(WriteConfig(output_dir="workspace/shards/leaves", input="data/train.csv"))
 
 Plan, then write, then verify (as tensorflow_datasets' writer does): the plan (splits, shard

@@ -143,12 +143,18 @@ def test_grid_layout_places_tiles_in_rows_without_overlap():
         grid.grid_layout(0, SIZE, SIZE)
 
 
+def _grid(data_dir, split, n):
+    """The grid inspect --grid draws of the first `n` records of `split`."""
+    manifest = schema.read_manifest(data_dir)
+    return grid.render_grid(grid.grid_records(data_dir, split, n, manifest), manifest.classes)
+
+
 def test_grid_tiles_are_the_records_images_in_shard_order(data_dir, tmp_path):
     n = 10  # spans two of the three train shards
     manifest = schema.read_manifest(data_dir)
     assert manifest.split("train").shards[0].count < n
     path = str(tmp_path / "grid.png")
-    grid.write_png(grid.make_grid(data_dir, "train", n), path)
+    grid.write_png(_grid(data_dir, "train", n), path)
     with Image.open(path) as png:
         assert png.format == "PNG" and png.mode == "RGB"
         pixels = np.asarray(png)
@@ -171,7 +177,7 @@ def test_grid_tiles_are_the_records_images_in_shard_order(data_dir, tmp_path):
 
 def test_grid_of_more_than_the_split_shows_all_of_it(data_dir):
     count = schema.read_manifest(data_dir).split("test").count
-    image = grid.make_grid(data_dir, "test", 1000)
+    image = _grid(data_dir, "test", 1000)
     layout = grid.grid_layout(count, SIZE, SIZE)
     assert image.size == (layout.width, layout.height)
 
