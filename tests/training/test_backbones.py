@@ -69,7 +69,7 @@ def test_the_shipped_finetune_config_offline_names_the_download_in_one_line(
         data_dir, tmp_path, monkeypatch):
     """Keras's cache is empty and every download goes to a closed port: the run stops before
     it builds anything, exit 2, naming the file, its URL and the binding that takes it."""
-    from test_train import _run
+    from conftest import run_in_repo
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     for proxy in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
@@ -78,7 +78,7 @@ def test_the_shipped_finetune_config_offline_names_the_download_in_one_line(
     config.write_text(f"include '{REPO_ROOT}/configs/finetune.gin'\n"
                       f"train_and_evaluate.data_dir = '{data_dir}'\n"
                       "train_and_evaluate.batch_size = 8\n")
-    result = _run([sys.executable, "train.py", f"--config={config}",
+    result = run_in_repo([sys.executable, "train.py", f"--config={config}",
                    f"--workdir={tmp_path / 'run'}"], timeout=300)
     lines = console_lines(result.stdout + result.stderr)
     assert result.returncode == errors.EXIT_USAGE and len(lines) <= 3, lines
@@ -123,12 +123,12 @@ def test_a_weights_file_of_another_model_says_what_was_expected(data_dir, tmp_pa
 
 
 def test_a_wrong_weights_file_in_train_py_is_one_line(data_dir, tmp_path):
-    from test_train import _run
+    from conftest import run_in_repo
 
     (tmp_path / "text.weights.h5").write_text("not weights\n")
     bindings = [f"data_dir = '{data_dir}'", f"weights = '{tmp_path / 'text.weights.h5'}'",
                 f"backbone = '{BACKBONE}'", "batch_size = 8"]
-    result = _run([sys.executable, "train.py", "--config=configs/finetune.gin",
+    result = run_in_repo([sys.executable, "train.py", "--config=configs/finetune.gin",
                    *[f"--gin_bindings=train_and_evaluate.{b}" for b in bindings],
                    f"--workdir={tmp_path / 'run'}"])
     lines = console_lines(result.stdout + result.stderr)
@@ -176,12 +176,12 @@ def test_fine_tune_freezes_the_backbone_then_trains_it(data_dir, weights_file, t
 
 
 def test_the_finetune_config_runs_offline(data_dir, tmp_path):
-    from test_train import _run
+    from conftest import run_in_repo
 
     workdir = tmp_path / "run"
     bindings = [f"data_dir = '{data_dir}'", "weights = None", f"backbone = '{BACKBONE}'",
                 "epochs = 2", "batch_size = 8", "cache = None"]
-    result = _run([sys.executable, "train.py", "--config=configs/finetune.gin",
+    result = run_in_repo([sys.executable, "train.py", "--config=configs/finetune.gin",
                    *[f"--gin_bindings=train_and_evaluate.{b}" for b in bindings],
                    f"--workdir={workdir}"])
     assert result.returncode == 0, result.stderr[-3000:]

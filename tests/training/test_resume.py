@@ -12,8 +12,9 @@ import pytest
 
 from pipeline.training import checkpoints, run_files
 from pipeline.training.settings import TrainingError
+from conftest import TINY_GIN as TINY
+from conftest import run_in_repo, tiny_gin_file, write_train_dataset
 from pipeline import training
-from test_train import TINY, _gin_file, _run, write_train_dataset
 
 EPOCHS = 3
 STEPS_PER_EPOCH = 7  # 30 training records, batches of 4, the remainder dropped
@@ -43,11 +44,11 @@ def _config(tmp_path, data_dir, name, *, epochs=EPOCHS, kill_at=None, on_device=
         extra += ("import tests.training.train_hooks\n"
                   "train_and_evaluate.extra_callbacks = [@SigkillAtStep()]\n"
                   f"SigkillAtStep.step = {kill_at}\n")
-    return _gin_file(tmp_path / f"{name}.gin", data_dir, epochs=epochs, extra=extra)
+    return tiny_gin_file(tmp_path / f"{name}.gin", data_dir, epochs=epochs, extra=extra)
 
 
 def _train(config, workdir, **kwargs):
-    return _run([sys.executable, "train.py", f"--config={config}", f"--workdir={workdir}"],
+    return run_in_repo([sys.executable, "train.py", f"--config={config}", f"--workdir={workdir}"],
                 **kwargs)
 
 
@@ -103,10 +104,10 @@ def test_killed_twice_mid_epoch_ends_bit_identical(data_dir, tmp_path, on_device
 def test_a_kill_while_a_checkpoint_is_written_loses_nothing(data_dir, tmp_path):
     """Killed in the middle of each weights file the last epoch writes in turn (the first,
     then the second, ...), the same command finishes the run and every checkpoint loads."""
-    plain = _gin_file(tmp_path / "plain.gin", data_dir, epochs=EPOCHS)
+    plain = tiny_gin_file(tmp_path / "plain.gin", data_dir, epochs=EPOCHS)
     for nth in range(1, 5):
         workdir = tmp_path / f"run{nth}"
-        cut = _gin_file(tmp_path / "cut.gin", data_dir, epochs=EPOCHS, extra=(
+        cut = tiny_gin_file(tmp_path / "cut.gin", data_dir, epochs=EPOCHS, extra=(
             "import tests.training.train_hooks\n"
             "train_and_evaluate.extra_callbacks = [@SigkillDuringSave()]\n"
             f"SigkillDuringSave.epoch = {EPOCHS - 1}\nSigkillDuringSave.nth = {nth}\n"))
@@ -119,7 +120,7 @@ def test_a_kill_while_a_checkpoint_is_written_loses_nothing(data_dir, tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
         assert [row["epoch"] for row in _log(workdir)] == ["0", "1", "2"]
         for weights in ("last", "best", "final"):  # every checkpoint loads and predicts
-            result = _run([sys.executable, "-m", "pipeline.predict", f"--workdir={workdir}",
+            result = run_in_repo([sys.executable, "-m", "pipeline.predict", f"--workdir={workdir}",
                            f"--weights={weights}", f"--output={tmp_path / weights}.csv"])
             assert result.returncode == 0, (nth, weights, result.stderr[-3000:])
         leftovers = [name for name in os.listdir(workdir / run_files.CHECKPOINT_DIR)
@@ -164,16 +165,16 @@ def test_more_epochs_continue_a_finished_run_and_fewer_are_refused(data_dir, tmp
 
 def test_a_refused_run_leaves_nothing(data_dir, tmp_path):
     workdir = tmp_path / "run"
-    config = _gin_file(tmp_path / "bad.gin", data_dir, epochs=1,
+    config = tiny_gin_file(tmp_path / "bad.gin", data_dir, epochs=1,
                        extra="train_and_evaluate.checkpoint_every_steps = -1\n")
     result = _train(config, workdir)
     assert result.returncode == 2 and "checkpoint_every_steps" in result.stderr
     assert not workdir.exists()
-    config = _gin_file(tmp_path / "big.gin", data_dir, epochs=1)
+    config = tiny_gin_file(tmp_path / "big.gin", data_dir, epochs=1)
     result = _train(config, workdir, env={})
     assert result.returncode == 0
     before = sorted(os.listdir(workdir))
-    wrong = _gin_file(tmp_path / "wrong.gin", data_dir, epochs=1,
+    wrong = tiny_gin_file(tmp_path / "wrong.gin", data_dir, epochs=1,
                       extra="train_and_evaluate.seed = 5\n")
     result = _train(wrong, workdir)
     assert result.returncode == 2 and "seed: 0 -> 5" in result.stderr
@@ -199,7 +200,7 @@ def test_deterministic_refuses_a_streamed_input_before_anything_is_written(tmp_p
     gzip = write_labeled_dataset(tmp_path, 40, "gzip", shards=2, val_shards=1,
                                  val_fraction=0.25, compression="GZIP")
     workdir = tmp_path / "run"
-    config = _gin_file(tmp_path / "det.gin", gzip, epochs=1,
+    config = tiny_gin_file(tmp_path / "det.gin", gzip, epochs=1,
                        extra="train_and_evaluate.deterministic = True\n")
     result = _train(config, workdir)
     assert result.returncode == 2, result.stderr[-3000:]

@@ -8,14 +8,14 @@ import os
 import pathlib
 import re
 import shutil
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT, write_csv, write_images
+from conftest import (REPO_ROOT, TINY_GIN, TRAIN_CLASSES, run_in_repo, tiny_gin_file,
+                      write_csv, write_images, write_train_dataset)
 from pipeline import dataset, errors, training
 from pipeline.core import schema
 from pipeline.tools import profiling
@@ -24,29 +24,13 @@ from pipeline.training.settings import TrainingError
 from pipeline.writing.settings import WriteConfig
 from pipeline.writing.writer import write_dataset
 
-CLASSES = ("cat", "dog", "owl")
-# A ResNet-10 of 4-32 channels on 8x8 images: seconds per run.
-TINY = dict(depth=10, width=4, stem="small", batch_size=4, base_learning_rate=0.1,
-            warmup_epochs=0, cache=None, augment="flip_lr")
+CLASSES = TRAIN_CLASSES
+TINY = TINY_GIN  # a ResNet-10 of 4-32 channels on 8x8 images: seconds per run
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return write_train_dataset(tmp_path_factory.mktemp("train"))
-
-
-def write_train_dataset(root):
-    """40 labeled 8x8 images (2 train shards, 1 val) and 6 unlabeled test images."""
-    rows = write_images(str(root / "src"), 46, size=(8, 8), classes=CLASSES)
-    write_csv(root / "src" / "train.csv", ["image", "label"], rows[:40])
-    # The test CSV lists images out of numeric order: predictions must keep the CSV's order.
-    test_rows = [(path,) for path, _ in reversed(rows[40:])]
-    write_csv(root / "src" / "test.csv", ["image"], test_rows)
-    write_dataset(WriteConfig(
-        output_dir=str(root / "shards"), input=str(root / "src" / "train.csv"),
-        test_input=str(root / "src" / "test.csv"), image_size=8, shards=2, val_shards=1,
-        test_shards=1, val_fraction=0.25, num_workers=1, show_progress=False))
-    return str(root / "shards")
 
 
 @pytest.fixture(scope="module")
@@ -123,14 +107,14 @@ def test_predictions_keep_the_test_csv_order(trained, data_dir, tmp_path):
 
     # The command writes the same file; the best checkpoint loads too.
     output = tmp_path / "submission.csv"
-    result = _run([sys.executable, "-m", "pipeline.predict", f"--workdir={workdir}",
+    result = run_in_repo([sys.executable, "-m", "pipeline.predict", f"--workdir={workdir}",
                    f"--output={output}", "--weights=best"])
     assert result.returncode == 0, result.stderr[-2000:]
     assert output.read_text() == text  # one epoch: best and final are the same weights
 
 
 def test_predict_without_a_trained_model_says_how_to_train(tmp_path):
-    result = _run([sys.executable, "-m", "pipeline.predict", f"--workdir={tmp_path}"])
+    result = run_in_repo([sys.executable, "-m", "pipeline.predict", f"--workdir={tmp_path}"])
     assert result.returncode == errors.EXIT_USAGE
     assert "python train.py" in result.stderr
 
@@ -180,7 +164,7 @@ def test_a_rerun_on_other_data_of_the_same_classes_is_refused_naming_both(traine
 def test_predict_refuses_a_dataset_of_other_classes(trained, tmp_path):
     workdir, _ = trained
     _write_two_class_dataset(tmp_path)
-    result = _run([sys.executable, "-m", "pipeline.predict", f"--workdir={workdir}",
+    result = run_in_repo([sys.executable, "-m", "pipeline.predict", f"--workdir={workdir}",
                    f"--data_dir={tmp_path / 'other'}", "--split=train",
                    f"--output={tmp_path / 'out.csv'}"])
     assert result.returncode == errors.EXIT_USAGE, result.stderr[-2000:]
@@ -200,35 +184,19 @@ def test_predict_on_an_empty_split_names_the_split(trained, data_dir, tmp_path):
         predict.predict_split(workdir, "test", data_dir=str(empty))
 
 
-def _run(command, **kwargs):
-    """`command` in the repository; `env` adds to the environment (a None value removes)."""
-    env = {**os.environ, "PYTHONPATH": REPO_ROOT, "TF_CPP_MIN_LOG_LEVEL": "2",
-           **kwargs.pop("env", {})}
-    env = {key: value for key, value in env.items() if value is not None}
-    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=kwargs.pop("timeout", 600), env=env, **kwargs)
-
-
-def _gin_file(path, data_dir, epochs, extra=""):
-    bindings = "\n".join(f"train_and_evaluate.{key} = {value!r}" for key, value in TINY.items())
-    path.write_text(f"{extra}\ntrain_and_evaluate.data_dir = {data_dir!r}\n"
-                    f"train_and_evaluate.epochs = {epochs}\n{bindings}\n")
-    return str(path)
-
-
 def test_killed_run_with_epoch_checkpoints_resumes_at_the_epoch_it_was_in(data_dir, tmp_path):
     workdir = tmp_path / "run"
     every_epoch = "train_and_evaluate.checkpoint_every_steps = 0\n"
-    plain = _gin_file(tmp_path / "plain.gin", data_dir, epochs=4, extra=every_epoch)
-    crash = _gin_file(tmp_path / "crash.gin", data_dir, epochs=4, extra=(
+    plain = tiny_gin_file(tmp_path / "plain.gin", data_dir, epochs=4, extra=every_epoch)
+    crash = tiny_gin_file(tmp_path / "crash.gin", data_dir, epochs=4, extra=(
         every_epoch + "import tests.training.train_hooks\n"
         "train_and_evaluate.extra_callbacks = [@SigkillAt()]\n"
         "SigkillAt.epoch = 2\nSigkillAt.batch = 1\n"))
-    first = _run([sys.executable, "train.py", f"--config={crash}", f"--workdir={workdir}"])
+    first = run_in_repo([sys.executable, "train.py", f"--config={crash}", f"--workdir={workdir}"])
     assert first.returncode == -9, first.stderr[-3000:]  # SIGKILL during epoch 3
     assert not (workdir / run_files.METRICS_FILE).exists()
 
-    second = _run([sys.executable, "train.py", f"--config={plain}", f"--workdir={workdir}"])
+    second = run_in_repo([sys.executable, "train.py", f"--config={plain}", f"--workdir={workdir}"])
     assert second.returncode == 0, second.stderr[-3000:]
     with open(workdir / run_files.CSV_LOG, newline="") as f:
         epochs = [row["epoch"] for row in csv.DictReader(f)]
@@ -240,19 +208,19 @@ def test_killed_run_with_epoch_checkpoints_resumes_at_the_epoch_it_was_in(data_d
 
 
 def test_train_errors_name_the_fix(tmp_path, data_dir):
-    no_data = _gin_file(tmp_path / "none.gin", str(tmp_path / "missing"), epochs=1)
-    result = _run([sys.executable, "train.py", f"--config={no_data}",
+    no_data = tiny_gin_file(tmp_path / "none.gin", str(tmp_path / "missing"), epochs=1)
+    result = run_in_repo([sys.executable, "train.py", f"--config={no_data}",
                    f"--workdir={tmp_path / 'a'}"])
     assert result.returncode == 2 and "pipeline.write" in result.stderr
 
-    config = _gin_file(tmp_path / "ok.gin", data_dir, epochs=1)
-    result = _run([sys.executable, "train.py", f"--config={config}",
+    config = tiny_gin_file(tmp_path / "ok.gin", data_dir, epochs=1)
+    result = run_in_repo([sys.executable, "train.py", f"--config={config}",
                    "--gin_bindings=train_and_evaluate.no_such_setting = 3",
                    f"--workdir={tmp_path / 'b'}"])
     assert result.returncode == 2 and "no_such_setting" in result.stderr
     assert not (tmp_path / "b").exists()  # nothing started
 
-    result = _run([sys.executable, "train.py", "--config=configs/resnet50.gin",
+    result = run_in_repo([sys.executable, "train.py", "--config=configs/resnet50.gin",
                    f"--workdir={tmp_path / 'c'}"])
     assert result.returncode == 2 and "data_dir" in result.stderr  # %gin.REQUIRED
 
@@ -291,7 +259,7 @@ print(json.dumps(dict(metrics, replica_gap=copies.gap)))
 def test_mirrored_strategy_trains_with_a_pipeline_per_replica(data_dir, tmp_path):
     # Validation's last batch leaves one replica an empty batch, and TensorFlow's oneDNN CPU
     # convolution returns a wrong shape for an empty batch (see distribute.choose_strategy).
-    result = _run([sys.executable, "-c", TWO_REPLICAS, data_dir, str(tmp_path / "run"),
+    result = run_in_repo([sys.executable, "-c", TWO_REPLICAS, data_dir, str(tmp_path / "run"),
                    json.dumps(TINY)], env={"TF_ENABLE_ONEDNN_OPTS": "0"})
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
@@ -306,11 +274,11 @@ def test_smoke_config_learns_the_digits(tmp_path):
     """The bundled sample is real data: the smoke config must really learn it (a few minutes
     on 2 CPU cores). Its console, with TF_CPP_MIN_LOG_LEVEL unset, is the commands' own."""
     env = {"PIPELINE_WORKSPACE": str(tmp_path / "ws"), "TF_CPP_MIN_LOG_LEVEL": None}
-    wrote = _run([sys.executable, "-m", "pipeline.write"], env=env)
+    wrote = run_in_repo([sys.executable, "-m", "pipeline.write"], env=env)
     assert wrote.returncode == 0, wrote.stderr[-3000:]
     data_dir = tmp_path / "ws" / "shards" / "digits"
     workdir = tmp_path / "smoke"
-    trained = _run([sys.executable, "train.py", "--config=configs/smoke.gin",
+    trained = run_in_repo([sys.executable, "train.py", "--config=configs/smoke.gin",
                     f"--gin_bindings=train_and_evaluate.data_dir = '{data_dir}'",
                     f"--workdir={workdir}"], env=env)
     assert trained.returncode == 0, trained.stderr[-3000:]
@@ -358,7 +326,7 @@ def test_tta_and_an_ensemble_average_probabilities_in_input_order(trained, data_
     np.testing.assert_allclose(both, (plain + theirs) / 2, rtol=1e-5, atol=1e-6)
 
     submission, probabilities = tmp_path / "submission.csv", tmp_path / "probabilities.csv"
-    result = _run([sys.executable, "-m", "pipeline.predict", f"--workdir={workdir}",
+    result = run_in_repo([sys.executable, "-m", "pipeline.predict", f"--workdir={workdir}",
                    f"--workdir={other}", "--tta=flip", f"--output={submission}",
                    f"--probabilities={probabilities}"])
     assert result.returncode == 0, result.stderr[-2000:]

@@ -4,7 +4,6 @@ files left, and the same command, once there is room, finishing byte-identical t
 that never failed."""
 
 import errno
-import hashlib
 import os
 import re
 import subprocess
@@ -12,17 +11,9 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT, small_tmpfs, write_csv, write_images
+from conftest import REPO_ROOT, small_tmpfs, tree_digest, write_csv, write_images
 from pipeline import errors
 from pipeline.core import files
-
-
-def tree_digest(folder):
-    digest = hashlib.sha256()
-    for name in sorted(os.listdir(folder)):
-        with open(os.path.join(folder, name), "rb") as f:
-            digest.update(name.encode() + b"\0" + hashlib.sha256(f.read()).digest())
-    return digest.hexdigest()
 
 
 @pytest.fixture

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_csv
+from conftest import read_records, write_csv
 from pipeline.core import schema
 from pipeline.writing.settings import WriteConfig
 from pipeline.writing.sources import InputError
 from pipeline.writing.writer import write_dataset
-from test_write import read_records
 
 
 def _image(path, seed=0):

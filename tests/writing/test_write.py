@@ -9,9 +9,8 @@ import time
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from conftest import REPO_ROOT, tree_digest, write_csv, write_images
+from conftest import REPO_ROOT, read_records, tree_digest, write_csv, write_images
 from pipeline.core import schema
 from pipeline.writing import plan, shard_writer
 from pipeline.writing import settings as write_settings
@@ -30,20 +29,6 @@ def _config(folder, output_dir, **overrides):
     )
     settings.update(overrides)
     return WriteConfig(**settings)
-
-
-def read_records(output_dir, split):
-    """[(CHW uint8 array, label, path)] of a split, shards in manifest order."""
-    manifest = schema.read_manifest(str(output_dir))
-    dataset = tf.data.TFRecordDataset(
-        manifest.shard_paths(str(output_dir), split),
-        compression_type=schema.tf_compression_type(manifest.compression))
-    records = []
-    for serialized in dataset:
-        parsed = tf.io.parse_single_example(serialized, schema.tf_feature_spec())
-        image = np.frombuffer(parsed["image"].numpy(), np.uint8).reshape(manifest.image_shape)
-        records.append((image, int(parsed["label"]), parsed["path"].numpy().decode()))
-    return records
 
 
 def test_records_hold_the_decoded_images_and_labels(kaggle_folder, tmp_path):

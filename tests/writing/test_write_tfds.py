@@ -15,7 +15,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from conftest import REPO_ROOT, tree_digest, write_csv, write_images
+from conftest import REPO_ROOT, read_records, tree_digest, write_csv, write_images
 from pipeline import errors
 from pipeline.core import schema, workspace
 from pipeline.writing import tfds_source, tfds_staging
@@ -100,17 +100,6 @@ def _config(data_dir, output_dir, **overrides):
                     max_reject_fraction=0.1, num_workers=1, show_progress=False)
     settings.update(overrides)
     return WriteConfig(**settings)
-
-
-def read_records(output_dir, split):
-    """[(CHW uint8 array, label, path)] of a split, shards in manifest order."""
-    manifest = schema.read_manifest(str(output_dir))
-    records = []
-    for serialized in tf.data.TFRecordDataset(manifest.shard_paths(str(output_dir), split)):
-        parsed = tf.io.parse_single_example(serialized, schema.tf_feature_spec())
-        image = np.frombuffer(parsed["image"].numpy(), np.uint8).reshape(manifest.image_shape)
-        records.append((image, int(parsed["label"]), parsed["path"].numpy().decode()))
-    return records
 
 
 def tfds_records(data_dir, split):
