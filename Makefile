@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: venv demo demo-tags demo-regression test bench clean
+.PHONY: venv demo demo-tags demo-regression test test-quick bench clean
 
 venv: $(INSTALLED)
 
@@ -50,6 +50,10 @@ demo-regression: $(INSTALLED)
 
 test: $(INSTALLED)
 	$(PY) -m pytest -q tests
+
+# The inner loop: every test but those marked slow (end-to-end trainings, kills, servers).
+test-quick: $(INSTALLED)
+	$(PY) -m pytest -q -m "not slow" tests
 
 bench: $(INSTALLED)
 	$(PY) -m pipeline.bench

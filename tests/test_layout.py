@@ -137,6 +137,7 @@ def _outside_the_repository(tmp_path):
 
 
 @pytest.mark.parametrize("command", [*COMMANDS, "train.py"])
+@pytest.mark.slow
 def test_every_documented_command_runs_from_any_folder(tmp_path, command):
     args = ([os.path.join(REPO_ROOT, "train.py")] if command == "train.py"
             else ["-m", f"pipeline.{command}"])

@@ -17,6 +17,7 @@ SPECS = ["flip_ud", "rotate", "rotate(interpolation='nearest')", "saturation(0.5
 
 @pytest.mark.parametrize("spec", SPECS)
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+@pytest.mark.slow
 def test_built_op_is_a_pure_function_of_the_seed(spec, dtype):
     op = augment.build(spec)
     images, labels = make_images(16, dtype=dtype), make_labels(16)
@@ -35,6 +36,7 @@ def test_the_new_ops_compile_with_xla_and_keep_labels():
 
 
 @pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.slow
 def test_static_shapes_through_build_in_tf_data(spec):
     op = augment.build(spec)
     images, labels = make_images(12), make_labels(12)
@@ -62,6 +64,7 @@ def test_static_shapes_through_device_preprocess(spec):
     assert not np.array_equal(np.asarray(train(images)), np.asarray(layer(images)))
 
 
+@pytest.mark.slow
 def test_device_preprocess_with_every_new_op_fits_under_xla():
     inputs = keras.Input((3, 8, 8), dtype="uint8")
     x = augment.DevicePreprocess(MEAN, STD, augment="|".join(SPECS), seed=0)(inputs)

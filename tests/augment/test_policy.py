@@ -48,6 +48,7 @@ def test_candidates_from_a_spec_string_with_their_own_arguments():
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+@pytest.mark.slow
 def test_candidates_compiled_apart_give_what_plain_kernels_give(dtype):
     # With jit_compile, build runs trivial_augment's xla_parts: each candidate its own XLA
     # function, random_crop with its window gather.

@@ -17,6 +17,7 @@ EVERY_OP = ("random_resized_crop|random_crop(2)|flip_lr|flip_ud|rotate|brightnes
             "saturation|hue|random_erasing|identity|mixup|cutmix")
 
 
+@pytest.mark.slow
 def test_same_seed_same_output_other_seed_other_output():
     op = augment.build(EVERY_OP, num_classes=K)
     images, labels = make_images(16, height=16, width=16), make_labels(16)
@@ -28,6 +29,7 @@ def test_same_seed_same_output_other_seed_other_output():
     assert not np.array_equal(first[0], other[0])
 
 
+@pytest.mark.slow
 def test_parallel_map_output_depends_only_on_the_batch_index():
     # The reader's seed is [base_seed, batch_index]: however many parallel calls run and in
     # whatever order they finish, batch i is augmented the same way.
@@ -52,6 +54,7 @@ def test_parallel_map_output_depends_only_on_the_batch_index():
     assert not np.array_equal(outputs[0][0], outputs[1][0])
 
 
+@pytest.mark.slow
 def test_ops_work_on_a_batch_of_one_or_none():
     op = augment.build(EVERY_OP, num_classes=K)
     out, soft = both(op, make_images(1), make_labels(1))
@@ -71,6 +74,7 @@ FLOAT_MATH_OPS = ("brightness", "contrast", "rotate", "saturation", "hue", "triv
 @pytest.mark.parametrize("spec", XLA_SPECS)
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
 @pytest.mark.parametrize("batch", [1, 8, 0])
+@pytest.mark.slow
 def test_xla_kernels_give_the_same_bytes_as_tensorflow_kernels(spec, dtype, batch):
     images, labels = make_images(batch, dtype=dtype), make_labels(batch)
     plain = augment.build(spec, jit_compile=False)

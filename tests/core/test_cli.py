@@ -116,6 +116,7 @@ def test_a_user_error_is_one_line_and_exit_2(tmp_path, args, says):
     assert says in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_importing_a_command_defines_no_flags():
     # In a process of its own: the bench's tests define its flags in this one.
     probe = ("from absl import flags\n"
@@ -152,6 +153,7 @@ WRONG_KIND = [
 ]
 
 
+@pytest.mark.slow
 def test_every_command_says_a_path_is_of_the_wrong_kind_in_one_line(tmp_path):
     a_file = tmp_path / "a_file"
     a_file.write_text("not a directory")

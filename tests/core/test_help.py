@@ -37,6 +37,7 @@ def test_write_helpfull_lists_its_flags_by_group_before_absls():
 
 
 @pytest.mark.parametrize("command", [("train.py",), ("-m", "pipeline.profile")])
+@pytest.mark.slow
 def test_every_command_puts_its_flags_first_and_help_is_short(command):
     full = _help(*command, "--helpfull")
     short = _help(*command, "--help")
@@ -48,6 +49,7 @@ def test_every_command_puts_its_flags_first_and_help_is_short(command):
 
 
 @pytest.mark.parametrize("flag", ["--help", "--helpfull"])
+@pytest.mark.slow
 def test_train_py_help_lists_the_trainers_parameters_and_defaults(flag):
     import inspect
 

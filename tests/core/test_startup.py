@@ -47,6 +47,7 @@ CONSOLE_BUDGET = 2
 
 
 @pytest.mark.parametrize("level", [None, "2", "3"])
+@pytest.mark.slow
 def test_a_level_that_hides_info_and_warnings_hides_the_start_up_lines_too(level):
     """Unset (the commands set 2) or set by the user, as Kaggle notebooks often do: the
     loading notices TensorFlow prints whatever the level are dropped as well."""
@@ -57,6 +58,7 @@ def test_a_level_that_hides_info_and_warnings_hides_the_start_up_lines_too(level
 
 
 @pytest.mark.parametrize("level", ["0", "1", "verbose"])
+@pytest.mark.slow
 def test_a_level_that_shows_warnings_is_the_users(level):
     """A level that shows WARNING lines (or one TensorFlow cannot read): TensorFlow prints
     what it prints at that level."""
@@ -77,6 +79,7 @@ print(json.dumps({{
 """
 
 
+@pytest.mark.slow
 def test_importing_the_library_changes_the_process_as_tensorflow_alone_does():
     """A notebook's `from pipeline.dataset import make_dataset` sets no environment variable
     and leaves no import hook or redirected stderr: TensorFlow's own warnings (a missing

@@ -214,6 +214,7 @@ TINY = dict(depth=10, width=4, stem="small", batch_size=1, warmup_epochs=0, epoc
 
 
 @pytest.mark.parametrize("read", sorted(READS))
+@pytest.mark.slow
 def test_trainer_names_the_damaged_record(clean_dir, tmp_path, read):
     manifest = schema.read_manifest(clean_dir)
     name = manifest.split("train").shards[DAMAGED_SHARD].file

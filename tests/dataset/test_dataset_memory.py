@@ -97,6 +97,7 @@ def _peak_rss_mb(data_dir, access):
 
 
 @pytest.mark.parametrize("access", ["random", "stream"])
+@pytest.mark.slow
 def test_peak_memory_does_not_grow_with_dataset_size(datasets, access):
     small, large = datasets
     small_seen, small_peak = _peak_rss_mb(small, access)

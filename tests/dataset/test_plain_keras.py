@@ -41,6 +41,7 @@ def shards(tmp_path_factory):
             for compression in ("NONE", "GZIP")}
 
 
+@pytest.mark.slow
 def test_the_readme_recipe_trains_a_keras_application(tmp_path):
     data_dir = write_labeled_dataset(tmp_path, 90, "shards", side=32, shards=2, val_shards=1,
                                      val_fraction=0.2)

@@ -100,6 +100,7 @@ OPS_NEEDING_ARGUMENTS = {"resize": "resize(size=6)", "center_crop": "center_crop
 
 
 @pytest.mark.parametrize("read", ["random", "table", "stream"])
+@pytest.mark.slow
 def test_every_op_gives_fully_known_shapes(data_dir, read):
     how = READS.get(read, dict(access="stream"))
     for name in sorted(augment.registry.OPS):
@@ -246,6 +247,7 @@ EXIT_WITH_A_LIVE_ITERATOR = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_program_ending_with_a_live_iterator_exits(tmp_path):
     data_dir = write_labeled_dataset(tmp_path, 512, "big", side=48, shards=4, val_shards=1,
                                      val_fraction=0.1)

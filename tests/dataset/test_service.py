@@ -127,6 +127,7 @@ def test_parallel_epochs_workers_read_in_their_own_order(data_dir, cluster):
     assert len(set(batches)) == len(batches)
 
 
+@pytest.mark.slow
 def test_the_trainer_reads_its_training_batches_through_the_service(data_dir, lone_worker,
                                                                     tmp_path):
     # Its own cluster: a shared worker drops the tasks of other tests' finished jobs at times
@@ -168,6 +169,7 @@ def _records_until(iterator, limit, deadline_s):
 
 
 @pytest.mark.parametrize("mode", ["distributed_epoch", "parallel_epochs"])
+@pytest.mark.slow
 def test_a_killed_worker_neither_stops_training_nor_loses_the_job(data_dir, mode):
     dispatcher = service.start_dispatcher(0)
     address = dispatcher.target.split("://")[1]
@@ -230,6 +232,7 @@ def _wait_for_line(process, text):
     raise AssertionError(f"no {text!r} within {STARTUP_S} s")
 
 
+@pytest.mark.slow
 def test_command_line_servers_serve_refuse_and_stop_cleanly(data_dir, tmp_path):
     (port,) = free_ports()
     processes = []

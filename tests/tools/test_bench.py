@@ -134,6 +134,7 @@ IN_PROCESS_READER_ROWS = [name for name in bench_rows.READER_ROWS
                           if not name.endswith(scaling.ONE_CORE_SUFFIX)]
 
 
+@pytest.mark.slow
 def test_reader_rows_time_every_reader_against_the_jpeg_baseline(tmp_path, parsed_flags, capsys):
     json_path = _run_bench(parsed_flags, tmp_path, 24, IN_PROCESS_READER_ROWS, read_images=40)
 
@@ -184,6 +185,7 @@ def test_reader_rows_time_every_reader_against_the_jpeg_baseline(tmp_path, parse
     assert os.stat(jpeg_dir / listed[0]["image"]).st_mtime_ns == stamp
 
 
+@pytest.mark.slow
 def test_one_core_rows_run_a_child_bench_pinned_to_one_core(tmp_path, parsed_flags, capsys):
     names = ["read_random_aug_on_device", "jpeg_tfdata", "jpeg_tfdata_1core",
              "read_random_aug_on_device_1core"]

@@ -259,6 +259,7 @@ def _cli(*args):
         env={**os.environ, "PYTHONPATH": REPO_ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"})
 
 
+@pytest.mark.slow
 def test_cli_writes_the_grid_and_dumps_a_record(data_dir, tmp_path):
     png = tmp_path / "sub" / "grid.png"
     result = _cli(data_dir, f"--grid={png}", "--n=4", "--record=0")

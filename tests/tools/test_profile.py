@@ -53,6 +53,7 @@ def slow_augmentation():
     augment.NO_XLA_OPS.discard(SLOW_OP)
 
 
+@pytest.mark.slow
 def test_reader_trace_is_its_own_run_with_no_training_steps(data_dir, tmp_path):
     result = profiling.profile_input(data_dir, str(tmp_path / "logs"), steps=3, batch_size=4)
     assert len(result.trace_files) == 1
@@ -67,6 +68,7 @@ def test_reader_trace_is_its_own_run_with_no_training_steps(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["input-bound", "not input-bound"])
+@pytest.mark.slow
 def test_tensorboard_reads_the_training_steps_and_agrees_with_our_verdict(
         case, tmp_path, slow_augmentation):
     if case == "input-bound":  # tiny images and model, a slow augmentation
@@ -133,6 +135,7 @@ def test_workspace_names_only_profile_tools_the_plugin_has(data_dir, tmp_path):
     assert named <= tools, named - tools
 
 
+@pytest.mark.slow
 def test_cli_prints_the_trace_and_fails_clearly_without_a_dataset(data_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": REPO_ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
     ok = subprocess.run([sys.executable, "-m", "pipeline.profile", f"--data_dir={data_dir}",

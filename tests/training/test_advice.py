@@ -2,6 +2,8 @@
 
 import logging
 
+import pytest
+
 from conftest import write_csv, write_images
 from pipeline import training
 from pipeline.core import schema
@@ -34,6 +36,7 @@ def test_classes_without_a_validation_image_are_named():
     assert "--val_fraction" in found[0]
 
 
+@pytest.mark.slow
 def test_a_run_logs_its_likely_mistakes(tmp_path, caplog):
     # Class "rare" has one image: it lands in train, and val has none of it.
     rows = write_images(str(tmp_path / "src"), 13, size=(8, 8), classes=("a", "b"))

@@ -65,6 +65,7 @@ def test_bad_names_and_files_say_what_works(tmp_path):
                                     weights=str(bad))
 
 
+@pytest.mark.slow
 def test_the_shipped_finetune_config_offline_names_the_download_in_one_line(
         data_dir, tmp_path, monkeypatch):
     """Keras's cache is empty and every download goes to a closed port: the run stops before
@@ -122,6 +123,7 @@ def test_a_weights_file_of_another_model_says_what_was_expected(data_dir, tmp_pa
         assert not (tmp_path / name).exists()
 
 
+@pytest.mark.slow
 def test_a_wrong_weights_file_in_train_py_is_one_line(data_dir, tmp_path):
     from conftest import run_in_repo
 
@@ -150,6 +152,7 @@ class BackboneSnapshots(keras.callbacks.Callback):
         return ([w.copy() for w in base.get_weights()], [w.copy() for w in head.get_weights()])
 
 
+@pytest.mark.slow
 def test_fine_tune_freezes_the_backbone_then_trains_it(data_dir, weights_file, tmp_path):
     path, _ = weights_file
     snapshots = BackboneSnapshots()
@@ -175,6 +178,7 @@ def test_fine_tune_freezes_the_backbone_then_trains_it(data_dir, weights_file, t
     assert not os.path.exists(tmp_path / "x")
 
 
+@pytest.mark.slow
 def test_the_finetune_config_runs_offline(data_dir, tmp_path):
     from conftest import run_in_repo
 
@@ -190,6 +194,7 @@ def test_the_finetune_config_runs_offline(data_dir, tmp_path):
     assert json.loads((workdir / "metrics.json").read_text())["epochs"] == 2
 
 
+@pytest.mark.slow
 def test_the_backbone_learns_at_its_factor_of_the_rate(weights_file):
     path, _ = weights_file
     nets = [backbones.build_application(name=BACKBONE, num_classes=3, image_shape=(3, 32, 32),

@@ -7,6 +7,8 @@ import select
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO_ROOT, write_labeled_dataset
 from pipeline import errors
 
@@ -50,6 +52,7 @@ def _run_on_a_terminal(command, timeout=300):
     return process.wait(timeout=60), b"".join(chunks).decode("utf-8", "replace")
 
 
+@pytest.mark.slow
 def test_a_terminal_gets_a_progress_bar_with_eta(tmp_path):
     data_dir = write_labeled_dataset(tmp_path, 50, "shards", shards=2, val_fraction=0.2)
     config = _gin_file(tmp_path / "tiny.gin", data_dir)
@@ -61,6 +64,7 @@ def test_a_terminal_gets_a_progress_bar_with_eta(tmp_path):
     assert "10/10" in shown
 
 
+@pytest.mark.slow
 def test_a_gin_include_logs_no_path_not_found_error(tmp_path):
     included = tmp_path / "base.gin"
     included.write_text(f"train_and_evaluate.data_dir = {str(tmp_path / 'missing')!r}\n")

@@ -47,6 +47,7 @@ def fold0_run(folded_dir, tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow
 def test_a_fold_run_trains_on_the_other_folds_and_validates_on_its_own(folded_dir, fold1_run):
     workdir, metrics = fold1_run
     manifest = schema.read_manifest(folded_dir)
@@ -65,6 +66,7 @@ def test_a_fold_run_trains_on_the_other_folds_and_validates_on_its_own(folded_di
         training.train_and_evaluate(data_dir=folded_dir, workdir=workdir + "-5", fold=5, **TINY)
 
 
+@pytest.mark.slow
 def test_predicting_val_gives_the_folds_out_of_fold_rows_in_their_own_file(folded_dir,
                                                                             fold1_run,
                                                                             tmp_path):
@@ -103,6 +105,7 @@ def test_predicting_val_gives_the_folds_out_of_fold_rows_in_their_own_file(folde
         assert abs(sum(float(row[name]) for name in manifest.classes) - 1) < 1e-4
 
 
+@pytest.mark.slow
 def test_an_ensemble_writes_into_the_current_directory_not_a_folds_workdir(
         folded_dir, fold0_run, fold1_run, tmp_path, monkeypatch, info_logs):
     workdirs = [fold0_run, fold1_run[0]]
@@ -125,6 +128,7 @@ def test_an_ensemble_writes_into_the_current_directory_not_a_folds_workdir(
     assert "./submission.csv exists: replacing it" in info_logs.text
 
 
+@pytest.mark.slow
 def test_the_folds_oof_files_merge_into_one_scored_table(folded_dir, fold0_run, fold1_run,
                                                          tmp_path):
     written = [predict.write_predictions(workdir, "val")[0]

@@ -38,6 +38,7 @@ def _tiny_config(tmp_path, *, images, epochs):
     return config
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_training_in_one_line_and_the_rerun_finishes(tiny_disk, tmp_path):
     config = _tiny_config(tmp_path, images=24, epochs=3)
     workdir = tiny_disk / "run"
@@ -56,6 +57,7 @@ def test_a_full_disk_stops_training_in_one_line_and_the_rerun_finishes(tiny_disk
     assert os.path.exists(workdir / "metrics.json")
 
 
+@pytest.mark.slow
 def test_a_read_only_workdir_stops_training_in_one_line(tiny_disk, tmp_path):
     config = _tiny_config(tmp_path, images=12, epochs=1)
     subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)

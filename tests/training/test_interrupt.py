@@ -4,6 +4,8 @@
 import csv
 import re
 
+import pytest
+
 from conftest import (INTERRUPT_AT_STEP, KILLED_RUN, console_lines, train_py,
                       write_labeled_dataset)
 from pipeline import errors
@@ -17,6 +19,7 @@ def _log(workdir):
                 for row in csv.DictReader(f)]
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_the_step_says_how_to_resume_and_the_rerun_finishes(tmp_path):
     data_dir = write_labeled_dataset(tmp_path, 40, "shards", shards=2, val_shards=1,
                                      val_fraction=0.25)
@@ -46,6 +49,7 @@ def test_ctrl_c_saves_the_step_says_how_to_resume_and_the_rerun_finishes(tmp_pat
     assert len(_log(tmp_path / "run")) == 3
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_an_epochs_last_step_stops_after_its_validation(tmp_path):
     """A step that ends an epoch is not a place to stop: the epoch's validation and logs come
     first, so the epoch is saved whole, and the rerun starts the next one."""

@@ -22,6 +22,7 @@ BINDINGS = ["width = 4", "input_pool = 1", "epochs = 1", "batch_size = 4", "warm
             "cache = None", "augment = 'flip_lr'", "seed = 3"]
 
 
+@pytest.mark.slow
 def test_two_worker_processes_train_one_model(tmp_path):
     # 3 train and 3 val shards: one worker reads twice as many as the other, yet both must
     # run the same steps (see distribute.make_input).
@@ -45,6 +46,7 @@ def test_two_worker_processes_train_one_model(tmp_path):
     assert metrics[0]["val_accuracy"] == pytest.approx(_local_accuracy(models[0], data_dir))
 
 
+@pytest.mark.slow
 def test_two_workers_killed_mid_epoch_resume_at_the_same_step(tmp_path):
     """Each worker saves its own checkpoint into its own workdir at the same steps, and both
     continue from them."""

@@ -91,6 +91,7 @@ def missing_folder(tmp_path):
     return tmp_path, test
 
 
+@pytest.mark.slow
 def test_the_submission_has_every_test_row_the_missing_one_with_the_prior(missing_folder,
                                                                           tmp_path, caplog):
     folder, test = missing_folder

@@ -88,6 +88,7 @@ def photos_dir(tmp_path_factory):
                                  shards=2, val_fraction=0.3)
 
 
+@pytest.mark.slow
 def test_a_run_trains_at_growing_sizes_and_evaluates_at_the_eval_size(photos_dir, tmp_path,
                                                                        monkeypatch):
     seen = []

@@ -64,6 +64,7 @@ def _log(workdir):
 
 @pytest.mark.parametrize("on_device", [False, True], ids=["augment_in_tf_data",
                                                          "augment_on_device"])
+@pytest.mark.slow
 def test_killed_twice_mid_epoch_ends_bit_identical(data_dir, tmp_path, on_device):
     uninterrupted = tmp_path / "uninterrupted"
     plain = _config(tmp_path, data_dir, "plain", on_device=on_device)
@@ -101,6 +102,7 @@ def test_killed_twice_mid_epoch_ends_bit_identical(data_dir, tmp_path, on_device
     assert metrics["checkpoints"] > 0 and metrics["checkpoint_seconds"] > 0
 
 
+@pytest.mark.slow
 def test_a_kill_while_a_checkpoint_is_written_loses_nothing(data_dir, tmp_path):
     """Killed in the middle of each weights file the last epoch writes in turn (the first,
     then the second, ...), the same command finishes the run and every checkpoint loads."""
@@ -128,6 +130,7 @@ def test_a_kill_while_a_checkpoint_is_written_loses_nothing(data_dir, tmp_path):
         assert not leftovers
 
 
+@pytest.mark.slow
 def test_best_survives_a_worse_resumed_epoch(data_dir, tmp_path):
     workdir = str(tmp_path / "run")
     settings = dict(TINY, checkpoint_every_steps=0, verbose=0)
@@ -143,6 +146,7 @@ def test_best_survives_a_worse_resumed_epoch(data_dir, tmp_path):
         best_before)
 
 
+@pytest.mark.slow
 def test_more_epochs_continue_a_finished_run_and_fewer_are_refused(data_dir, tmp_path):
     workdir = str(tmp_path / "run")
     settings = dict(TINY, checkpoint_every_steps=0, verbose=0)
@@ -163,6 +167,7 @@ def test_more_epochs_continue_a_finished_run_and_fewer_are_refused(data_dir, tmp
                                     **dict(settings, depth=18))
 
 
+@pytest.mark.slow
 def test_a_refused_run_leaves_nothing(data_dir, tmp_path):
     workdir = tmp_path / "run"
     config = tiny_gin_file(tmp_path / "bad.gin", data_dir, epochs=1,
@@ -194,6 +199,7 @@ def test_a_workdir_of_the_epoch_level_trainer_is_refused(data_dir, tmp_path):
     assert sorted(os.listdir(workdir)) == [run_files.BACKUP_DIR, run_files.RUN_FILE]
 
 
+@pytest.mark.slow
 def test_deterministic_refuses_a_streamed_input_before_anything_is_written(tmp_path):
     from conftest import write_labeled_dataset
 

@@ -3,11 +3,13 @@ with the batches prefetched into a device's memory and mixed precision as on an 
 and leaves the global dtype policy as it found it."""
 
 import keras
+import pytest
 
 from conftest import write_labeled_dataset
 from pipeline.training import timing
 
 
+@pytest.mark.slow
 def test_timed_steps_with_a_device_prefetch_and_mixed_precision(tmp_path):
     data_dir = write_labeled_dataset(tmp_path, 40, "out", shards=2, val_shards=1,
                                      val_fraction=0.2)

@@ -42,6 +42,7 @@ def trained(data_dir, tmp_path_factory):
     return workdir, metrics
 
 
+@pytest.mark.slow
 def test_one_epoch_leaves_model_metrics_logs_and_checkpoints(trained, data_dir):
     workdir, metrics = trained
     saved = json.loads(open(os.path.join(workdir, run_files.METRICS_FILE)).read())
@@ -68,6 +69,7 @@ def test_one_epoch_leaves_model_metrics_logs_and_checkpoints(trained, data_dir):
     assert run["classes"] == list(CLASSES) and run["image_shape"] == [3, 8, 8]
 
 
+@pytest.mark.slow
 def test_tensorboard_shows_the_verdict_and_reads_the_profiled_steps(trained):
     workdir, metrics = trained
     board = os.path.join(workdir, run_files.TENSORBOARD_DIR)
@@ -95,6 +97,7 @@ def test_tensorboard_shows_the_verdict_and_reads_the_profiled_steps(trained):
     assert seen.category is not None, seen.conclusion
 
 
+@pytest.mark.slow
 def test_predictions_keep_the_test_csv_order(trained, data_dir, tmp_path):
     workdir, _ = trained
     rows = predict.predict_split(workdir, "test")
@@ -113,6 +116,7 @@ def test_predictions_keep_the_test_csv_order(trained, data_dir, tmp_path):
     assert output.read_text() == text  # one epoch: best and final are the same weights
 
 
+@pytest.mark.slow
 def test_predict_without_a_trained_model_says_how_to_train(tmp_path):
     result = run_in_repo([sys.executable, "-m", "pipeline.predict", f"--workdir={tmp_path}"])
     assert result.returncode == errors.EXIT_USAGE
@@ -161,6 +165,7 @@ def test_a_rerun_on_other_data_of_the_same_classes_is_refused_naming_both(traine
                                 **TINY)
 
 
+@pytest.mark.slow
 def test_predict_refuses_a_dataset_of_other_classes(trained, tmp_path):
     workdir, _ = trained
     _write_two_class_dataset(tmp_path)
@@ -184,6 +189,7 @@ def test_predict_on_an_empty_split_names_the_split(trained, data_dir, tmp_path):
         predict.predict_split(workdir, "test", data_dir=str(empty))
 
 
+@pytest.mark.slow
 def test_killed_run_with_epoch_checkpoints_resumes_at_the_epoch_it_was_in(data_dir, tmp_path):
     workdir = tmp_path / "run"
     every_epoch = "train_and_evaluate.checkpoint_every_steps = 0\n"
@@ -207,6 +213,7 @@ def test_killed_run_with_epoch_checkpoints_resumes_at_the_epoch_it_was_in(data_d
     assert "train_and_evaluate.epochs = 4" in config
 
 
+@pytest.mark.slow
 def test_train_errors_name_the_fix(tmp_path, data_dir):
     no_data = tiny_gin_file(tmp_path / "none.gin", str(tmp_path / "missing"), epochs=1)
     result = run_in_repo([sys.executable, "train.py", f"--config={no_data}",
@@ -256,6 +263,7 @@ print(json.dumps(dict(metrics, replica_gap=copies.gap)))
 """
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_trains_with_a_pipeline_per_replica(data_dir, tmp_path):
     # Validation's last batch leaves one replica an empty batch, and TensorFlow's oneDNN CPU
     # convolution returns a wrong shape for an empty batch (see distribute.choose_strategy).
@@ -270,6 +278,7 @@ def test_mirrored_strategy_trains_with_a_pipeline_per_replica(data_dir, tmp_path
     assert metrics["replica_gap"] < 1e-6
 
 
+@pytest.mark.slow
 def test_smoke_config_learns_the_digits(tmp_path):
     """The bundled sample is real data: the smoke config must really learn it (a few minutes
     on 2 CPU cores). Its console, with TF_CPP_MIN_LOG_LEVEL unset, is the commands' own."""
@@ -307,6 +316,7 @@ def _assert_a_quiet_console(result, workdir):
     assert sources <= ours, sources - ours
 
 
+@pytest.mark.slow
 def test_tta_and_an_ensemble_average_probabilities_in_input_order(trained, data_dir, tmp_path):
     workdir, _ = trained
     other = str(tmp_path / "seed1")

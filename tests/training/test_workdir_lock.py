@@ -32,6 +32,7 @@ def _holder(path):
     return process
 
 
+@pytest.mark.slow
 def test_a_second_trainer_is_refused_at_once_naming_the_holder(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -59,6 +60,7 @@ def test_a_second_trainer_is_refused_at_once_naming_the_holder(tmp_path):
         holder.wait()
 
 
+@pytest.mark.slow
 def test_a_killed_trainers_lock_and_note_never_block(tmp_path):
     run = tmp_path / "run"
     holder = _holder(run)

@@ -170,6 +170,7 @@ def test_inspect_and_tfds_show_the_features(pets):
     assert builder.info.features[schema.FEATURES_KEY].shape == (2,)
 
 
+@pytest.mark.slow
 def test_training_joins_the_features_and_a_killed_run_resumes_exactly(pets, tmp_path):
     """A run killed mid-epoch and run again ends with the weights and logs of one never
     stopped; predict writes the values on the original scale, in the test CSV's order."""

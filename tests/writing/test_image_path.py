@@ -83,6 +83,7 @@ def test_the_template_is_refused_for_a_folder_of_classes(id_folder):
         write_dataset(_config(id_folder, input=str(id_folder / "tree"), test_input=None))
 
 
+@pytest.mark.slow
 def test_predict_writes_the_test_csvs_own_ids_under_its_column_name(id_folder, tmp_path):
     from pipeline.training import predict
 

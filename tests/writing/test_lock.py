@@ -73,6 +73,7 @@ def _race(source, out, *flag_sets):
     return [(racer.wait(timeout=300), racer.stderr.read()) for racer in racers]
 
 
+@pytest.mark.slow
 def test_two_writers_at_one_instant_never_mix_two_commands(source, tmp_path):
     out = tmp_path / "race"
     results = _race(source, out, ["--image_size=8"], ["--image_size=12"])
@@ -86,6 +87,7 @@ def test_two_writers_at_one_instant_never_mix_two_commands(source, tmp_path):
     assert schema.read_manifest(str(out)).image_shape[1] == (8, 12)[winner]  # its command's
 
 
+@pytest.mark.slow
 def test_the_same_command_twice_at_once_writes_one_dataset(source, tmp_path):
     out = tmp_path / "twice"
     results = _race(source, out, ["--image_size=8"], ["--image_size=8"])

@@ -202,6 +202,7 @@ def test_a_record_index_with_wrong_targets_is_rebuilt_from_the_shard(planet, cap
     assert record_index.read(path).targets.tolist() == index.targets.tolist()  # saved again
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_predict_writes_tags(planet, tmp_path):
     from pipeline.training import predict
 
@@ -252,6 +253,7 @@ def test_an_ensemble_uses_the_mean_of_its_runs_thresholds(tmp_path):
         targets.ensemble_threshold(workdirs, "final")
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_epoch_resumes_to_the_same_weights_and_metrics(planet, tmp_path):
     """The multi-label metrics' counts (F1's per threshold and class, AUC's) are put back at a
     mid-epoch resume like Keras' means: the resumed epoch logs what an uninterrupted one does."""

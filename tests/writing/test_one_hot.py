@@ -105,6 +105,7 @@ def test_a_test_csv_with_the_class_columns_is_refused(plants):
         write_dataset(_config(plants))
 
 
+@pytest.mark.slow
 def test_predict_writes_a_probability_per_class_column(plants, tmp_path):
     from pipeline.training import predict
 

@@ -145,6 +145,7 @@ def test_inspect_shows_each_folds_target_mean_and_std(pets):
             str(fold), str(len(values)), "1", f"{values.mean():.4g}/{values.std():.4g}"]
 
 
+@pytest.mark.slow
 def test_training_lowers_the_error_and_predict_writes_the_original_scale(pets, tmp_path):
     from pipeline.training import predict
 

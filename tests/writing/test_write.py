@@ -378,6 +378,7 @@ def test_helpfull_documents_every_flag(tmp_path):
         assert flag.help and len(flag.help) > 10, flag.name
 
 
+@pytest.mark.slow
 def test_cli_writes_the_embedded_sample_offline(tmp_path):
     result = _cli(["--image_size=8", "--shards=4"], tmp_path / "ws")
     assert result.returncode == 0, result.stderr

@@ -258,6 +258,7 @@ def _cli(args, workspace_root):
                           env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_writes_train_val_and_the_labeled_test_split(data_dir, tmp_path):
     out = tmp_path / "out"
     result = _cli(["--input=tfds:tiny_shapes", "--test_input=tfds:tiny_shapes:test",
