@@ -19,7 +19,7 @@ from typing import Mapping, NamedTuple, Sequence
 
 from absl import logging
 
-from pipeline import cli, errors
+from pipeline import errors
 from pipeline.core import files, schema
 from pipeline.writing import shard_writer
 from pipeline.writing.settings import WriteConfig
@@ -130,12 +130,10 @@ def every_reject(shards, results, todo, config: WriteConfig) -> TooManyRejects |
 def unread_rejects(specs: Sequence, config: WriteConfig) -> list[tuple]:
     """Each of `specs`' rejects ((path, reason), ...), decoded by --num_workers processes."""
     tasks = [(spec, config.image_size, config.resize) for spec in specs]
-    workers = min(config.num_workers or os.cpu_count() or 1, len(tasks))
+    workers = shard_writer.worker_count(config.num_workers, len(tasks))
     if workers <= 1:
         return [shard_writer.image_rejects_task(task) for task in tasks]
-    context = cli.worker_context([shard_writer.__name__])
-    with context.Pool(workers, initializer=shard_writer.init_worker,
-                      initargs=(context.Value("q", 0),)) as pool:
+    with shard_writer.worker_pool(workers) as (pool, _):
         return pool.map(shard_writer.image_rejects_task, tasks, chunksize=1)
 
 

@@ -9,6 +9,7 @@ must not be forked).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import json
@@ -182,6 +183,23 @@ def progress_record_path(output_dir: str, shard_file: str) -> str:
 
 
 _worker_counter = None
+
+
+def worker_count(num_workers: int, tasks: int) -> int:
+    """--num_workers (0: one per CPU), never more than there are `tasks`; 1: no pool."""
+    return min(num_workers or os.cpu_count() or 1, max(tasks, 1))
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int):
+    """(pool, counter): `workers` processes that start from a forkserver holding only this
+    module (pipeline.cli.worker_context), and the images they have done, shared."""
+    from pipeline import cli  # here, not at the top: the workers never import it
+
+    context = cli.worker_context([__name__])
+    counter = context.Value("q", 0)
+    with context.Pool(workers, initializer=init_worker, initargs=(counter,)) as pool:
+        yield pool, counter
 
 
 def init_worker(counter) -> None:

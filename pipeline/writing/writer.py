@@ -33,7 +33,7 @@ from typing import Iterator, Mapping, Sequence
 
 from absl import logging
 
-from pipeline import cli, errors
+from pipeline import errors
 from pipeline.core import files, record_index, schema, units
 from pipeline.writing import (inputs, kept, lock, output_dir, plan, rejects, restore,
                               settings, shard_writer, tfds_export)
@@ -369,7 +369,7 @@ def _shard_results(todo, config: WriteConfig, progress: Progress,
     than one worker, in a pool of worker processes."""
     kwargs = dict(image_size=config.image_size, resize=config.resize,
                   compression=config.compression)
-    workers = min(config.num_workers or os.cpu_count() or 1, max(len(todo), 1))
+    workers = shard_writer.worker_count(config.num_workers, len(todo))
     if workers <= 1:
         # write_shard reports every image of the shard through on_progress.
         def tick(n: int) -> None:
@@ -379,10 +379,7 @@ def _shard_results(todo, config: WriteConfig, progress: Progress,
             yield spec, shard_writer.write_shard(spec, config.output_dir, on_progress=tick,
                                                  **kwargs)
         return
-    context = cli.worker_context([shard_writer.__name__])
-    counter = context.Value("q", 0)
-    with context.Pool(workers, initializer=shard_writer.init_worker,
-                      initargs=(counter,)) as pool:
+    with shard_writer.worker_pool(workers) as (pool, counter):
         tasks = [(spec, config.output_dir, kwargs) for spec in todo]
         pending = pool.imap(shard_writer.write_shard_task, tasks, chunksize=1)
         for spec in todo:
