@@ -136,8 +136,8 @@ class LearningRateLogger(keras.callbacks.Callback):
 
 class InputVerdictSummary(keras.callbacks.Callback):
     """Per epoch, a text summary (TensorBoard's Text tab, run `input_pipeline`, at step N for
-    epoch N) saying the epoch's img/s, input-wait share and the verdict in words; once per run, a Custom Scalars
-    layout that puts img/s, input wait, loss and accuracy on one page. The scalars alone are a
+    epoch N) saying the epoch's img/s, input-wait share and the verdict in words; once per
+    run, a Custom Scalars layout that puts img/s, input wait, loss and accuracy on one page. The scalars alone are a
     collapsed card among many, reading 1.8e-4."""
 
     def __init__(self, logdir: str):
@@ -154,8 +154,8 @@ class InputVerdictSummary(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         with self._writer.as_default():
-            # At the step of the epoch it names: "epoch 1" at step 1 (epochs done), where it
-            # was at Keras's 0-based epoch index, step 0.
+            # At the count of epochs done, "epoch 1" at step 1, where EpochsDoneTensorBoard
+            # puts the scalars it describes.
             tf.summary.text(VERDICT_TAG, verdict_text(epoch, logs), step=epoch + 1)
         self._writer.flush()
 
