@@ -239,6 +239,13 @@ def write_train_dataset(root):
     return str(root / "shards")
 
 
+@pytest.fixture(scope="session")
+def train_data_dir(tmp_path_factory):
+    """write_train_dataset's dataset, written once per test run (per worker process): for
+    the trainer tests, which only read it (each run gets its own workdir)."""
+    return write_train_dataset(tmp_path_factory.mktemp("train"))
+
+
 def run_in_repo(command, **kwargs):
     """`command` in the repository; `env` adds to the environment (a None value removes)."""
     env = {**os.environ, "PYTHONPATH": REPO_ROOT, "TF_CPP_MIN_LOG_LEVEL": "2",

@@ -6,8 +6,7 @@ import re
 
 import pytest
 
-from conftest import (INTERRUPT_AT_STEP, KILLED_RUN, console_lines, train_py,
-                      write_labeled_dataset)
+from conftest import INTERRUPT_AT_STEP, KILLED_RUN, console_lines, train_py
 from pipeline import errors
 
 RUN = {**KILLED_RUN, "epochs": 3}  # 30 training images in batches of 8: 3 steps an epoch
@@ -20,9 +19,9 @@ def _log(workdir):
 
 
 @pytest.mark.slow
-def test_ctrl_c_saves_the_step_says_how_to_resume_and_the_rerun_finishes(tmp_path):
-    data_dir = write_labeled_dataset(tmp_path, 40, "shards", shards=2, val_shards=1,
-                                     val_fraction=0.25)
+def test_ctrl_c_saves_the_step_says_how_to_resume_and_the_rerun_finishes(
+        tmp_path, train_data_dir):
+    data_dir = train_data_dir
     stopped = train_py(tmp_path / "run", data_dir, INTERRUPT_AT_STEP.format(step=4), **RUN)
     lines = console_lines(stopped.stderr)
     assert stopped.returncode == errors.EXIT_INTERRUPTED == 130, stopped.stderr[-3000:]
@@ -50,7 +49,7 @@ def test_ctrl_c_saves_the_step_says_how_to_resume_and_the_rerun_finishes(tmp_pat
 
 
 @pytest.mark.slow
-def test_ctrl_c_in_an_epochs_last_step_stops_after_its_validation(tmp_path):
+def test_ctrl_c_in_an_epochs_last_step_stops_after_its_validation(tmp_path, train_data_dir):
     """A step that ends an epoch is not a place to stop: the epoch's validation and logs come
     first, so the epoch is saved whole, and the rerun starts the next one."""
     import signal
@@ -61,8 +60,7 @@ def test_ctrl_c_in_an_epochs_last_step_stops_after_its_validation(tmp_path):
     from pipeline.training import checkpoints, interrupt
     from tests.training.train_hooks import SigintAtStep
 
-    data_dir = write_labeled_dataset(tmp_path, 40, "shards", shards=2, val_shards=1,
-                                     val_fraction=0.25)
+    data_dir = train_data_dir
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(interrupt.Interrupted, match=r"saved at step 3 \(end of epoch 0\)"):
         train_tiny(data_dir, tmp_path / "run", **RUN, extra_callbacks=[SigintAtStep(2)])

@@ -5,14 +5,12 @@ and leaves the global dtype policy as it found it."""
 import keras
 import pytest
 
-from conftest import write_labeled_dataset
 from pipeline.training import timing
 
 
 @pytest.mark.slow
-def test_timed_steps_with_a_device_prefetch_and_mixed_precision(tmp_path):
-    data_dir = write_labeled_dataset(tmp_path, 40, "out", shards=2, val_shards=1,
-                                     val_fraction=0.2)
+def test_timed_steps_with_a_device_prefetch_and_mixed_precision(train_data_dir):
+    data_dir = train_data_dir
     before = keras.mixed_precision.global_policy().name
     timer = timing.time_training_steps(
         data_dir, "train", batch_size=4, steps_per_epoch=4, seed=0, augment=None,

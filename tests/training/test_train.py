@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import (REPO_ROOT, TINY_GIN, TRAIN_CLASSES, run_in_repo, tiny_gin_file,
-                      write_csv, write_images, write_train_dataset)
+                      write_csv, write_images)
 from pipeline import dataset, errors, training
 from pipeline.core import schema
 from pipeline.tools import profiling
@@ -29,8 +29,8 @@ TINY = TINY_GIN  # a ResNet-10 of 4-32 channels on 8x8 images: seconds per run
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return write_train_dataset(tmp_path_factory.mktemp("train"))
+def data_dir(train_data_dir):
+    return train_data_dir
 
 
 @pytest.fixture(scope="module")
