@@ -6,6 +6,7 @@
 
     settings.py      WriteConfig: every setting of a write (and its flag) defined once
     writer.py        write_dataset: plan, write, verify; resuming an interrupted write
+    write_plan.py    WritePlan and make_plan: the whole plan of a write, before a pixel is read
     inputs.py        --input / --test_input -> listings -> splits
     sources.py       listings of a CSV or a class-folder tree
     tfds_source.py   a prepared TFDS split as input: the spec, finding it on disk
@@ -15,10 +16,12 @@
     images.py        decode one image file to uint8 CHW (Pillow)
     shard_writer.py  what a worker process runs: decode and serialise one shard
     output_dir.py    whose the output directory is, what is complete, what may be removed
+    progress_dir.py  `.progress/`: the plan's fingerprint, shard records, lock holders' notes
     lock.py          one writer per output directory (flock), the holder named to others
+    tasks.py         several hosts writing one dataset (--num_tasks), then --finalize
     kept.py          reruns check what they keep (shards, indexes, dataset.json's fields)
     restore.py       reruns restore a deleted rejects.csv from the shards
-    progress.py      the progress bar or log line of a long write
+    progress_bar.py  the progress bar or log line of a long write
     rejects.py       each split's reject limit, and rejects.csv listing every reject
     finish.py        check what was written, then rejects.csv, TFDS metadata, dataset.json
     tfds_export.py   the TFDS metadata beside the shards (tfds.builder_from_directory)

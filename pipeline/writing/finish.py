@@ -3,32 +3,44 @@
 Every planned shard must exist with its planned records (written or rejected), its size and,
 uncompressed, its DALI index; then rejects.csv, the TFDS metadata and, last and atomically,
 dataset.json are written, and `.progress/` is dropped. dataset.json's presence is what says
-the dataset is complete.
+the dataset is complete. A write's `Summary` and its last log line are here too.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 from typing import Mapping, Sequence
 
 from absl import logging
 
 from pipeline import errors
 from pipeline.core import files, schema, test_rows, units
-from pipeline.writing import kept, plan, regression, settings, tfds_export
+from pipeline.writing import kept, plan, progress_dir, regression, settings, tfds_export
 from pipeline.writing.output_dir import shard_files
 from pipeline.writing.rejects import check_rejects, planned_images, write_rejects_csv
 from pipeline.writing.settings import WriteConfig
-from pipeline.writing.shard_writer import PROGRESS_DIR, ShardResult
-from pipeline.writing.sources import Listing
+from pipeline.writing.shard_writer import ShardResult
+from pipeline.writing.write_plan import WritePlan
 
 
 class VerificationError(errors.PipelineError, RuntimeError):
     """What was written does not match the plan (a shard removed or changed meanwhile)."""
 
     exit_code = errors.EXIT_FAILED
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """What write_dataset did, for its caller and its last log line (log_summary)."""
+
+    output_dir: str
+    manifest: schema.Manifest | None  # None after one task of several (no --finalize yet)
+    written: int  # shards written by this run
+    reused: int  # shards kept from an interrupted run
+    seconds: float
+    warnings: tuple[str, ...] = ()  # about the input: empty classes, skipped folders, ...
+    rejects: Mapping[str, int] = dataclasses.field(default_factory=dict)  # split -> images
 
 
 def check_written(output_dir: str, shards: Sequence[plan.ShardSpec],
@@ -55,23 +67,24 @@ def check_written(output_dir: str, shards: Sequence[plan.ShardSpec],
                                     "again to rewrite the shard with it")
 
 
-def finish(output_dir, shards, results, main: Listing, config: WriteConfig, fingerprint: str,
-           sources: Mapping | None = None):
+def finish(config: WriteConfig, write_plan: WritePlan,
+           results: Mapping[tuple[str, int], ShardResult]) -> schema.Manifest:
     """Verify, then write rejects.csv, the TFDS metadata and (last) dataset.json, then drop
     `.progress/`."""
+    output_dir, shards = config.output_dir, write_plan.shards
     check_written(output_dir, shards, results, config.compression)
     results = {key: with_index_digest(output_dir, result, config.compression)
                for key, result in results.items()}
     check_rejects(shards, results, planned_images(shards), config)
     write_rejects_csv(output_dir, [r for result in results.values() for r in result.rejects])
-    manifest = build_manifest(shards, results, main, config, fingerprint, sources)
+    manifest = build_manifest(write_plan, results, config)
     no_tfds = tfds_export.write_metadata(output_dir, manifest)
     if no_tfds is not None:
         logging.info("no TFDS metadata (tfds.builder_from_directory): %s", no_tfds)
     if config.compression != "NONE":
         logging.info("no DALI index files: DALI reads only uncompressed TFRecords")
     files.atomic_write_text(schema.manifest_path(output_dir), manifest.to_json())
-    shutil.rmtree(os.path.join(output_dir, PROGRESS_DIR), ignore_errors=True)
+    progress_dir.remove(output_dir)
     return manifest
 
 
@@ -108,9 +121,9 @@ def fold_infos(shards, results, classes) -> tuple[schema.SplitInfo, ...]:
                  for fold in folds)
 
 
-def build_manifest(shards, results, main: Listing, config: WriteConfig, fingerprint: str,
-                   sources: Mapping | None = None):
-    """dataset.json of the written `shards` of the `main` listing (with --test_input's)."""
+def build_manifest(write_plan: WritePlan, results, config: WriteConfig) -> schema.Manifest:
+    """dataset.json of the planned shards once written (`results`)."""
+    shards, main = write_plan.shards, write_plan.main
     classes = main.classes
     splits = {}
     stats = {}
@@ -132,8 +145,8 @@ def build_manifest(shards, results, main: Listing, config: WriteConfig, fingerpr
         std=std,
         compression=config.compression,
         rejects=sum(len(r.rejects) for r in results.values()),
-        flags={**settings.manifest_flags(config), **(sources or {})},
-        fingerprint=fingerprint,
+        flags={**settings.manifest_flags(config), **write_plan.sources},
+        fingerprint=write_plan.fingerprint,
         folds=fold_infos(shards, results, classes),
         target_kind=main.target_kind, targets=main.targets,
         format_version=schema.format_version_for(main.target_kind, main.features),
@@ -175,8 +188,8 @@ def channel_stats(pixel_sum: Sequence[int], pixel_sq_sum: Sequence[int], pixels:
     return mean, std
 
 
-def log_summary(summary, total_images: int) -> None:
-    """The write's last line (a writer.Summary): what was written, how fast, where."""
+def log_summary(summary: Summary, total_images: int) -> None:
+    """The write's last line: what was written, how fast, where."""
     manifest = summary.manifest
     split_text = " + ".join(f"{info.count:,} {name}" for name, info in manifest.splits.items())
     num_shards = sum(len(info.shards) for info in manifest.splits.values())

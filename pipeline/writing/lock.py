@@ -5,10 +5,11 @@ Without it, two writers started at the same instant both found the directory emp
 took it, and interleaved shards of two commands under one manifest; the same command twice
 crashed the second on the first's temporary files. `flock` on the directory itself (Git's
 lock files, without a file to leave behind; pipeline.core.locks): the kernel releases it when
-the holder exits, however it exits, so a dead writer's lock never blocks. A one-task write and --finalize hold
-it exclusively; the tasks of a --num_tasks write share it (they write side by side) and each
-holds its own task's lock exclusively, so the same task twice is refused and --finalize waits
-for no task: it is refused while any task still runs.
+the holder exits, however it exits, so a dead writer's lock never blocks. A one-task write
+and --finalize hold it exclusively; the tasks of a --num_tasks write share it (they write side
+by side) and each holds its own task's lock exclusively, so the same task twice is refused
+and --finalize waits for no task: it is refused while any task still runs. The task locks and
+the holders' notes are files in `.progress/` (progress_dir).
 """
 
 from __future__ import annotations
@@ -18,10 +19,8 @@ import os
 from typing import Iterator
 
 from pipeline.core import locks
+from pipeline.writing import progress_dir
 from pipeline.writing.output_dir import OutputDirError
-from pipeline.writing.shard_writer import PROGRESS_DIR
-
-HOLDER_NAME = "writer-{pid}.json"  # in .progress/: who holds the lock, for the refusal
 
 
 class DirectoryLocked(OutputDirError):
@@ -38,7 +37,7 @@ def locked_output_dir(output_dir: str, *, shared: bool = False) -> Iterator[None
     descriptor = os.open(output_dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
         _lock(descriptor, shared, f"--output_dir={output_dir} is being written by another "
-              f"writer ({holders(output_dir)})")
+              f"writer ({progress_dir.live_holders(output_dir)})")
         yield
     finally:
         os.close(descriptor)  # releases the lock
@@ -47,12 +46,12 @@ def locked_output_dir(output_dir: str, *, shared: bool = False) -> Iterator[None
 @contextlib.contextmanager
 def locked_task(output_dir: str, task_index: int, num_tasks: int) -> Iterator[None]:
     """Hold task `task_index`'s lock (a file in .progress/, which the write keeps)."""
-    path = os.path.join(output_dir, PROGRESS_DIR, f"task-{task_index}-of-{num_tasks}.lock")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    progress_dir.make(output_dir)
+    path = progress_dir.task_lock_path(output_dir, task_index, num_tasks)
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         _lock(descriptor, False, f"task {task_index} of {num_tasks} is already being written "
-              f"into {output_dir} ({holders(output_dir)})")
+              f"into {output_dir} ({progress_dir.live_holders(output_dir)})")
         yield
     finally:
         os.close(descriptor)
@@ -67,11 +66,6 @@ def _lock(descriptor: int, shared: bool, refusal: str) -> None:
 def record_holder(output_dir: str) -> str:
     """Say who this writer is, for a writer refused meanwhile; returns the file (removed with
     .progress/ when the write completes)."""
-    path = os.path.join(output_dir, PROGRESS_DIR, HOLDER_NAME.format(pid=os.getpid()))
+    path = progress_dir.holder_path(output_dir, os.getpid())
     locks.write_holder_note(path)
     return path
-
-
-def holders(output_dir: str) -> str:
-    """The live writers that said who they are: 'pid 123 on host: python -m pipeline.write ...'."""
-    return locks.live_holders(os.path.join(output_dir, PROGRESS_DIR), "writer-")

@@ -1,10 +1,10 @@
 """The output directory's state: whose it is, what is complete, what may be removed.
 
 A write owns its output directory through a fingerprint of its plan and settings
-(pipeline.writing.plan.fingerprint), kept in `.progress/plan.json` while the write is
-unfinished and in dataset.json once it is complete. The same command finds its own directory
-and resumes (or finds it complete); another command is refused unless --overwrite, which
-removes this tool's files there and only those.
+(pipeline.writing.plan.fingerprint), kept in `.progress/plan.json` (progress_dir) while the
+write is unfinished and in dataset.json once it is complete. The same command finds its own
+directory and resumes (or finds it complete); another command is refused unless --overwrite,
+which removes this tool's files there and only those.
 """
 
 from __future__ import annotations
@@ -18,11 +18,9 @@ from absl import logging
 
 from pipeline import errors
 from pipeline.core import files, schema
-from pipeline.writing import kept, plan, tfds_export
-from pipeline.writing.shard_writer import PROGRESS_DIR, ShardResult, progress_record_path
+from pipeline.writing import kept, plan, progress_dir, tfds_export
+from pipeline.writing.shard_writer import ShardResult
 from pipeline.writing.sources import MAX_EXAMPLES
-
-PLAN_NAME = "plan.json"
 
 
 class OutputDirError(errors.PipelineError, RuntimeError):
@@ -31,7 +29,7 @@ class OutputDirError(errors.PipelineError, RuntimeError):
 
 def is_our_file(name: str) -> bool:
     return (
-        name in (schema.MANIFEST_NAME, schema.REJECTS_NAME, PROGRESS_DIR,
+        name in (schema.MANIFEST_NAME, schema.REJECTS_NAME, progress_dir.NAME,
                  *tfds_export.METADATA_NAMES)
         or schema.is_shard_file(name)
         or (files.is_temp_name(name) and _is_our_file_base(name))
@@ -50,11 +48,7 @@ def read_plan_fingerprint(output_dir: str) -> str | None:
             return schema.read_manifest(output_dir).fingerprint
         except schema.FormatError:
             return None
-    try:
-        with open(os.path.join(output_dir, PROGRESS_DIR, PLAN_NAME), encoding="utf-8") as f:
-            return json.load(f).get("fingerprint")
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+    return progress_dir.read_plan_fingerprint(output_dir)
 
 
 def prepare_output_dir(output_dir: str, fingerprint: str, overwrite: bool,
@@ -66,7 +60,7 @@ def prepare_output_dir(output_dir: str, fingerprint: str, overwrite: bool,
     `overwrite`, which removes this tool's files there (and only those).
     """
     entries = sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []
-    if entries == [PROGRESS_DIR] and read_plan_fingerprint(output_dir) is None:
+    if entries == [progress_dir.NAME] and read_plan_fingerprint(output_dir) is None:
         entries = []  # only the locks of writers that had not planned yet: nothing to keep
     if entries:
         owner = read_plan_fingerprint(output_dir)
@@ -89,9 +83,7 @@ def prepare_output_dir(output_dir: str, fingerprint: str, overwrite: bool,
         if foreign:
             logging.warning("left %d file(s) this tool did not write in %s: %s", len(foreign),
                             output_dir, foreign[:MAX_EXAMPLES])
-    os.makedirs(os.path.join(output_dir, PROGRESS_DIR), exist_ok=True)
-    plan_file = os.path.join(output_dir, PROGRESS_DIR, PLAN_NAME)
-    files.atomic_write_text(plan_file, json.dumps({"fingerprint": fingerprint}) + "\n")
+    progress_dir.write_plan_fingerprint(output_dir, fingerprint)
     return "new"
 
 
@@ -123,10 +115,12 @@ def load_completed_shard(output_dir: str, spec: plan.ShardSpec, compression: str
     """The ShardResult of a shard an earlier run completed, or None if it must be (re)written:
     its progress record is missing, or the shard is not the one recorded (kept.py)."""
     filename = spec.filename(compression)
+    record = progress_dir.read_shard_record(output_dir, filename)
+    if record is None:
+        return None
     try:
-        with open(progress_record_path(output_dir, filename), encoding="utf-8") as f:
-            result = ShardResult.from_json(f.read())
-    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+        result = ShardResult.from_json(record)
+    except (json.JSONDecodeError, KeyError, TypeError):  # unreadable: write the shard again
         return None
     if result.file != filename or result.images_seen != len(spec.images):
         return None

@@ -21,10 +21,9 @@ from typing import Callable, Mapping
 import numpy as np
 
 from pipeline.core import files, record_fields, record_index, records, schema
-from pipeline.writing import plan, tags
+from pipeline.writing import plan, progress_dir, tags
 from pipeline.writing.images import RejectedImage, decode_image
 
-PROGRESS_DIR = ".progress"  # per-shard completion records; removed when the dataset is complete
 # Workers report progress every this many images through a shared counter.
 PROGRESS_EVERY = 16
 
@@ -113,7 +112,7 @@ def write_shard(
             _block(placed, 5, spec.feature_size)))
     on_progress(pending)
     result = stats.result(filename, size, sha256, image_size, index_sha256)
-    files.atomic_write_text(progress_record_path(output_dir, filename), result.to_json())
+    progress_dir.write_shard_record(output_dir, filename, result.to_json())
     return result
 
 
@@ -176,10 +175,6 @@ class _ShardStats:
             pixel_sq_sum=tuple(int(v) for v in self.pixel_sq_sum),
             pixels=self.count * image_size * image_size,
         )
-
-
-def progress_record_path(output_dir: str, shard_file: str) -> str:
-    return os.path.join(output_dir, PROGRESS_DIR, shard_file + ".json")
 
 
 _worker_counter = None

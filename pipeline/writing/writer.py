@@ -6,88 +6,45 @@ r"""`write_dataset`: an image dataset in, sharded raw uint8 CHW TFRecords plus `
 
 Plan, then write, then verify (as tensorflow_datasets' writer does): the plan (splits, shard
 contents, record order) is computed up front from the listing and the settings alone
-(inputs, plan); writing only decodes and serialises it, one whole shard per worker process
+(write_plan); writing only decodes and serialises it, one whole shard per worker process
 (shard_writer); verification checks every shard against the plan before `dataset.json` is
 written, last and atomically (finish). Uncompressed shards also get the index NVIDIA DALI's
 TFRecord reader needs (`<shard>.idx`, see pipeline.core.schema), and uncompressed datasets the
-metadata `tfds.builder_from_directory` reads (tfds_export).
+metadata `tfds.builder_from_directory` reads (tfds_export). This module runs those steps in
+order; hosts writing one dataset together (--num_tasks) differ only in which shards each
+writes (tasks).
 
 Interrupting the writer at any moment (even SIGKILL) is safe: each shard is written under a
-temporary name and renamed when complete, and a small record of it goes to `.progress/`; the
-same command run again keeps those shards, once their bytes are checked (kept), and writes
-the rest (output_dir); over a complete dataset it checks and repairs every shard. Output bytes
-depend only on the input, the settings and the seed, never on --num_workers or on
-interruptions.
+temporary name and renamed when complete, and a small record of it goes to `.progress/`
+(progress_dir); the same command run again keeps those shards, once their bytes are checked
+(kept), and writes the rest (output_dir); over a complete dataset it checks and repairs every
+shard. Output bytes depend only on the input, the settings and the seed, never on
+--num_workers or on interruptions.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import multiprocessing
 import os
-import shutil
 import time
-from typing import Iterator, Mapping, Sequence
+from typing import Iterator, Sequence
 
 from absl import logging
 
 from pipeline import errors
-from pipeline.core import files, record_index, schema, units
-from pipeline.writing import (inputs, kept, lock, output_dir, plan, rejects, restore,
-                              settings, shard_writer, tfds_export)
-from pipeline.writing.finish import VerificationError, finish, log_summary
-from pipeline.writing.progress import Progress
+from pipeline.core import files, schema, units
+from pipeline.writing import (kept, lock, output_dir, plan, progress_dir, rejects, restore,
+                              settings, shard_writer, tasks)
+from pipeline.writing.finish import Summary, VerificationError, finish, log_summary
+from pipeline.writing.progress_bar import ProgressBar
 from pipeline.writing.settings import WriteConfig
 from pipeline.writing.shard_writer import ShardResult
-from pipeline.writing.sources import Listing
+from pipeline.writing.write_plan import WritePlan, make_plan
 
 # How often the parent wakes to update the progress display (seconds).
 PROGRESS_POLL_S = 0.5
-# Missing shards named by --finalize's message.
-MISSING_NAMED = 5
-
-
-class IncompleteError(errors.PipelineError, RuntimeError):
-    """--finalize found shards that no task has written yet."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Summary:
-    output_dir: str
-    manifest: schema.Manifest | None  # None after one task of several (no --finalize yet)
-    written: int  # shards written by this run
-    reused: int  # shards kept from an interrupted run
-    seconds: float
-    warnings: tuple[str, ...] = ()  # about the input: empty classes, skipped folders, ...
-    rejects: Mapping[str, int] = dataclasses.field(default_factory=dict)  # split -> images
-
-
-@dataclasses.dataclass(frozen=True)
-class WritePlan:
-    """Everything decided before a pixel is read: the listings, the shards, the fingerprint."""
-
-    main: Listing
-    test: Listing | None
-    shards: tuple[plan.ShardSpec, ...]
-    sources: Mapping  # what decides the images' bytes beyond their paths (inputs.source_ids)
-    fingerprint: str
-    advice: tuple[str, ...] = ()  # about the plan: shards much smaller than they should be
-    older: tuple[str, ...] = ()  # fingerprints of the same write in older formats (upgraded)
-
-    @property
-    def warnings(self) -> tuple[str, ...]:
-        return self.main.warnings + (self.test.warnings if self.test else ()) + self.advice
-
-    @property
-    def widths(self):
-        """What each record's index row holds beside the table (ShardSpec.widths)."""
-        return self.shards[0].widths if self.shards else record_index.Widths()
-
-    @property
-    def total_images(self) -> int:
-        return sum(len(spec.images) for spec in self.shards)
 
 
 def write_dataset(config: WriteConfig) -> Summary:
@@ -105,29 +62,27 @@ def write_dataset(config: WriteConfig) -> Summary:
 
 def write_holding_dir(config: WriteConfig, write_plan: WritePlan, start: float) -> Summary:
     """write_dataset once planned: the directory held (lock.py), prepared, written."""
-    tasks = config.num_tasks > 1 and not config.finalize
-    with lock.locked_output_dir(config.output_dir, shared=tasks):  # one writer: lock.py
+    one_of_several = tasks.is_one_of_several(config)
+    with lock.locked_output_dir(config.output_dir, shared=one_of_several):  # one writer: lock.py
         state = output_dir.prepare_output_dir(config.output_dir, write_plan.fingerprint,
                                               config.overwrite, write_plan.older)
         holder = lock.record_holder(config.output_dir)
         try:
             if state == "complete":
                 summary = repair_complete(config, write_plan, start)
-                if not tasks:  # what a write killed after dataset.json left: nothing to keep
-                    shutil.rmtree(os.path.join(config.output_dir, shard_writer.PROGRESS_DIR),
-                                  ignore_errors=True)
+                if not one_of_several:  # what a write killed after dataset.json left: no use
+                    progress_dir.remove(config.output_dir)
                 return summary
             with (lock.locked_task(config.output_dir, config.task_index, config.num_tasks)
-                  if tasks else contextlib.nullcontext()):
+                  if one_of_several else contextlib.nullcontext()):
                 return write_locked(config, write_plan, start)
         except OSError as err:
             raise write_failed(err, config, write_plan) from err
         finally:
             with contextlib.suppress(FileNotFoundError):  # finish removes .progress/
                 os.remove(holder)
-            if state == "complete":
-                with contextlib.suppress(OSError):  # only if nothing else is left there
-                    os.rmdir(os.path.join(config.output_dir, shard_writer.PROGRESS_DIR))
+            if state == "complete":  # another task may still have files there
+                progress_dir.remove_if_empty(config.output_dir)
 
 
 def repair_complete(config: WriteConfig, write_plan: WritePlan, start: float) -> Summary:
@@ -144,7 +99,7 @@ def repair_complete(config: WriteConfig, write_plan: WritePlan, start: float) ->
     listed = {shard.file: shard for info in manifest.splits.values() for shard in info.shards}
     mine = [listed[spec.filename(config.compression)] for spec in (
         write_plan.shards if config.finalize else
-        task_shards(write_plan.shards, config.num_tasks, config.task_index))]
+        tasks.task_shards(write_plan.shards, config.num_tasks, config.task_index))]
     damaged = {shard.file for shard in mine if kept.check_kept_shard(
         config.output_dir, shard, compression=config.compression,
         image_bytes=config.image_bytes, widths=write_plan.widths) is not None}
@@ -158,7 +113,7 @@ def repair_complete(config: WriteConfig, write_plan: WritePlan, start: float) ->
                 f"{result.file} was written again but differs from the one dataset.json lists: "
                 "the source images changed since the dataset was written. Write it again "
                 "with --overwrite")
-        os.remove(shard_writer.progress_record_path(config.output_dir, result.file))
+        progress_dir.remove_shard_record(config.output_dir, result.file)
     if len(mine) == len(write_plan.shards):  # else --finalize upgrades an older format
         manifest = kept.settle_manifest(config.output_dir, manifest, write_plan.fingerprint)
     checked = sum(shard.bytes for shard in mine)
@@ -204,14 +159,13 @@ def write_locked(config: WriteConfig, write_plan: WritePlan, start: float) -> Su
     """write_dataset's work once the directory is this writer's."""
     results = completed_shards(config, write_plan)
     if config.finalize:
-        check_all_written(config, write_plan, results)
+        tasks.check_all_written(config, write_plan, results)
         todo = []
     else:
         todo = write_missing_shards(config, write_plan, results)
         if config.num_tasks > 1:
-            return _task_summary(config, write_plan, todo, time.monotonic() - start)
-    manifest = finish(config.output_dir, write_plan.shards, results, write_plan.main,
-                      config, write_plan.fingerprint, write_plan.sources)
+            return tasks.task_summary(config, write_plan, todo, time.monotonic() - start)
+    manifest = finish(config, write_plan, results)
     summary = Summary(config.output_dir, manifest, len(todo), len(write_plan.shards) - len(todo),
                       time.monotonic() - start, write_plan.warnings,
                       rejects.rejected(write_plan.shards, results))
@@ -219,69 +173,11 @@ def write_locked(config: WriteConfig, write_plan: WritePlan, start: float) -> Su
     return summary
 
 
-def make_plan(config: WriteConfig) -> WritePlan:
-    """The listings, their splits, every shard's images in order, and the fingerprint."""
-    main, test = inputs.resolve_inputs(config)
-    splits = inputs.split_listings(main, test, config)
-    counts = plan.shard_counts(
-        {name: len(images) for name, images in splits.items()}, config.shards,
-        {schema.VAL: config.val_shards, schema.TEST: config.test_shards},
-    )
-    shards = plan_all_shards(splits, counts, main.classes, config)
-    size = {schema.MULTI_LABEL: len(main.classes), schema.REGRESSION: len(main.targets)}
-    if main.target_kind in size or main.features:  # targets (multi-hot, or values), features
-        shards = [dataclasses.replace(spec, target_size=size.get(main.target_kind, 0),
-                                      feature_size=len(main.features)) for spec in shards]
-    sources = inputs.source_ids(main, test)
-    version = {"format_version": schema.format_version_for(main.target_kind, main.features)}
-    fingerprint = plan.fingerprint(shards, {**config.output_settings(), **version, **sources})
-    older = tuple(plan.fingerprint(shards, {**config.output_settings(), "format_version": v,
-                                            **sources}) for v in kept.UPGRADABLE_VERSIONS)
-    logging.info("input: %s%s", main.description, f"; test: {test.description}" if test else "")
-    for warning in main.warnings + (test.warnings if test else ()):
-        logging.warning("input: %s", warning)
-    logging.info("plan: %s -> %s", ", ".join(
-        f"{name} {len(images):,} images in {counts[name]} shards"
-        for name, images in sorted(splits.items())), config.output_dir)
-    # Not for the bundled sample: its 36 shards are the design card's default, shown on it.
-    advice = None if config.input is None else plan.small_shards_warning(
-        len(splits.get(schema.TRAIN, ())), counts.get(schema.TRAIN, 0), config.image_bytes,
-        folds=config.folds)
-    if advice:
-        logging.warning("plan: %s", advice)
-    return WritePlan(main, test, tuple(shards), sources, fingerprint, (advice,) if advice else (),
-                     older)
-
-
-def plan_all_shards(splits, counts, classes, config: WriteConfig) -> list[plan.ShardSpec]:
-    """Every shard in plan order (split by name, then index): with --folds, train's in folds."""
-    if not config.folds or schema.TRAIN not in splits:
-        return plan.plan_shards(splits, counts, seed=config.seed)
-    folded = plan.fold_shards(splits[schema.TRAIN], classes, folds=config.folds,
-                              num_shards=counts[schema.TRAIN], seed=config.seed)
-    others = plan.plan_shards({name: images for name, images in splits.items()
-                               if name != schema.TRAIN}, counts, seed=config.seed)
-    return sorted(folded + others, key=lambda spec: (spec.split, spec.index))
-
-
-def own_files(config: WriteConfig, write_plan: WritePlan) -> set[str] | None:
-    """The file names this run may clean up: None (all of them) for a one-task write; with
-    several tasks sharing the directory, only this task's shards (and, for --finalize, the
-    dataset-wide files, whose temporaries a killed --finalize leaves)."""
-    if config.num_tasks == 1:
-        return None
-    own = {name for spec in task_shards(write_plan.shards, config.num_tasks, config.task_index)
-           for name in output_dir.shard_files(spec, config.compression)}
-    if config.finalize:
-        own |= {schema.MANIFEST_NAME, schema.REJECTS_NAME, *tfds_export.METADATA_NAMES}
-    return own
-
-
 def completed_shards(config: WriteConfig,
                      write_plan: WritePlan) -> dict[tuple[str, int], ShardResult]:
     """Remove what an interrupted run left half-written; {(split, index): result} of the
     shards it completed, which are kept."""
-    leftovers = files.remove_temp_files(config.output_dir, own_files(config, write_plan))
+    leftovers = files.remove_temp_files(config.output_dir, tasks.own_files(config, write_plan))
     if leftovers:
         logging.info("removed %d temporary file(s) of an interrupted run", len(leftovers))
     results = {}
@@ -296,47 +192,16 @@ def completed_shards(config: WriteConfig,
     return results
 
 
-def check_all_written(config: WriteConfig, write_plan: WritePlan, results: Mapping) -> None:
-    """--finalize: IncompleteError naming the shards no task has written, and their tasks."""
-    missing = [(position, spec) for position, spec in enumerate(write_plan.shards)
-               if (spec.split, spec.index) not in results]
-    if not missing:
-        return
-    # The plan position decides the task (task_shards).
-    named = ", ".join(f"{spec.filename(config.compression)} (task {position % config.num_tasks})"
-                      for position, spec in missing[:MISSING_NAMED])
-    more = f" and {len(missing) - MISSING_NAMED} more" if len(missing) > MISSING_NAMED else ""
-    raise IncompleteError(
-        f"--finalize: {len(missing)} of {len(write_plan.shards)} shards are not written yet: "
-        f"{named}{more} (task numbers for --num_tasks={config.num_tasks}). Run the missing "
-        "task(s) with the same flags, then --finalize again")
-
-
 def write_missing_shards(config: WriteConfig, write_plan: WritePlan,
                          results: dict) -> list[plan.ShardSpec]:
     """Write this task's shards that are not complete yet, into `results`; returns them."""
-    mine = task_shards(write_plan.shards, config.num_tasks, config.task_index)
+    mine = tasks.task_shards(write_plan.shards, config.num_tasks, config.task_index)
     todo = [spec for spec in mine if (spec.split, spec.index) not in results]
     try:
         _run_shards(todo, results, config, write_plan.total_images, write_plan.shards)
     finally:
-        files.remove_temp_files(config.output_dir, own_files(config, write_plan))
+        files.remove_temp_files(config.output_dir, tasks.own_files(config, write_plan))
     return todo
-
-
-def task_shards(shards: Sequence[plan.ShardSpec], num_tasks: int, task_index: int):
-    """The shards task `task_index` of `num_tasks` writes: every num_tasks-th of the plan."""
-    return [spec for position, spec in enumerate(shards)
-            if position % num_tasks == task_index]
-
-
-def _task_summary(config: WriteConfig, write_plan: WritePlan, todo, seconds: float) -> Summary:
-    mine = len(task_shards(write_plan.shards, config.num_tasks, config.task_index))
-    logging.info("task %d of %d: %d shard(s) written, %d kept, in %.1f s; when every task is "
-                 "done, run the same command once with --finalize", config.task_index,
-                 config.num_tasks, len(todo), mine - len(todo), seconds)
-    return Summary(config.output_dir, None, len(todo), mine - len(todo), seconds,
-                   write_plan.warnings)
 
 
 def _run_shards(todo, results, config: WriteConfig, total_images: int,
@@ -346,7 +211,7 @@ def _run_shards(todo, results, config: WriteConfig, total_images: int,
     from there: writing the rest would be wasted, its images are only decoded to list every
     reject); None: no reject limit."""
     done_images = sum(r.images_seen for r in results.values())
-    progress = Progress(total_images, done_images, config.show_progress)
+    progress = ProgressBar(total_images, done_images, config.show_progress)
     planned = rejects.planned_images(plan_shards or ())
     # closing(): an early stop must end the pool now, not when the generator is collected.
     written = contextlib.closing(_shard_results(todo, config, progress, done_images))
@@ -363,7 +228,7 @@ def _run_shards(todo, results, config: WriteConfig, total_images: int,
         progress.close()
 
 
-def _shard_results(todo, config: WriteConfig, progress: Progress,
+def _shard_results(todo, config: WriteConfig, progress: ProgressBar,
                    done_images: int) -> Iterator[tuple[plan.ShardSpec, ShardResult]]:
     """(spec, result) of every `todo` shard in order, written in this process or, with more
     than one worker, in a pool of worker processes."""
@@ -380,8 +245,8 @@ def _shard_results(todo, config: WriteConfig, progress: Progress,
                                                  **kwargs)
         return
     with shard_writer.worker_pool(workers) as (pool, counter):
-        tasks = [(spec, config.output_dir, kwargs) for spec in todo]
-        pending = pool.imap(shard_writer.write_shard_task, tasks, chunksize=1)
+        work = [(spec, config.output_dir, kwargs) for spec in todo]
+        pending = pool.imap(shard_writer.write_shard_task, work, chunksize=1)
         for spec in todo:
             while True:
                 try:

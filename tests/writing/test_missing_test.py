@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO_ROOT, write_csv, write_images
 from pipeline import errors
 from pipeline.core import schema
-from pipeline.writing import writer
+from pipeline.writing import write_plan
 from pipeline.writing.rejects import TooManyRejects
 from pipeline.writing.settings import WriteConfig
 from pipeline.writing.writer import write_dataset
@@ -147,7 +147,7 @@ def test_rejects_csv_lists_every_reject_of_a_write_stopped_early(folder, info_lo
     with pytest.raises(TooManyRejects) as info:
         write_dataset(cfg)
     assert sorted(rejects_listed(folder / "out")) == sorted(gone)
-    train = {image.path for spec in writer.make_plan(cfg).shards if spec.split == "train"
+    train = {image.path for spec in write_plan.make_plan(cfg).shards if spec.split == "train"
              for image in spec.images}
     missing_train = len(set(gone) & train)
     assert f"the train split: {missing_train} of {len(train)} images" in str(info.value)

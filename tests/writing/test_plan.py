@@ -225,7 +225,7 @@ def test_the_shard_advice_is_a_multiple_of_the_folds():
 
 def test_the_writer_advises_shards_that_it_then_accepts_with_folds(tmp_path, monkeypatch):
     from conftest import write_csv, write_images
-    from pipeline.writing import writer
+    from pipeline.writing import write_plan
     from pipeline.writing.settings import WriteConfig
 
     # Shard sizes scaled down to 24 8x8 images (4,608 bytes): they "fit" 4 shards, which
@@ -235,7 +235,7 @@ def test_the_writer_advises_shards_that_it_then_accepts_with_folds(tmp_path, mon
     write_csv(tmp_path / "train.csv", ["image", "label"], write_images(str(tmp_path), 24))
     cfg = WriteConfig(output_dir=str(tmp_path / "out"), input=str(tmp_path / "train.csv"),
                       image_size=8, folds=5, shards=10, val_fraction=0.0)
-    (advice,) = writer.make_plan(cfg).advice
+    (advice,) = write_plan.make_plan(cfg).advice
     suggested = int(advice.rsplit("--shards=", 1)[1].split()[0])
     assert suggested == 5
-    assert writer.make_plan(dataclasses.replace(cfg, shards=suggested)).advice == ()
+    assert write_plan.make_plan(dataclasses.replace(cfg, shards=suggested)).advice == ()

@@ -11,8 +11,7 @@ import pytest
 
 from conftest import tree_digest
 from pipeline.core import schema
-from pipeline.writing import finish as finish_module
-from pipeline.writing import shard_writer, writer
+from pipeline.writing import progress_dir, writer
 from pipeline.writing.finish import VerificationError
 from pipeline.writing.kept import ChangedManifest
 from pipeline.writing.output_dir import OutputDirError
@@ -67,7 +66,7 @@ def test_an_intact_complete_dataset_is_checked_and_left_alone(kaggle_folder, ref
     summary = write_dataset(_config(kaggle_folder, reference))
     assert summary.written == 0
     assert tree_digest(reference) == before
-    assert not os.path.exists(reference / shard_writer.PROGRESS_DIR)
+    assert not os.path.exists(reference / progress_dir.NAME)
 
 
 def test_an_unfinished_write_rewrites_a_kept_shard_whose_bytes_changed(
@@ -179,15 +178,15 @@ def test_a_write_killed_after_its_manifest_is_tidied_by_the_rerun(kaggle_folder,
     real = shutil.rmtree
 
     def killed(path, *args, **kwargs):
-        if str(path).endswith(shard_writer.PROGRESS_DIR):
+        if str(path).endswith(progress_dir.NAME):
             raise KeyboardInterrupt  # the kill, just before .progress/ goes
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(finish_module.shutil, "rmtree", killed)
+    monkeypatch.setattr(progress_dir.shutil, "rmtree", killed)
     with pytest.raises(KeyboardInterrupt):
         write_dataset(last)
     monkeypatch.undo()
-    assert (out / schema.MANIFEST_NAME).exists() and (out / shard_writer.PROGRESS_DIR).exists()
+    assert (out / schema.MANIFEST_NAME).exists() and (out / progress_dir.NAME).exists()
     write_dataset(last)
-    assert not (out / shard_writer.PROGRESS_DIR).exists()
+    assert not (out / progress_dir.NAME).exists()
     assert tree_digest(out) == tree_digest(reference)

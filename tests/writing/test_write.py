@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO_ROOT, read_records, tree_digest, write_csv, write_images
 from pipeline.core import schema
-from pipeline.writing import plan, shard_writer
+from pipeline.writing import plan, progress_dir, shard_writer
 from pipeline.writing import settings as write_settings
 from pipeline.writing.images import decode_image
 from pipeline.writing.output_dir import OutputDirError
@@ -162,7 +162,7 @@ def test_resume_after_a_crash_is_byte_identical(kaggle_folder, tmp_path, monkeyp
     completed = calls[:3]
     # A shard renamed into place whose completion record was never written (killed in
     # between) must be rewritten, not trusted.
-    record = out / shard_writer.PROGRESS_DIR / (completed[2] + ".json")
+    record = out / progress_dir.NAME / (completed[2] + ".json")
     record.unlink()
     # A shard whose file was damaged after its record was written is rewritten too.
     with open(out / completed[1], "ab") as f:
@@ -196,7 +196,7 @@ def _has_temp_file(out):
 
 
 def _has_completed_shard(out):
-    progress = out / shard_writer.PROGRESS_DIR
+    progress = out / progress_dir.NAME
     return progress.is_dir() and any(n.endswith(".tfrecord.json") for n in os.listdir(progress))
 
 

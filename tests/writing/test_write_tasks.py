@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO_ROOT, tree_digest, write_csv, write_images
 from pipeline import errors
 from pipeline.core import files, schema
-from pipeline.writing import plan, writer
+from pipeline.writing import plan, tasks
 from pipeline.writing.settings import WriteConfig
 from pipeline.writing.writer import write_dataset
 
@@ -55,7 +55,7 @@ def test_tasks_then_finalize_equal_one_host_byte_for_byte(source, tmp_path, comp
 
 def test_each_task_writes_every_nth_shard_of_the_plan():
     shards = [plan.ShardSpec("train", i, 9, ()) for i in range(9)]
-    parts = [writer.task_shards(shards, 3, task) for task in range(3)]
+    parts = [tasks.task_shards(shards, 3, task) for task in range(3)]
     assert sorted(spec.index for part in parts for spec in part) == list(range(9))
     assert parts[1] == shards[1::3]
 
@@ -63,7 +63,7 @@ def test_each_task_writes_every_nth_shard_of_the_plan():
 def test_finalize_names_the_missing_shards_and_their_task(source, tmp_path):
     shared = tmp_path / "shared"
     write_dataset(_config(source, shared, num_tasks=3, task_index=0))
-    with pytest.raises(writer.IncompleteError, match=r"task 1\).*task 2\)|task 2\).*task 1\)"):
+    with pytest.raises(tasks.IncompleteError, match=r"task 1\).*task 2\)|task 2\).*task 1\)"):
         write_dataset(_config(source, shared, num_tasks=3, finalize=True))
     assert not os.path.exists(schema.manifest_path(str(shared)))
 

@@ -1,4 +1,5 @@
-"""Progress of a long write: a tqdm bar on a terminal, otherwise a log line every few seconds."""
+"""The progress bar of a long write: a tqdm bar on a terminal, otherwise a log line every few
+seconds. (`.progress/`, what an unfinished write keeps to resume from, is progress_dir's.)"""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from absl import logging
 PROGRESS_LOG_EVERY_S = 10.0
 
 
-class Progress:
+class ProgressBar:
     """A tqdm bar on a terminal; otherwise a log line every PROGRESS_LOG_EVERY_S seconds."""
 
     def __init__(self, total: int, done: int, show_bar: bool | None):
