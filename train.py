@@ -10,7 +10,7 @@ This file is intentionally short: flags, gin, then one call into
 function (its keyword arguments, which --help lists with their defaults); the resolved
 configuration is saved as `config.gin` in the workdir, named in one log line (logged in full
 with --verbosity=1). Running the same command again after a crash, a kill or Ctrl-C continues
-at the last checkpointed step (pipeline.training.resume).
+at the last checkpointed step (pipeline.training.legs).
 
 Exit codes: 0 trained; 2 unusable configuration (a gin error, a value that cannot work, a
 dataset or workdir that does not fit the run, starting weights that cannot be had); 3 the disk

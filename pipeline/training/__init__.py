@@ -10,17 +10,23 @@
     start.py        Run: the dataset (as the run's fold sees it), workdir, seed, precision,
                     devices and image sizes, checked before anything is built
     resolution.py   training at other sizes than the stored one, progressive resizing
-    resume.py       where a run starts: from scratch or at its checkpoint's step (the fits
-                    that finish a partial epoch, then whole ones); deterministic runs
+    legs.py         a run as model.fit calls from its step: the rest of a partial epoch,
+                    then whole ones, cut where the backbone unfreezes or the size changes;
+                    where each one's input starts (a streamed split cannot be positioned)
+    run_state.py    the state a run starts from (a new one, or its checkpoint's, checked
+                    against the run's settings), put back into the model; the first writes
     checkpoints.py  the run's state (state.json + weights) saved atomically at steps and
                     epoch ends, the settings a checkpoint insists on
-    settings.py     ModelSettings, OptimizerSettings (the learning-rate schedule), TrainingError
+    settings.py     ModelSettings, OptimizerSettings (the learning-rate schedule), built from
+                    train_and_evaluate's flat arguments (and why gin does not set them),
+                    TrainingError
     model.py        ResNets whose first layer takes the records' uint8 CHW batches
     backbones.py    keras.applications backbones on the same batches, their weights, a head,
                     the backbone's learning-rate factor (GradientScale)
     weights.py      a backbone's starting weights fetched or loaded before anything is built
                     (WeightsError: offline, or a file of another model, in one line)
-    distribute.py   the tf.distribute strategy, its input pipelines, Keras multi-worker fixes
+    distribute.py   the tf.distribute strategy, its input pipelines, the checkpoint schedule
+                    several workers allow, Keras multi-worker fixes
     callbacks.py    the callbacks in order: milestones, learning rate, timing, checkpoints,
                     TensorBoard and the input verdict there; progress bar or epoch lines
                     counted across the run's fits (RunProgress)

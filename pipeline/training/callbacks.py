@@ -87,7 +87,7 @@ class EpochsDoneTensorBoard(keras.callbacks.TensorBoard):
 class RunProgress(keras.callbacks.ProgbarLogger):
     """Keras's progress bar and `Epoch 3/4` lines, counted as the run counts. A run is cut
     into several fits (the rest of an epoch it resumed inside, the epochs with the backbone
-    frozen, then the others: resume.Leg), and Keras counts each fit's own epochs and steps: a
+    frozen, then the others: legs.Leg), and Keras counts each fit's own epochs and steps: a
     run of 4 epochs resumed in its third printed `Epoch 3/3` and a bar to the steps left;
     here it is `Epoch 3/4` and the bar goes on from the step it resumed at."""
 

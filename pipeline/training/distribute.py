@@ -3,9 +3,10 @@
 One device: the default strategy, and the input is make_dataset's batches as they are.
 Several GPUs: MirroredStrategy. Several machines (TF_CONFIG names a cluster):
 MultiWorkerMirroredStrategy, each worker reading its own shards; every worker must run the
-same number of steps, which shapes make_input. Keras 3.15 needs help there (see
-work_around_keras_multi_worker and AverageMovingStatistics); the two-process test is the
-guard against an upgrade that moves the private hooks used.
+same number of steps, which shapes make_input, and save checkpoints at the same steps
+(save_every). Keras 3.15 needs help there (see work_around_keras_multi_worker and
+AverageMovingStatistics); the two-process test is the guard against an upgrade that moves the
+private hooks used.
 """
 
 from __future__ import annotations
@@ -37,6 +38,17 @@ def choose_strategy() -> tf.distribute.Strategy:
     if len(tf.config.list_physical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def save_every(every_steps: int | None, strategy: tf.distribute.Strategy) -> int | None:
+    """The checkpoint schedule a strategy allows. Several workers each save into their own
+    workdir and must save at the same steps, which one clock per worker cannot promise: there
+    the time-based default saves at epoch ends only."""
+    if every_steps is None and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        log.info("several workers: checkpoints at epoch ends (set checkpoint_every_steps to "
+                 "save inside epochs)")
+        return 0
+    return every_steps
 
 
 def work_around_keras_multi_worker(net: keras.Model, replica_batch: int,

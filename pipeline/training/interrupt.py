@@ -6,7 +6,7 @@
 The first SIGINT only asks to stop: the step in progress finishes, the run's state is saved
 at it as the step checkpoints save it (checkpoints.StepCheckpoint), and `Interrupted` (exit
 130, one line) ends the run; the same command again continues at that step
-(pipeline.training.resume). A step that ends an epoch stops after the epoch's validation, so
+(pipeline.training.legs). A step that ends an epoch stops after the epoch's validation, so
 that the epoch is logged and saved whole. A second SIGINT stops at once (KeyboardInterrupt:
 the steps since the last checkpoint are lost, nothing else).
 
@@ -54,7 +54,7 @@ class StopOnInterrupt(keras.callbacks.Callback):
                     "stops at once, losing the steps since the last checkpoint)")
 
     def on_train_begin(self, logs=None):
-        if self.requested:  # asked between two fits of the run (resume.Leg)
+        if self.requested:  # asked between two fits of the run (legs.Leg)
             self.stop_here()
 
     def after_training(self) -> None:

@@ -1,7 +1,10 @@
 """`train_and_evaluate`: a ResNet trained with `model.fit` on `make_dataset` batches.
 
 Plain keyword-only arguments and no gin: `train.py` wraps this function with gin in its main
-only, and tests call it directly.
+only, and tests call it directly. The arguments stay flat, one `train_and_evaluate.NAME`
+binding each, rather than gin-configured settings objects (why: pipeline.training.settings);
+the function builds the network's and the optimiser's settings from them by field name
+(settings.from_arguments) and the reader's options by hand.
 
     metrics = train_and_evaluate(data_dir="workspace/shards/digits",
                                  workdir="workspace/runs/digits", depth=10, epochs=3, ...)
@@ -27,11 +30,10 @@ from pipeline.dataset import (DamagedShards, ReadOptions, ServiceSettings, batch
                               readable_records)
 from pipeline.dataset.options import DEFAULT_MAX_CORRUPT_FRACTION
 from pipeline.training import advice, backbones, callbacks, checkpoints, damage, distribute, finish
-from pipeline.training import interrupt, resume
-from pipeline.training import run_files, targets
+from pipeline.training import interrupt, legs, run_files, run_state, targets
 from pipeline.training import workdir as workdir_lock
+from pipeline.training.settings import ModelSettings, OptimizerSettings, from_arguments
 from pipeline.training.start import Run, start_run
-from pipeline.training.settings import ModelSettings, OptimizerSettings
 from pipeline.training.timing import InputTimer
 
 log = logging.getLogger(__name__)
@@ -143,16 +145,14 @@ def train_and_evaluate(
     Returns the metrics also written to `workdir/metrics.json`. A rerun of a finished run with
     the same epochs trains nothing and returns them; with more epochs it trains on.
     """
+    arguments = dict(locals())  # the keyword arguments alone: no other local exists yet
     if deterministic:
-        resume.enable_determinism()  # before anything is built
-    network = ModelSettings(depth=depth, width=width, stem=stem, input_pool=input_pool,
-                            data_format=data_format, weight_decay=weight_decay,
-                            augment=augment if augment_on_device else None, seed=seed,
-                            backbone=backbone, weights=weights,
-                            backbone_lr_factor=float(backbone_lr_factor))
-    optimizer = OptimizerSettings(base_learning_rate=base_learning_rate,
-                                  warmup_epochs=warmup_epochs, momentum=momentum,
-                                  label_smoothing=label_smoothing)
+        # Before anything is built. The same inputs then give bit-identical results (slower
+        # on a GPU: some kernels switch to deterministic algorithms, cuDNN's autotuning is off).
+        tf.config.experimental.enable_op_determinism()
+    optimizer = from_arguments(OptimizerSettings, arguments)
+    # The reader's options are built by hand: some of its fields share a name with ours but
+    # not a meaning (data_format: the model's layout here, the batches' there).
     reading = ReadOptions(cache=cache, access=access, seed=seed,
                           augment=None if augment_on_device else augment,
                           deterministic=True if deterministic else None,
@@ -165,14 +165,16 @@ def train_and_evaluate(
                     allow_other_data=allow_other_data,
                     sizes=dict(image_size=image_size, eval_image_size=eval_image_size,
                                eval_crop=eval_crop, progressive_resizing=progressive_resizing))
-    network = dataclasses.replace(network, any_size=run.resolution.any_size,
-                                  eval_resize=run.resolution.eval_resize)
-    state = resume.load_state(workdir, resume.run_settings(
+    network = from_arguments(
+        ModelSettings, arguments, augment=augment if augment_on_device else None,
+        backbone_lr_factor=float(backbone_lr_factor), any_size=run.resolution.any_size,
+        eval_resize=run.resolution.eval_resize)
+    state = run_state.load_state(workdir, run_state.run_settings(
         network=network, optimizer=optimizer, reading=reading, batch_size=batch_size,
         epochs=epochs, steps_per_epoch=run.steps_per_epoch, train_split=train_split,
         policy=run.policy, augment_on_device=augment_on_device, deterministic=deterministic,
         resolution=run.resolution))
-    if resume.is_done(state, epochs, workdir):
+    if run_state.is_done(state, epochs, workdir):
         return finish.finished_metrics(run, state)
     if backbones.check_weights(network, run.manifest):  # offline, a file of another model
         keras.utils.set_random_seed(seed)  # as before the check, which drew initial values
@@ -185,14 +187,14 @@ def train_and_evaluate(
     timer = InputTimer(batch_size)
     saver = checkpoints.StepCheckpoint(
         workdir, state, steps_per_epoch=inputs.steps_per_epoch, epochs=epochs,
-        schedule=checkpoints.SaveSchedule(resume.save_every(checkpoint_every_steps,
-                                                            run.strategy)),
+        schedule=checkpoints.SaveSchedule(distribute.save_every(checkpoint_every_steps,
+                                                                run.strategy)),
         keep_metrics=run.strategy.num_replicas_in_sync == 1,
         monitor=targets.monitor(run.manifest),
         lower_is_better=targets.lower_is_better(run.manifest),
         write_logs=lambda saved: run_files.write_train_log(workdir, saved.rows))
-    resume.begin(workdir, state, data_dir, run.manifest, before_training)  # the first write
-    resume.restore(net, state, workdir, run.strategy, inputs.steps_per_epoch)
+    run_state.begin(workdir, state, data_dir, run.manifest, before_training)  # the first write
+    run_state.restore(net, state, workdir, run.strategy, inputs.steps_per_epoch)
     verbose = callbacks.progress_verbosity(verbose)
     run_callbacks = callbacks.make_callbacks(workdir, timer, profile_batches, saver,
                                              run.strategy, milestones=verbose == 2,
@@ -219,7 +221,7 @@ class Inputs:
     val: Any
     steps_per_epoch: int
     val_steps: int
-    legs: list  # resume.Leg: the fits from the run's step; `train` is the first's input
+    legs: list  # legs.Leg: the fits from the run's step; `train` is the first's input
     unpositioned: str | None  # why the training reads cannot start at any batch, or None
 
 
@@ -238,17 +240,17 @@ def build_inputs(run: Run, reading: ReadOptions, state: checkpoints.RunState) ->
         # on several workers.)
         steps_per_epoch = readable_batches(run, run.train_split, reading, training=True)
         val_steps = readable_batches(run, run.val_split, reading, training=False)
-    legs = resume.training_legs(state.step, steps_per_epoch, run.epochs, run.freeze_epochs,
-                                size_at=run.resolution.size_at)
-    unpositioned = resume.why_unpositioned(run.data_dir, run.train_split, reading)
+    fits = legs.training_legs(state.step, steps_per_epoch, run.epochs, run.freeze_epochs,
+                              size_at=run.resolution.size_at)
+    unpositioned = legs.why_unpositioned(run.data_dir, run.train_split, reading)
     train = None  # no legs: killed after its last step, the run only finishes
-    if legs:
-        train = train_input(run, reading, legs[0], resume.start_batch_for(
-            legs[0], unpositioned, run.train_split, resumed=state.step > 0))
-    return Inputs(train, val, steps_per_epoch, val_steps, legs, unpositioned)
+    if fits:
+        train = train_input(run, reading, fits[0], legs.start_batch_for(
+            fits[0], unpositioned, run.train_split, resumed=state.step > 0))
+    return Inputs(train, val, steps_per_epoch, val_steps, fits, unpositioned)
 
 
-def train_input(run: Run, reading: ReadOptions, leg: resume.Leg, start_batch: int):
+def train_input(run: Run, reading: ReadOptions, leg: legs.Leg, start_batch: int):
     """The run's stream of batches from `start_batch`, at `leg`'s image size: epochs are
     steps_per_epoch of it, and one iterator serves every epoch of a fit."""
     spec = run.resolution.train_augment(reading.augment, leg.initial_epoch)
@@ -301,10 +303,10 @@ def fit(net: keras.Model, run: Run, inputs: Inputs, reading: ReadOptions, timer:
     timer.instrument(net)
     started, epochs_trained = time.perf_counter(), 0
     for number, leg in enumerate(inputs.legs):
-        resume.set_frozen(net, leg.frozen)
+        legs.set_frozen(net, leg.frozen)
         train = inputs.train if number == 0 else train_input(
-            run, reading, leg, resume.start_batch_for(leg, inputs.unpositioned,
-                                                      run.train_split, resumed=True))
+            run, reading, leg, legs.start_batch_for(leg, inputs.unpositioned,
+                                                    run.train_split, resumed=True))
         try:
             history = net.fit(
                 train, initial_epoch=leg.initial_epoch,

@@ -10,7 +10,7 @@ training batches are sized in the input pipeline (augment.sized_spec: random_res
 outputs the size, else a resize ends the spec) and the model takes any size; evaluation,
 prediction and the exported model see the central `eval_crop` of each stored image resized to
 `eval_image_size`, inside the model (augment.EvalResize). A size change starts a new fit, as
-the backbone's unfreezing does (resume.training_legs).
+the backbone's unfreezing does (legs.training_legs).
 """
 
 from __future__ import annotations

@@ -1,16 +1,25 @@
 """The trainer's settings grouped by what they configure, and its error type.
 
 `train_and_evaluate` takes flat keyword arguments, one gin binding each
-(`train_and_evaluate.depth = 18`), and groups them once into these frozen objects, which are
-what the phases of a run receive: the network (`ModelSettings`), the optimiser and its
-schedule (`OptimizerSettings`); the input's settings are the reader's own
+(`train_and_evaluate.depth = 18`), and builds these frozen objects from them once
+(`from_arguments`: each field takes the argument of its name), which are what the phases of a
+run receive: the network (`ModelSettings`), the optimiser and its schedule
+(`OptimizerSettings`); the input's settings are the reader's own
 (pipeline.dataset.ReadOptions).
+
+Why gin does not configure these dataclasses directly (`ModelSettings.depth = 18`): a user's
+.gin file would have to know which object each option lives in, several namespaces instead of
+one, and every existing `train_and_evaluate.*` binding would break or need a second name; the
+defaults would live in each dataclass while `train.py --help` lists the function's. So the
+flat surface stays the one users write, with one default per option, and the grouping is ours
+to change. A field and a parameter of one name must agree on its default: the trainer's tests
+check that every field here is a parameter of train_and_evaluate (or one the run derives).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import keras
 
@@ -24,6 +33,14 @@ class TrainingError(errors.PipelineError, ValueError):
     """The run cannot start as asked (e.g. a workdir that belongs to another dataset)."""
 
 
+def from_arguments(settings_type: type, arguments: Mapping[str, Any], **derived: Any):
+    """A `settings_type` whose fields take the `arguments` of the same names (others are left
+    out); `derived`: fields the run computes, which win over an argument of their name."""
+    names = {field.name for field in dataclasses.fields(settings_type)}
+    return settings_type(**{**{name: value for name, value in arguments.items()
+                               if name in names}, **derived})
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSettings:
     """The network: build_resnet's arguments besides what the manifest says."""
@@ -35,7 +52,7 @@ class ModelSettings:
     data_format: str = "auto"
     weight_decay: float = 1e-4
     augment: str | Sequence[str] | None = None  # run on the device (DevicePreprocess)
-    seed: int | None = None  # of the device-side augmentation
+    seed: int = 0  # of the device-side augmentation
     backbone: str = "resnet"  # ours (depth, width, stem, ...), or a keras.applications name
     weights: str | None = None  # a keras.applications backbone's: None, "imagenet" or a file
     backbone_lr_factor: float = 1.0  # a keras.applications backbone's share of the rate

@@ -8,7 +8,7 @@ import pytest
 from pipeline.core import files
 from pipeline.training import checkpoints
 from pipeline.training.checkpoints import RunState, SaveSchedule
-from pipeline.training.resume import Leg, training_legs
+from pipeline.training.legs import Leg, training_legs
 from pipeline.training.settings import TrainingError
 
 

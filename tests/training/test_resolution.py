@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from conftest import write_labeled_dataset
 from pipeline import augment, errors, training
-from pipeline.training import distribute, predict, resume
+from pipeline.training import distribute, legs, predict
 from pipeline.training.resolution import make_resolution
 from pipeline.training.settings import TrainingError
 
@@ -65,13 +65,13 @@ def test_the_progressive_schedule_grows_in_steps_and_cuts_the_fits():
     resolution = make_resolution((3, 32, 32), image_size=32, eval_image_size=None,
                                  eval_crop=1.0, progressive_resizing=(16, 1, 5, 8))
     assert [resolution.size_at(epoch) for epoch in range(7)] == [16, 16, 24, 24, 32, 32, 32]
-    legs = resume.training_legs(0, 10, 7, freeze_epochs=3, size_at=resolution.size_at)
-    assert [(leg.initial_epoch, leg.epochs, leg.frozen, leg.image_size) for leg in legs] == [
+    fits = legs.training_legs(0, 10, 7, freeze_epochs=3, size_at=resolution.size_at)
+    assert [(leg.initial_epoch, leg.epochs, leg.frozen, leg.image_size) for leg in fits] == [
         (0, 2, True, 16), (2, 3, True, 24), (3, 4, False, 24), (4, 7, False, 32)]
     # Resumed inside epoch 2: that epoch's rest first, at its size.
-    legs = resume.training_legs(25, 10, 7, size_at=resolution.size_at)
+    fits = legs.training_legs(25, 10, 7, size_at=resolution.size_at)
     assert [(leg.start_batch, leg.initial_epoch, leg.epochs, leg.image_size)
-            for leg in legs][:2] == [(25, 2, 3, 24), (30, 3, 4, 24)]
+            for leg in fits][:2] == [(25, 2, 3, 24), (30, 3, 4, 24)]
     for bad in ((16, 5, 1), (16, 1), "16"):
         with pytest.raises(TrainingError, match="progressive_resizing="):
             make_resolution((3, 32, 32), image_size=None, eval_image_size=None, eval_crop=1.0,
