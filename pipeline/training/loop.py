@@ -4,7 +4,7 @@ Plain keyword-only arguments and no gin: `train.py` wraps this function with gin
 only, and tests call it directly.
 
     metrics = train_and_evaluate(data_dir="workspace/shards/digits",
-                                 workdir="workspace/runs/digits", depth=10, epochs=3, ...)
+                                 workdir="workspace/runs/digits", depth=10, epochs=3)
 
 A run goes through five phases, each a function below: check the run (the dataset, the
 workdir, the devices), build the input, build the model, fit, and finish (evaluate, save,
