@@ -12,10 +12,7 @@ configuration is saved as `config.gin` in the workdir, named in one log line (lo
 with --verbosity=1). Running the same command again after a crash, a kill or Ctrl-C continues
 at the last checkpointed step (pipeline.training.legs).
 
-Exit codes: 0 trained; 2 unusable configuration (a gin error, a value that cannot work, a
-dataset or workdir that does not fit the run, starting weights that cannot be had); 3 the disk
-failed a write; 130 Ctrl-C: the run stops at the end of its step, saved, and names the
-command that resumes it (the same one).
+Exit codes: the table in pipeline.errors, which --help shows.
 """
 
 from pipeline import startup

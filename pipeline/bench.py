@@ -10,7 +10,7 @@ with one and two worker processes, then every way of reading the same images (im
 memory, speed relative to `tf.data` over the JPEGs), then training steps fed by the reader;
 the rows are described in pipeline.tools.bench.
 
-Exit codes: 0 done; 2 unusable settings (an unknown row, a workdir the bench did not make).
+Exit codes: the table in pipeline.errors, which --help shows.
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ EXIT_USAGE too, and any other exception is a bug and keeps its traceback.
 
 Flags are defined by `define_flags`, called only when a module runs as a command, so that
 importing a command module (tests, other tools) adds no flags to the importer's. `--help`
-lists the command's own flags (grouped, for the writer), `--helpfull` then absl's; both exit 0.
+lists the command's own flags (grouped, for the writer) and the exit codes (the table in
+pipeline.errors, which the commands' docstrings do not repeat), `--helpfull` then absl's;
+both exit 0.
 
 This module imports only absl and pipeline.errors: every stage may import it.
 """
@@ -68,9 +70,9 @@ def help_request(args: Sequence[str]) -> str | None:
 
 def help_text(ours: Sequence[str], groups: FlagGroups | None, *, full: bool) -> str:
     """The command's docstring, then its own flags (in `groups`, else in the order they were
-    defined), then with `full` absl's (logging, flag files). absl's own --helpfull sorts
-    every module's flags by name and puts the command's after absl's when they live in a
-    library module, so 27 writer flags came alphabetically after a page of absl's."""
+    defined) and the exit codes, then with `full` absl's (logging, flag files). absl's own
+    --helpfull sorts every module's flags by name and puts the command's after absl's when they
+    live in a library module, so 27 writer flags came alphabetically after a page of absl's."""
     groups = list(groups or [("flags", ours)])
     grouped = {name for _, names in groups for name in names}
     ungrouped = [name for name in ours if name not in grouped]
@@ -80,6 +82,7 @@ def help_text(ours: Sequence[str], groups: FlagGroups | None, *, full: bool) -> 
     lines = [main_doc, ""] if main_doc else []
     for title, names in groups:
         lines += [f"{title}:", *(render_flag(FLAGS[name]) for name in names), ""]
+    lines += ["exit codes (every command's):", errors.exit_code_table(), ""]
     lines.append(f"  {SHORT_HELP[0]}: these flags; {FULL_HELP}: these, then absl's own "
                  "(logging, flag files)")
     if full:

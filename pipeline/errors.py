@@ -10,6 +10,24 @@ the writer's sources, `DatasetError` in the reader, ...), all subclasses of this
 also subclass `ValueError`: a bad value is what they report, and callers that caught
 `ValueError` before still do.
 
+Exit codes, the same for every command (`python -m pipeline.*` and `train.py`); this table is
+the one list of them (each command's --help ends with it, and tests/core/test_cli.py checks it
+and the README's copy against the constants below):
+
+    code  constant          meaning
+    0     EXIT_OK           done (pipeline.service: stopped by a signal)
+    1     EXIT_FAILED       the command ran and its result is bad: too many unreadable images
+                            (write: or any test image, without --allow_missing_test; or a
+                            repaired shard that no longer matches dataset.json), problems
+                            found in a dataset (verify)
+    2     EXIT_USAGE        unusable input: bad flags or arguments; a missing, foreign, damaged
+                            or busy dataset, workdir or output directory; a setting that
+                            cannot work. Nothing was changed that a corrected command cannot redo
+    3     EXIT_IO           the disk failed a write (full, read-only): what was complete is
+                            kept, and the same command, once there is room, finishes the work
+    130   EXIT_INTERRUPTED  Ctrl-C (SIGINT): the same command continues where it stopped (a
+                            training run is saved at a step first)
+
 This module imports nothing of ours: every stage may import it. `disk_failure` turns the
 disk failing a write, however a library reports it, into one line with EXIT_IO.
 """
@@ -20,19 +38,24 @@ import errno
 import os
 import re
 
+# What each code means is the docstring's table, the one place it is written.
 EXIT_OK = 0
-# The command ran and its result is bad: too many unreadable images (write), problems found
-# in a dataset (verify).
 EXIT_FAILED = 1
-# Unusable input: bad flags or arguments, a missing, foreign or incomplete directory, a bad
-# configuration value. Nothing was changed that a corrected command cannot redo.
 EXIT_USAGE = 2
-# The machine failed the command: the disk is full, or a file could not be written. What was
-# complete is kept; the same command again, once there is room, finishes the work.
 EXIT_IO = 3
-# The user stopped the command (Ctrl-C, SIGINT): 128 + the signal's number, as a shell reports
-# it. A training run is saved at a step first, and the same command again continues there.
+# 128 + SIGINT's number, as a shell reports a process Ctrl-C stopped.
 EXIT_INTERRUPTED = 130
+
+# The first line of the exit-code table in this module's docstring.
+_TABLE_HEADER = "    code  constant          meaning"
+
+
+def exit_code_table() -> str:
+    """The exit-code table of this module's docstring (header included), for --help."""
+    doc = __doc__ or ""  # None under python -OO, which drops docstrings
+    if _TABLE_HEADER not in doc:
+        return ""
+    return _TABLE_HEADER + doc.split(_TABLE_HEADER, 1)[1].split("\n\n", 1)[0]
 
 
 # The disk, not the command, failing a write: full, over quota, read-only, broken, too big.

@@ -20,9 +20,7 @@ record N of --split (0-based, shard order): its shard and position there, path, 
 per-channel statistics and its first bytes. The parts are in pipeline.tools (summary, grid,
 record_view).
 
-Exit codes: 0 done; 2 bad input (no dataset.json, unknown --split, --record out of range,
---fold out of range or on a dataset without folds, --n < 1, missing or damaged shards, bad
-flags).
+Exit codes: the table in pipeline.errors, which --help shows.
 
 This module's name is the standard library's `inspect`, which is harmless as
 `python -m pipeline.inspect` (the form every document uses); nothing imports it.

@@ -10,8 +10,7 @@ log gives its score: accuracy for classes, micro F1 of the tags as predicted (at
 threshold predict applied) for multi-label, RMSE over every target for regression
 (pipeline.training.oof). The named --output is replaced.
 
-Exit codes: 0 written; 2 files that do not make one table (an image or a fold in two files,
-other columns or kinds, a file that is not predict's, a pattern that matches nothing).
+Exit codes: the table in pipeline.errors, which --help shows.
 """
 
 from __future__ import annotations

@@ -23,9 +23,7 @@ ensemble (several --workdir) the same names in the current directory, never a me
 workdir. No two kinds of prediction share a default; the file at a path is replaced, and the
 log says so. The log says how many models, which weight files and which TTA views it averaged.
 
-Exit codes: 0 written; 2 nothing to predict with or nothing to predict (no trained model in
---workdir, no such split or fold, a damaged dataset), or predictions that would not be
-out-of-fold.
+Exit codes: the table in pipeline.errors, which --help shows.
 """
 
 from __future__ import annotations

@@ -9,8 +9,7 @@ real training steps of a ResNet fed by it (the run `training`; pipeline.tools.pr
 prints the reader's img/s and, with --train_steps, the share of step time spent waiting for
 input with a plain-words verdict, beside TensorBoard's own conclusion on the same trace.
 
-Exit codes: 0 done; 2 unusable input (no dataset, unknown split, bad augmentation spec or
-flags).
+Exit codes: the table in pipeline.errors, which --help shows.
 
 This module's name is the standard library's `profile`, which is harmless as
 `python -m pipeline.profile` (the form every document uses); nothing imports it.

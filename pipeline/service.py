@@ -13,7 +13,7 @@ port and no address to bind (DispatcherConfig and WorkerConfig have none), and a
 can reach the port can read the data or send work. Run them on a private network or behind a
 firewall; each says so when it starts.
 
-Exit codes: 0 stopped by a signal; 2 unusable settings (port in use, dispatcher unreachable).
+Exit codes: the table in pipeline.errors, which --help shows.
 """
 
 from __future__ import annotations

@@ -9,8 +9,7 @@ line. A record index problem gets a line of its own, named by the index file
 (`train-00003-of-00036.tfrecord.offsets: sha256 ..., dataset.json says ...`). What is
 checked, and how, is in pipeline.core.integrity and pipeline.core.index_check.
 
-Exit status: 0 no problems, 1 problems found, 2 unusable input (no or malformed dataset.json,
-an unknown --split, bad flags).
+Exit codes: the table in pipeline.errors, which --help shows.
 """
 
 from __future__ import annotations

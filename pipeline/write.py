@@ -14,12 +14,7 @@ SIGKILL) is safe: the same command run again keeps the complete shards and write
 How a write works is in pipeline.writing.writer; every flag is a field of
 pipeline.writing.settings.WriteConfig.
 
-Exit codes: 0 done, 1 too many unreadable images (any test image without
---allow_missing_test: a submission needs every test row), 2 unusable input (bad CSV, bad
-flags, output directory in use by another command, shards missing at --finalize), 3 the
-disk failed the write (full or read-only: the complete shards are kept, and the same command
-finishes once there is room), 130 Ctrl-C (the same command resumes). pipeline/errors.py
-holds the codes.
+Exit codes: the table in pipeline.errors, which --help shows.
 """
 
 from __future__ import annotations

@@ -141,6 +141,26 @@ def write_labeled_dataset(root, count, output, *, side=8, test_count=0, **config
     return str(root / output)
 
 
+
+def write_config(source, output_dir, **overrides):
+    """A WriteConfig as the writer's tests build one: `source` (a CSV, a folder tree or a tfds:
+    spec) into `output_dir`, one worker and no progress bar (the output never depends on
+    either), `overrides` over these and the writer's defaults. A test module binds its own
+    settings once: `_config = functools.partial(write_config, image_size=6, shards=1)`."""
+    from pipeline.writing.settings import WriteConfig
+
+    return WriteConfig(**{**dict(output_dir=str(output_dir), input=str(source), num_workers=1,
+                                 show_progress=False), **overrides})
+
+
+def folder_config(folder, output_dir=None, *, test=True, **overrides):
+    """write_config of a Kaggle-style `folder`: its train.csv and (with `test`) its test.csv,
+    into `output_dir` (default: `folder`/out)."""
+    if test:
+        overrides = {"test_input": str(folder / "test.csv"), **overrides}
+    return write_config(folder / "train.csv", folder / "out" if output_dir is None
+                        else output_dir, **overrides)
+
 @pytest.fixture
 def kaggle_folder(tmp_path):
     """A classify-leaves style folder: images/, train.csv (image,label), test.csv (image)."""

@@ -1,9 +1,9 @@
 """The tree is the architecture: stages import only the stages before them, modules and
-functions stay small, and every documented command runs from any folder.
+functions stay small, and every documented command starts (its --helpfull) from any folder.
 
-The rules are pipeline/__init__.py's; this test reads every module's imports (module-level and
-inside functions) and checks them against the rules, so a stage that reaches into a later one
-fails here rather than in a review.
+The import rules are the ones pipeline/__init__.py's docstring states; this test reads every
+module's imports (module-level and inside functions) and checks them against ALLOWED, so a
+stage that reaches into a later one fails here rather than in a review.
 """
 
 import ast
@@ -40,8 +40,8 @@ COMMANDS = ("write", "verify", "inspect", "profile", "predict", "oof", "service"
 NO_TENSORFLOW_AT_IMPORT = ("core", "writing")
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
-# The two edges users and gin call with flat keyword arguments, one documented line each; their
-# bodies are short tables of contents (make_dataset 7 lines, train_and_evaluate 20).
+# The two edges users and gin call with flat keyword arguments, one documented line each: their
+# signatures and docstrings may run long, their bodies (checked below) may not.
 LONG_SIGNATURES = {("dataset/reader.py", "make_dataset"),
                    ("training/loop.py", "train_and_evaluate")}
 
@@ -124,9 +124,20 @@ def test_modules_and_functions_stay_small():
             if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
             lines = node.end_lineno - node.lineno + 1
-            if lines > MAX_FUNCTION_LINES and (name, node.name) not in LONG_SIGNATURES:
+            if (name, node.name) in LONG_SIGNATURES:
+                lines = _body_lines(node)
+            if lines > MAX_FUNCTION_LINES:
                 too_long.append(f"{name}:{node.lineno} {node.name}: {lines} lines")
     assert not too_long, "\n".join(too_long)
+
+
+def _body_lines(function: ast.FunctionDef) -> int:
+    """The lines of a function's body, its signature and docstring left out."""
+    body = function.body
+    if (isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+            and len(body) > 1):
+        body = body[1:]
+    return body[-1].end_lineno - body[0].lineno + 1
 
 
 def _outside_the_repository(tmp_path):
@@ -144,9 +155,9 @@ def test_every_documented_command_runs_from_any_folder(tmp_path, command):
     result = subprocess.run([sys.executable, *args, "--helpfull"], cwd=tmp_path,
                             env=_outside_the_repository(tmp_path), capture_output=True,
                             text=True, timeout=120)
-    # absl prints the help and exits 1 by its own convention; an import failure exits 1 too,
-    # with a traceback instead of the help.
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    # The help is pipeline.cli's and exits 0; an import failure would exit 1, with a traceback
+    # instead of the help.
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
     usage = "python train.py" if command == "train.py" else f"python -m pipeline.{command}"
     assert usage in result.stdout, result.stdout[:2000]
 

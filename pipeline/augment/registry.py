@@ -1,7 +1,8 @@
 """The registry of augmentation ops: name -> factory, and where each op can run.
 
-    @register("flip_lr")
-    def get_flip_lr() -> Op: ...
+    @register("invert")
+    def get_invert() -> Op:
+        return lambda images, labels, seed: (255 - images, labels)
 
 An op factory takes the op's arguments (as written in a spec, `random_crop(pad=8)`) and
 returns the op, `op(images, labels, seed) -> (images, labels)` (the contract is in

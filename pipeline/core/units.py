@@ -1,7 +1,9 @@
 """Sizes and rates in words, in one unit family: binary, as the kernel and `ls -h` count.
 
-    format_bytes(27_100_000)            -> "25.8 MiB"
-    format_rate(1_100_000_000, 1.0)     -> "1.0 GiB/s"
+    >>> format_bytes(27_100_000)
+    '25.8 MiB'
+    >>> format_rate(1_100_000_000, 1.0)
+    '1.0 GiB/s'
 
 Every size a command prints or logs goes through here, so the console never says MB in one
 place and MiB in another, and the divisor always matches the unit's name (MiB = 1 << 20

@@ -1,6 +1,6 @@
 """Which records make batch g of a run: a pure function of (seed, g), computed in O(batch).
 
-    order = Order.global_shuffle(records=1617, batch_size=64, seed=0)
+    order = Order.global_shuffle(shard_counts=[1617], batch_size=64, seed=0)
     order.indices(g)   # the record positions of the run's batch g (epoch g // 25)
 
 A reader's whole state is then one integer, the next batch number: resuming at batch N costs

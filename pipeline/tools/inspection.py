@@ -1,6 +1,6 @@
 """`inspect_dataset`: what `python -m pipeline.inspect` prints and draws, without its flags.
 
-    inspect_dataset("workspace/shards/digits", split="val", grid="/tmp/val.png", record=0)
+    inspect_dataset("workspace/shards/digits", split="val", grid="val.png", record=0)
     inspect_dataset("workspace/shards/leaves", split="val", fold=2)  # fold 2's held-out part
 
 The summary (summary.py) always, its classes compact unless `histogram`; with `record`, one

@@ -1,7 +1,7 @@
 """Ctrl-C during training: the run stops at a clean point, saved, and says how to resume.
 
     with interrupt.stop_on_interrupt(saver) as stop:   # around model.fit
-        ...  run_callbacks + [stop] ...
+        model.fit(dataset, callbacks=[*run_callbacks, stop])
 
 The first SIGINT only asks to stop: the step in progress finishes, the run's state is saved
 at it as the step checkpoints save it (checkpoints.StepCheckpoint), and `Interrupted` (exit

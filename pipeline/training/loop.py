@@ -7,7 +7,7 @@ the function builds the network's and the optimiser's settings from them by fiel
 (settings.from_arguments) and the reader's options by hand.
 
     metrics = train_and_evaluate(data_dir="workspace/shards/digits",
-                                 workdir="workspace/runs/digits", depth=10, epochs=3, ...)
+                                 workdir="workspace/runs/digits", depth=10, epochs=3)
 
 A run goes through five phases, each a function below: check the run (the dataset, the
 workdir, the devices), build the input, build the model, fit, and finish (evaluate, save,

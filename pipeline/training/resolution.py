@@ -1,6 +1,8 @@
 """Training at another resolution than the stored one, and progressive resizing.
 
-    train_and_evaluate(image_size=160, eval_image_size=224, eval_crop=0.875,
+    from pipeline.training import train_and_evaluate
+    train_and_evaluate(data_dir="workspace/shards/leaves", workdir="workspace/runs/leaves-160",
+                       image_size=160, eval_image_size=224, eval_crop=0.875,
                        progressive_resizing=(128, 2, 8))
 
 FFCV's ResNet-50 recipe trains at 160-192 and tests at 224+, growing the training size

@@ -1,8 +1,7 @@
 r"""Every setting of a write, defined once: the fields of `WriteConfig`.
 
     config = WriteConfig(output_dir="workspace/shards/leaves", input="data/leaves/train.csv")
-    writer.write_dataset(config)                          # the library
-    python -m pipeline.write --input=data/leaves/train.csv   # the same settings as flags
+    writer.write_dataset(config)  # or: python -m pipeline.write --input=data/leaves/train.csv
 
 A field is a setting: its name is the flag's name, its type and default are the flag's, and
 its `setting(...)` metadata holds the flag's help, the group it belongs to and whether

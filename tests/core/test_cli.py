@@ -6,6 +6,7 @@ import importlib
 import os
 import pathlib
 import pkgutil
+import re
 import subprocess
 import sys
 
@@ -39,6 +40,50 @@ def test_exit_codes_live_in_errors_only():
                for path, node in _classes_and_exit_constants()
                if isinstance(node, ast.Name) and path.name != "errors.py"]
     assert not defined, defined
+
+
+def _exit_constants():
+    return {name: value for name, value in vars(errors).items() if name.startswith("EXIT_")}
+
+
+def test_the_exit_code_table_is_the_constants():
+    # One row per constant, in errors.py's docstring (which --help shows) and in the README.
+    table = errors.exit_code_table()
+    rows = re.findall(r"^    (\d+) +(EXIT_\w+) ", table, re.M)
+    assert {name: int(code) for code, name in rows} == _exit_constants(), table
+    assert len(rows) == len(_exit_constants())
+    readme = (pathlib.Path(REPO_ROOT) / "README.md").read_text(encoding="utf-8")
+    readme_rows = re.findall(r"^\| (\d+) \| `(EXIT_\w+)` \|", readme, re.M)
+    assert {name: int(code) for code, name in readme_rows} == _exit_constants(), readme_rows
+    assert len(readme_rows) == len(_exit_constants())
+
+
+def _literal_exits(path):
+    """Where `path` exits with a number instead of an EXIT_ constant: sys.exit(2),
+    SystemExit(1), os._exit(3), `exit_code = 2`, or `return 1` from a `main`."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and ast.unparse(node.func) in (
+                "sys.exit", "exit", "SystemExit", "os._exit", "quit"):
+            values = node.args
+        elif isinstance(node, ast.Assign) and any(
+                isinstance(target, ast.Name) and target.id == "exit_code"
+                for target in node.targets):
+            values = [node.value]
+        elif isinstance(node, ast.FunctionDef) and node.name == "main":
+            values = [inner.value for inner in ast.walk(node)
+                      if isinstance(inner, ast.Return) and inner.value is not None]
+        else:
+            continue
+        for value in values:
+            if isinstance(value, ast.Constant) and isinstance(value.value, int):
+                yield f"{path.relative_to(REPO_ROOT)}:{value.lineno}: {ast.unparse(node)[:60]}"
+
+
+def test_every_exit_uses_the_constants():
+    sources = [*sorted(PACKAGE.rglob("*.py")), pathlib.Path(REPO_ROOT) / "train.py"]
+    literal = [line for path in sources if path.name != "errors.py"
+               for line in _literal_exits(path)]
+    assert not literal, literal
 
 
 def test_every_error_class_derives_from_pipeline_error():

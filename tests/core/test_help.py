@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from conftest import REPO_ROOT
-from pipeline import cli
+from pipeline import cli, errors
 from pipeline.writing import settings
 
 
@@ -34,6 +34,8 @@ def test_write_helpfull_lists_its_flags_by_group_before_absls():
     # A group lists its flags in field order, not alphabetically: input before image_column.
     assert text.index("  --input:") < text.index("  --image_column:")
     assert "  --verbosity:" in text[absl_start:]
+    # The exit codes, from the one table of them (pipeline.errors), before absl's flags.
+    assert 0 < text.index(errors.exit_code_table()) < absl_start
 
 
 @pytest.mark.parametrize("command", [("train.py",), ("-m", "pipeline.profile")])

@@ -3,16 +3,16 @@ as float32 `features` in the record and a float block in its record index, with 
 split's stats in dataset.json. (The reader and the trainer take them next.)"""
 
 import csv
+import functools
 import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import KILL_AT_STEP, KILLED_RUN, train_py, write_csv
+from conftest import KILL_AT_STEP, KILLED_RUN, folder_config, train_py, write_csv
 from pipeline.core import integrity, record_fields, record_index, records, schema
 from pipeline.writing import plan
-from pipeline.writing.settings import WriteConfig
 from pipeline.writing.sources import InputError
 from pipeline.writing.writer import write_dataset
 
@@ -32,13 +32,9 @@ def pets(tmp_path):
     return tmp_path
 
 
-def _config(folder, **overrides):
-    settings = dict(output_dir=str(folder / "out"), input=str(folder / "train.csv"),
-                    test_input=str(folder / "test.csv"), image_column="Id",
-                    image_path="train/{}.png", target_columns="Pawpularity",
-                    feature_columns="Eyes,Age", image_size=8, shards=2, val_fraction=0.2,
-                    num_workers=1, show_progress=False)
-    return WriteConfig(**{**settings, **overrides})
+_config = functools.partial(folder_config, image_column="Id", image_path="train/{}.png",
+                            target_columns="Pawpularity", feature_columns="Eyes,Age",
+                            image_size=8, shards=2, val_fraction=0.2)
 
 
 def _features_by_path(data_dir, split):

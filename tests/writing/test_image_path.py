@@ -3,16 +3,16 @@ PetFinder's `Id`: images/<id>.jpg), written without reshaping the CSV, and predi
 CSV's own ids as a Kaggle submission wants them."""
 
 import csv
+import functools
 import json
 import os
 
 import pytest
 
-from conftest import train_tiny, write_csv, write_images
+from conftest import folder_config, train_tiny, write_csv, write_images
 from pipeline import dataset
 from pipeline.core import schema
 from pipeline.writing import plan
-from pipeline.writing.settings import WriteConfig
 from pipeline.writing.sources import InputError
 from pipeline.writing.writer import write_dataset
 
@@ -32,12 +32,8 @@ def id_folder(tmp_path):
     return tmp_path
 
 
-def _config(folder, **overrides):
-    settings = dict(output_dir=str(folder / "out"), input=str(folder / "train.csv"),
-                    test_input=str(folder / "test.csv"), image_column="image_id",
-                    image_path=TEMPLATE, image_size=8, shards=2, val_fraction=0.25,
-                    num_workers=1, show_progress=False)
-    return WriteConfig(**{**settings, **overrides})
+_config = functools.partial(folder_config, image_column="image_id", image_path=TEMPLATE,
+                            image_size=8, shards=2, val_fraction=0.25)
 
 
 def test_the_template_makes_each_ids_path_and_the_manifest_records_it(id_folder):

@@ -2,15 +2,15 @@
 lead outside it are refused unless --allow_outside_input; names that are not UTF-8 are kept,
 escaped; empty classes and a class folder that loops back to the root are warned about."""
 
+import functools
 import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import read_records, write_csv
+from conftest import read_records, write_config, write_csv
 from pipeline.core import schema
-from pipeline.writing.settings import WriteConfig
 from pipeline.writing.sources import InputError
 from pipeline.writing.writer import write_dataset
 
@@ -21,10 +21,7 @@ def _image(path, seed=0):
     Image.fromarray(pixels).save(path)
 
 
-def _config(input_path, out, **overrides):
-    return WriteConfig(**{**dict(output_dir=str(out), input=str(input_path), image_size=6,
-                                 shards=1, val_fraction=0.0, num_workers=1,
-                                 show_progress=False), **overrides})
+_config = functools.partial(write_config, image_size=6, shards=1, val_fraction=0.0)
 
 
 def _paths(out):

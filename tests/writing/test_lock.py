@@ -2,6 +2,7 @@
 two writers released at one instant (other commands, or the same one) never mix their shards;
 a dead writer's lock never blocks; tasks of one multi-task write run side by side."""
 
+import functools
 import os
 import subprocess
 import sys
@@ -9,10 +10,9 @@ import time
 
 import pytest
 
-from conftest import REPO_ROOT, write_csv, write_images
+from conftest import REPO_ROOT, write_config, write_csv, write_images
 from pipeline.core import integrity, schema
 from pipeline.writing import lock
-from pipeline.writing.settings import WriteConfig
 from pipeline.writing.writer import write_dataset
 
 # Imports first, then waits for the same wall-clock instant as its twin, then writes.
@@ -27,9 +27,7 @@ def source(tmp_path):
     return str(tmp_path / "src" / "train.csv")
 
 
-def _config(source, out, **overrides):
-    return WriteConfig(**{**dict(output_dir=str(out), input=source, image_size=8, shards=4,
-                                 num_workers=1, show_progress=False), **overrides})
+_config = functools.partial(write_config, image_size=8, shards=4)
 
 
 def test_a_held_directory_refuses_a_second_writer_naming_the_holder(source, tmp_path):

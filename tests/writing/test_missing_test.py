@@ -3,6 +3,7 @@ the write unless --allow_missing_test, which lists the row in dataset.json for p
 rejects.csv lists every reject, however many, also when the write fails."""
 
 import csv
+import functools
 import json
 import os
 import subprocess
@@ -10,12 +11,11 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT, write_csv, write_images
+from conftest import REPO_ROOT, folder_config, write_csv, write_images
 from pipeline import errors
 from pipeline.core import schema
 from pipeline.writing import write_plan
 from pipeline.writing.rejects import TooManyRejects
-from pipeline.writing.settings import WriteConfig
 from pipeline.writing.writer import write_dataset
 
 TEST_COUNT = 9
@@ -36,12 +36,8 @@ def folder(tmp_path):
     return tmp_path
 
 
-def config(folder, **overrides):
-    settings = dict(output_dir=str(folder / "out"), input=str(folder / "train.csv"),
-                    test_input=str(folder / "test.csv"), image_size=8, shards=2, test_shards=3,
-                    val_fraction=0.25, num_workers=1, show_progress=False,
-                    max_reject_fraction=0.2)
-    return WriteConfig(**{**settings, **overrides})
+config = functools.partial(folder_config, image_size=8, shards=2, test_shards=3,
+                           val_fraction=0.25, max_reject_fraction=0.2)
 
 
 def csv_test_rows(folder):

@@ -4,6 +4,7 @@ holds a float32 multi-hot target; every read path yields it as [B, classes]; the
 sigmoid per class and predict writes each test image's tags above the tuned threshold."""
 
 import csv
+import functools
 import json
 import os
 
@@ -11,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import KILL_AT_STEP, KILLED_RUN, labels_by_id, train_py, train_tiny, write_csv
+from conftest import (KILL_AT_STEP, KILLED_RUN, folder_config, labels_by_id, train_py,
+                      train_tiny, write_csv)
 from pipeline import dataset
 from pipeline.core import integrity, record_index, records, schema
 from pipeline.writing import plan
-from pipeline.writing.settings import WriteConfig
 from pipeline.writing.sources import InputError
 from pipeline.writing.writer import write_dataset
 
@@ -50,13 +51,10 @@ def planet(tmp_path):
     return tmp_path
 
 
-def _config(folder, **overrides):
-    settings = dict(output_dir=str(folder / "out"), input=str(folder / "train.csv"),
-                    test_input=str(folder / "test.csv"), image_column="image_name",
-                    image_path="images/{}.png", label_column="tags", multi_label=True,
-                    label_column_required=True, image_size=10, shards=2, val_fraction=0.25,
-                    num_workers=1, show_progress=False)
-    return WriteConfig(**{**settings, **overrides})
+_config = functools.partial(
+    folder_config, image_column="image_name", image_path="images/{}.png",
+    label_column="tags", multi_label=True, label_column_required=True, image_size=10, shards=2,
+    val_fraction=0.25)
 
 
 def _expected(number):

@@ -3,16 +3,16 @@ multiple_diseases,rust,scab), written without reshaping the CSV, the classes in 
 order, and predicted as that competition's submission (a probability per column)."""
 
 import csv
+import functools
 import os
 
 import numpy as np
 import pytest
 
-from conftest import train_tiny, write_csv, write_images
+from conftest import folder_config, train_tiny, write_csv, write_images
 from pipeline import dataset
 from pipeline.core import schema
 from pipeline.writing import plan
-from pipeline.writing.settings import WriteConfig
 from pipeline.writing.sources import InputError
 from pipeline.writing.writer import write_dataset
 
@@ -34,13 +34,9 @@ def plants(tmp_path):
     return tmp_path
 
 
-def _config(folder, **overrides):
-    settings = dict(output_dir=str(folder / "out"), input=str(folder / "train.csv"),
-                    test_input=str(folder / "test.csv"), image_column="image_id",
-                    image_path="images/{}.png", label_columns=",".join(COLUMNS),
-                    image_size=8, shards=2, val_fraction=0.25, num_workers=1,
-                    show_progress=False)
-    return WriteConfig(**{**settings, **overrides})
+_config = functools.partial(folder_config, image_column="image_id",
+                            image_path="images/{}.png", label_columns=",".join(COLUMNS),
+                            image_size=8, shards=2, val_fraction=0.25)
 
 
 def _labels_by_path(data_dir, split):

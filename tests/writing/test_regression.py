@@ -4,6 +4,7 @@
 standardised values and predict writes them back on the original scale."""
 
 import csv
+import functools
 import json
 import os
 
@@ -11,10 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import labels_by_id, train_tiny, write_csv
+from conftest import folder_config, labels_by_id, train_tiny, write_csv
 from pipeline.core import integrity, records, schema
 from pipeline.writing import plan
-from pipeline.writing.settings import WriteConfig
 from pipeline.writing.sources import InputError
 from pipeline.writing.writer import write_dataset
 
@@ -41,12 +41,9 @@ def pets(tmp_path):
     return tmp_path
 
 
-def _config(folder, **overrides):
-    settings = dict(output_dir=str(folder / "out"), input=str(folder / "train.csv"),
-                    test_input=str(folder / "test.csv"), image_column="Id",
-                    image_path="train/{}.png", target_columns="Pawpularity", image_size=10,
-                    shards=2, val_fraction=0.2, num_workers=1, show_progress=False)
-    return WriteConfig(**{**settings, **overrides})
+_config = functools.partial(folder_config, image_column="Id", image_path="train/{}.png",
+                            target_columns="Pawpularity", image_size=10, shards=2,
+                            val_fraction=0.2)
 
 
 @pytest.mark.parametrize("options", [{}, dict(cache="memory"), dict(compression="GZIP")])

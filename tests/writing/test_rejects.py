@@ -3,6 +3,7 @@
 
 import csv
 import dataclasses
+import functools
 import os
 import re
 import subprocess
@@ -13,14 +14,13 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import REPO_ROOT, write_csv, write_images
+from conftest import REPO_ROOT, folder_config, write_csv, write_images
 from pipeline import errors
 from pipeline.core import schema
 from pipeline.core.records import iter_framed_records
 from pipeline.writing import tfds_export
 from pipeline.writing.rejects import TooManyRejects
 from pipeline.writing.images import decode_image
-from pipeline.writing.settings import WriteConfig
 from pipeline.writing.writer import write_dataset
 
 CLASSES = ("a", "b", "c")
@@ -62,13 +62,8 @@ def good_labels(folder):
         return {row["image"]: row["label"] for row in csv.DictReader(f) if row["image"] not in BAD}
 
 
-def config(folder, output_dir, **overrides):
-    settings = dict(
-        output_dir=str(output_dir), input=str(folder / "train.csv"), image_size=8, shards=2,
-        val_fraction=0.2, num_workers=1, show_progress=False,
-    )
-    settings.update(overrides)
-    return WriteConfig(**settings)
+config = functools.partial(folder_config, test=False, image_size=8, shards=2,
+                           val_fraction=0.2)
 
 
 def read_rejects_csv(output_dir):

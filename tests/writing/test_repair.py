@@ -2,6 +2,7 @@
 index damaged are repaired by the same command, unfinished or complete, byte-identical to a
 clean run; a shard whose source images changed is refused, not silently mixed in."""
 
+import functools
 import json
 import os
 import re
@@ -9,20 +10,17 @@ import shutil
 
 import pytest
 
-from conftest import tree_digest
+from conftest import folder_config, tree_digest
 from pipeline.core import schema
 from pipeline.writing import progress_dir, writer
 from pipeline.writing.finish import VerificationError
 from pipeline.writing.kept import ChangedManifest
 from pipeline.writing.output_dir import OutputDirError
-from pipeline.writing.settings import WriteConfig
 from pipeline.writing.writer import write_dataset
 
 
-def _config(folder, out, **overrides):
-    return WriteConfig(**{**dict(output_dir=str(out), input=str(folder / "train.csv"),
-                                 image_size=8, shards=4, val_fraction=0.25, num_workers=1,
-                                 show_progress=False), **overrides})
+_config = functools.partial(folder_config, test=False, image_size=8, shards=4,
+                            val_fraction=0.25)
 
 
 def _flip_a_byte(path, at=40):

@@ -1,5 +1,6 @@
 """The writer end to end: contents, determinism, resume after interruption, input errors."""
 
+import functools
 import os
 import re
 import signal
@@ -10,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, read_records, tree_digest, write_csv, write_images
+from conftest import REPO_ROOT, folder_config, read_records, tree_digest, write_csv, write_images
 from pipeline.core import schema
 from pipeline.writing import plan, progress_dir, shard_writer
 from pipeline.writing import settings as write_settings
@@ -21,14 +22,7 @@ from pipeline.writing.sources import InputError
 from pipeline.writing.writer import write_dataset
 
 
-def _config(folder, output_dir, **overrides):
-    settings = dict(
-        output_dir=str(output_dir), input=str(folder / "train.csv"),
-        test_input=str(folder / "test.csv"), image_size=8, shards=4, val_fraction=0.25,
-        num_workers=1, show_progress=False,
-    )
-    settings.update(overrides)
-    return WriteConfig(**settings)
+_config = functools.partial(folder_config, image_size=8, shards=4, val_fraction=0.25)
 
 
 def test_records_hold_the_decoded_images_and_labels(kaggle_folder, tmp_path):

@@ -1,17 +1,17 @@
 """Several hosts writing one dataset: --num_tasks/--task_index, then --finalize; the result is
 byte-identical to a one-host write."""
 
+import functools
 import os
 import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO_ROOT, tree_digest, write_csv, write_images
+from conftest import REPO_ROOT, folder_config, tree_digest, write_csv, write_images
 from pipeline import errors
 from pipeline.core import files, schema
 from pipeline.writing import plan, tasks
-from pipeline.writing.settings import WriteConfig
 from pipeline.writing.writer import write_dataset
 
 
@@ -24,12 +24,8 @@ def source(tmp_path_factory):
     return root
 
 
-def _config(source, output_dir, **overrides):
-    settings = dict(output_dir=str(output_dir), input=str(source / "train.csv"),
-                    test_input=str(source / "test.csv"), image_size=6, shards=5, val_shards=2,
-                    test_shards=2, val_fraction=0.2, num_workers=1, show_progress=False)
-    settings.update(overrides)
-    return WriteConfig(**settings)
+_config = functools.partial(folder_config, image_size=6, shards=5, val_shards=2,
+                            test_shards=2, val_fraction=0.2)
 
 
 @pytest.mark.parametrize("compression", ["NONE", "GZIP"])

@@ -15,12 +15,12 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from conftest import REPO_ROOT, read_records, tree_digest, write_csv, write_images
+from conftest import (REPO_ROOT, read_records, tree_digest, write_config, write_csv,
+                      write_images)
 from pipeline import errors
 from pipeline.core import schema, workspace
 from pipeline.writing import tfds_source, tfds_staging
 from pipeline.writing.output_dir import OutputDirError, is_our_file
-from pipeline.writing.settings import WriteConfig
 from pipeline.writing.sources import InputError
 from pipeline.writing.writer import write_dataset
 
@@ -95,12 +95,9 @@ def data_dir(tmp_path_factory):
 
 
 def _config(data_dir, output_dir, **overrides):
-    settings = dict(output_dir=str(output_dir), input="tfds:tiny_shapes:train",
-                    tfds_data_dir=str(data_dir), image_size=SIDE, shards=2, val_fraction=0.3,
-                    max_reject_fraction=0.1, num_workers=1, show_progress=False)
-    settings.update(overrides)
-    return WriteConfig(**settings)
-
+    return write_config("tfds:tiny_shapes:train", output_dir, **{
+        **dict(tfds_data_dir=str(data_dir), image_size=SIDE, shards=2, val_fraction=0.3,
+               max_reject_fraction=0.1), **overrides})
 
 def tfds_records(data_dir, split):
     """[(CHW pixels decoded by TensorFlow, or None when it cannot, label)] of a tiny_shapes
