@@ -21,7 +21,7 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
-from pipeline.dataset import ReadOptions, positioned
+from pipeline.dataset import ReadOptions, ReadPlan
 from pipeline.training import backbones, checkpoints, run_files
 from pipeline.training.checkpoints import RunState
 from pipeline.training.settings import ModelSettings, OptimizerSettings, TrainingError
@@ -146,16 +146,15 @@ def begin(workdir: str, state: RunState, data_dir: str, manifest, before_trainin
     run_files.write_train_log(workdir, state.rows)
 
 
-def why_unpositioned(data_dir: str, split: str, reading: ReadOptions) -> str | None:
-    """None when the training reads of `split` can start at any batch (random access, the
+def why_unpositioned(plan: ReadPlan) -> str | None:
+    """None when the plan's training reads can start at any batch (random access, the
     table); else why not (a streamed split), which deterministic=True refuses."""
-    where, reason = positioned(data_dir, split, reading)
-    if where:
+    if plan.positioned:
         return None
-    if reading.deterministic:
+    if plan.options.deterministic:
         raise TrainingError(f"deterministic=True needs an input read by position, and "
-                            f"{split!r} is streamed: {reason}")
-    return reason
+                            f"{plan.split!r} is streamed: {plan.access.reason}")
+    return plan.access.reason
 
 
 def start_batch_for(leg: Leg, unpositioned: str | None, split: str, resumed: bool) -> int:
