@@ -1,5 +1,6 @@
 """What one input pipeline reads and how: the read plan, made once per dataset.
 
+    from pipeline.dataset import ReadOptions, build_dataset, plan_read
     plan = plan_read("workspace/shards/digits", "train", True, ReadOptions())
     plan.access.kind, plan.access.reason   # "table", "random" or "stream", and why
     dataset = build_dataset(plan, batch_size=256)
@@ -39,7 +40,7 @@ class ReadPlan:
     shards: list[schema.ShardInfo]  # this input pipeline's
     paths: list[str]  # of `shards`
     options: ReadOptions  # as they apply (for_training)
-    cache_mode: str | None
+    cache_mode: str | None  # None, "memory" or a file path: cache="auto" resolved
     access: access_lib.Access
 
     @property
