@@ -1,5 +1,6 @@
 """Shared fixtures: small real image folders in the layouts users bring."""
 
+import collections
 import contextlib
 import csv
 import hashlib
@@ -282,3 +283,23 @@ def tiny_gin_file(path, data_dir, epochs, extra=""):
     path.write_text(f"{extra}\ntrain_and_evaluate.data_dir = {data_dir!r}\n"
                     f"train_and_evaluate.epochs = {epochs}\n{bindings}\n")
     return str(path)
+
+
+def count_read_plans(monkeypatch):
+    """A Counter of pipeline.dataset's plan_read calls by split, counted through every module
+    a caller looks it up in (the spy replaces the name in each module that holds it)."""
+    import sys
+
+    planned = collections.Counter()
+    for module in [module for name, module in sys.modules.items()
+                   if name.split(".")[0] == "pipeline" and module is not None]:
+        original = getattr(module, "plan_read", None)
+        if not callable(original):
+            continue
+
+        def counted(data_dir, split, *args, _original=original, **kwargs):
+            planned[split] += 1
+            return _original(data_dir, split, *args, **kwargs)
+
+        monkeypatch.setattr(module, "plan_read", counted)
+    return planned

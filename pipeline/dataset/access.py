@@ -1,4 +1,4 @@
-"""How a split is read, and in what order: the in-memory table, random access, or streaming.
+"""How a split is read: the in-memory table, random access, or streaming.
 
     access="auto" (the default): cache="memory" reads into the table; otherwise random access
         wherever the shards allow it, and streaming where they do not:
@@ -10,10 +10,10 @@
           - cache=<file>: the tf.data cache of streamed records.
     access="random" or "stream": that, or DatasetError saying why random access cannot be.
 
-One log line per dataset says what was chosen and why. Random access over a split the page
-cache can hold shuffles it globally; a larger one is read in windows of shards that fit
-(order.py's quasi-random order), so that the disk is read mostly once per epoch instead of at
-random.
+One log line per dataset says what was chosen and why (and, for the table and random access,
+in which order: order.choose_order). `Access.index_usable` is the one fact the choice leaves
+for later: whether the shards' record index can be used, which decides how the table loads
+and how on_corrupt="skip" counts the readable records.
 """
 
 from __future__ import annotations
@@ -21,27 +21,25 @@ from __future__ import annotations
 import dataclasses
 
 from pipeline.core import files, schema
-from pipeline.core.units import format_bytes
 from pipeline.dataset.options import DatasetError, ReadOptions
-from pipeline.dataset.order import Order
 
 ACCESS = ("auto", "random", "stream")
 TABLE, RANDOM, STREAM = "table", "random", "stream"
-# A split of at most this share of the available memory is shuffled globally (the page cache
-# keeps it after the first epoch); a larger one in windows of this many bytes.
-PAGE_CACHE_FRACTION = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
 class Access:
     kind: str  # TABLE, RANDOM or STREAM
     reason: str  # why, in words, for the log line
-    random_access: bool  # whether the shards can be read at offsets (the table loads so)
+    # Whether the shards' record index can be used (uncompressed local files): random access
+    # reads every record at its offset, and the table loads so too (else from streams).
+    index_usable: bool
 
 
-def stream_reason(data_dir: str, manifest: schema.Manifest, cache_mode: str | None,
-                  options: ReadOptions) -> str | None:
-    """Why these shards cannot be read at random, or None when they can."""
+def why_index_unusable(data_dir: str, manifest: schema.Manifest, cache_mode: str | None,
+                       options: ReadOptions) -> str | None:
+    """Why these shards' records cannot be read at their offsets (so a split is streamed, or
+    the table loaded from streams), or None when they can."""
     if options.service is not None:
         return ("a tf.data service runs the pipeline on its workers, and the random-access "
                 "reader runs in Python")
@@ -60,7 +58,7 @@ def choose_access(requested: str, data_dir: str, manifest: schema.Manifest,
                   cache_mode: str | None, options: ReadOptions) -> Access:
     if requested not in ACCESS:
         raise DatasetError(f"access={requested!r}: use one of {ACCESS}")
-    reason = stream_reason(data_dir, manifest, cache_mode, options)
+    reason = why_index_unusable(data_dir, manifest, cache_mode, options)
     if requested == RANDOM and reason is not None:
         raise DatasetError(f"access='random' cannot read this split: {reason}; use "
                            "access='auto' or 'stream'")
@@ -72,22 +70,3 @@ def choose_access(requested: str, data_dir: str, manifest: schema.Manifest,
     if reason is not None:
         return Access(STREAM, reason, False)
     return Access(RANDOM, "uncompressed local shards: every record read at its offset", True)
-
-
-def choose_order(shard_counts, image_bytes: int, batch_size: int, *, training: bool,
-                 seed: int | None, available: int, table: bool = False) -> tuple[Order, str]:
-    """The order of a split's records, and its description for the log line."""
-    if not training:
-        return Order.sequential(shard_counts, batch_size), "in order"
-    split_bytes = sum(shard_counts) * image_bytes
-    budget = PAGE_CACHE_FRACTION * available
-    if table or split_bytes <= budget or len(shard_counts) <= 1:
-        where = "RAM" if table else "the page cache"
-        return (Order.global_shuffle(shard_counts, batch_size, seed),
-                f"a global shuffle every epoch ({format_bytes(split_bytes)} fit in {where})")
-    per_shard = split_bytes / len(shard_counts)
-    window = max(1, int(budget // per_shard))
-    return (Order.windows(shard_counts, batch_size, seed, window),
-            f"quasi-random: {window} of {len(shard_counts)} shards at a time, shuffled "
-            f"({format_bytes(split_bytes)} exceed {format_bytes(budget)}, "
-            f"{PAGE_CACHE_FRACTION:.0%} of the available memory)")

@@ -1,5 +1,10 @@
 """Batches by position, for random access and the in-memory table.
 
+Two pipelines, one choice between them (numbered_batches): read_pipeline reads each batch's
+records from the shards, table_pipeline gathers them from the split loaded once into memory.
+Both yield (images, labels, g) by batch number g in an order from order.py, and by_position
+does what follows for both.
+
 Order of the pipeline, and why:
     the run's batch numbers g: from start_batch on (a position, not a buffer: resuming is
       free), or one epoch per iteration of the dataset (Keras's fit(epochs=...) re-iterates)
@@ -21,21 +26,21 @@ Order of the pipeline, and why:
 from __future__ import annotations
 
 import atexit
-import os
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from pipeline import augment as augment_lib
-from pipeline.core import record_index, schema, units
+from pipeline.core import record_index, units
 from pipeline.dataset import access as access_lib
 from pipeline.dataset import damaged, fused, table
 from pipeline.dataset.options import ReadOptions
-from pipeline.dataset.order import Order, require_batches
+from pipeline.dataset.order import Order, choose_order, require_batches
+from pipeline.dataset.plan import ReadPlan
 from pipeline.dataset.random_access import (BatchPool, DamagedRecord, Records, default_threads,
                                             in_threads, open_records)
 
@@ -99,42 +104,82 @@ class _PythonCalls:
 PYTHON_CALLS = _PythonCalls()
 
 
-def indexed_dataset(data_dir: str, manifest: schema.Manifest, split: str,
-                    shards: Sequence[schema.ShardInfo], batch_size: int, *, training: bool,
-                    options: ReadOptions, access: access_lib.Access,
-                    available: int) -> tf.data.Dataset:
+class Numbered(NamedTuple):
+    """One of the two pipelines, before what they share: (images, labels, g) by batch number
+    g, the order that made them, and the features of the records in that order (or None)."""
+    dataset: tf.data.Dataset
+    order: Order
+    features: np.ndarray | None
+
+
+def indexed_dataset(plan: ReadPlan, batch_size: int, *, available: int) -> tf.data.Dataset:
     """(images, labels) batches by position, from the table or read at random (see above)."""
-    augment = options.augment if training else None
-    host = fused.host_ops(augment)
-    if access.kind == access_lib.TABLE:
-        images, labels, features = load_table(data_dir, manifest, split, shards, options,
-                                              access, variables=not host.count)
-        shard_counts = (int(labels.shape[0]),)
-    else:
-        records = open_records(data_dir, manifest, shards, split, options.damaged,
-                               options.num_parallel_reads)
-        shard_counts = records.shard_counts
-        features = (None if records.features is None
-                    else records.features[records.readable])
-    order, how = access_lib.choose_order(shard_counts, manifest.image_bytes, batch_size,
-                                         training=training, seed=options.seed,
-                                         available=available,
-                                         table=access.kind == access_lib.TABLE)
-    require_batches(order.records, batch_size, training, split)
-    logging.info("split %r: %s (%s), %d records, %s%s", split, access.kind, access.reason,
-                 order.records, how, fused.describe(augment, host))
-    numbers = batch_numbers(order, training=training, start_batch=options.start_batch)
-    if access.kind == access_lib.TABLE and host.count:
-        dataset = gather_placed(numbers, images, labels, order, host, options)
-    elif access.kind == access_lib.TABLE:
-        dataset = gather_batches(numbers, images, labels, order)
-    else:
-        dataset = read_batches(numbers, records, order, host, options.seed)
-    dataset = with_shapes(dataset, host.output_shape(manifest.image_shape),
+    host = fused.host_ops(plan.options.augment if plan.training else None)
+    numbered = numbered_batches(plan, batch_size, host, available)
+    return by_position(numbered, plan, batch_size, host)
+
+
+def numbered_batches(plan: ReadPlan, batch_size: int, host: fused.HostOps,
+                     available: int) -> Numbered:
+    """The one choice between the two pipelines: the table (cache="memory") or random
+    access."""
+    if plan.access.kind == access_lib.TABLE:
+        return table_pipeline(plan, batch_size, host, available)
+    return read_pipeline(plan, batch_size, host, available)
+
+
+def table_pipeline(plan: ReadPlan, batch_size: int, host: fused.HostOps,
+                   available: int) -> Numbered:
+    """The split loaded into memory once (table.py), each batch's rows gathered from it: by
+    the reading threads with the `host` ops done as each row is copied, or, with none to do,
+    by tf.gather from variables."""
+    images, labels, features = load_table(plan, variables=not host.count)
+    order = chosen_order(plan, (int(labels.shape[0]),), batch_size, host, available)
+    numbers = batch_numbers(order, training=plan.training, start_batch=plan.options.start_batch)
+    if host.count:
+        return Numbered(gather_placed(numbers, images, labels, order, host, plan.options),
+                        order, features)
+    return Numbered(gather_batches(numbers, images, labels, order), order, features)
+
+
+def read_pipeline(plan: ReadPlan, batch_size: int, host: fused.HostOps,
+                  available: int) -> Numbered:
+    """Random access: each batch's records read from the shards at their offsets
+    (random_access.py), the `host` ops done on the way in."""
+    options = plan.options
+    records = open_records(plan.data_dir, plan.manifest, plan.shards, plan.split,
+                           options.damaged, options.num_parallel_reads)
+    features = None if records.features is None else records.features[records.readable]
+    order = chosen_order(plan, records.shard_counts, batch_size, host, available)
+    numbers = batch_numbers(order, training=plan.training, start_batch=options.start_batch)
+    return Numbered(read_batches(numbers, records, order, host, options.seed), order, features)
+
+
+def chosen_order(plan: ReadPlan, shard_counts: Sequence[int], batch_size: int,
+                 host: fused.HostOps, available: int) -> Order:
+    """The order of the records the pipeline holds (the damaged ones on_corrupt="skip" left
+    out), checked for a batch, and the log line that says how the split is read."""
+    table = plan.access.kind == access_lib.TABLE
+    order, how = choose_order(shard_counts, plan.manifest.image_bytes, batch_size,
+                              training=plan.training, seed=plan.options.seed,
+                              available=available, table=table)
+    require_batches(order.records, batch_size, plan.training, plan.split)
+    logging.info("split %r: %s (%s), %d records, %s%s", plan.split, plan.access.kind,
+                 plan.access.reason, order.records, how,
+                 fused.describe(plan.options.augment if plan.training else None, host))
+    return order
+
+
+def by_position(numbered: Numbered, plan: ReadPlan, batch_size: int,
+                host: fused.HostOps) -> tf.data.Dataset:
+    """What both pipelines do after the batches: static shapes, the features, the
+    augmentation seeded by batch number (the ops the reader did left out), the length."""
+    manifest, options, training = plan.manifest, plan.options, plan.training
+    dataset = with_shapes(numbered.dataset, host.output_shape(manifest.image_shape),
                           batch_size if training else None,
                           [manifest.target_size] if manifest.target_size else [])
-    if features is not None:
-        dataset = with_features(dataset, order, features)
+    if numbered.features is not None:
+        dataset = with_features(dataset, numbered.order, numbered.features)
     if training and options.augment:
         dataset = augment_by_position(dataset, options.augment, seed=options.seed,
                                       num_classes=manifest.num_classes, skip=host.count)
@@ -142,7 +187,7 @@ def indexed_dataset(data_dir: str, manifest: schema.Manifest, split: str,
         dataset = drop_position(dataset)
     if not training or options.start_batch is None:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(
-            order.batches_per_epoch))
+            numbered.order.batches_per_epoch))
     return dataset
 
 
@@ -221,24 +266,23 @@ def read_batches(numbers: tf.data.Dataset, records: Records, order: Order,
     return located.map(read_in_graph, num_parallel_calls=READ_CALLS, deterministic=True)
 
 
-def load_table(data_dir: str, manifest: schema.Manifest, split: str,
-               shards: Sequence[schema.ShardInfo], options: ReadOptions,
-               access: access_lib.Access, variables: bool):
-    """The split in memory (table.py): (images, labels, features or None), variables or
-    numpy arrays for gather_placed (the features always numpy, float32 [records, F])."""
-    count = sum(shard.count for shard in shards)
+def load_table(plan: ReadPlan, variables: bool):
+    """The plan's split in memory (table.py): (images, labels, features or None), variables
+    or numpy arrays for gather_placed (the features always numpy, float32 [records, F]).
+    Loaded through the record index where it can be used, else from streams."""
+    manifest, shards, split, options = plan.manifest, plan.shards, plan.split, plan.options
+    count = plan.count
     if count * manifest.image_bytes >= LOAD_NOTICE_BYTES:
         logging.info("split %r: loading %d records (%s) into memory", split, count,
                      units.format_bytes(count * manifest.image_bytes))
-    if access.random_access:
-        records = open_records(data_dir, manifest, shards, split, options.damaged,
+    if plan.access.index_usable:
+        records = open_records(plan.data_dir, manifest, shards, split, options.damaged,
                                options.num_parallel_reads)
         features = None if records.features is None else records.features[records.readable]
         return (*table.load_records(records, variables), features)
-    paths = [os.path.join(data_dir, shard.file) for shard in shards]
     features = (np.empty((count, manifest.feature_size), np.float32)
                 if manifest.feature_size else None)
-    images, labels = table.load_streams(paths, shards, manifest, split, data_dir,
+    images, labels = table.load_streams(plan.paths, shards, manifest, split, plan.data_dir,
                                         options.damaged, variables, features)
     return images, labels, None if features is None else features[:int(labels.shape[0])]
 

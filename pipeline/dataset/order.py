@@ -14,6 +14,10 @@ nothing and repeats nothing (Grain's IndexSampler; FFCV's RANDOM and QUASI_RANDO
                window's worth of files, which the page cache keeps, instead of the whole split.
     sequential evaluation: the records in order, the last batch partial.
 
+choose_order picks one for a split: the table and a split the page cache can hold (at most
+PAGE_CACHE_FRACTION of the available memory) are shuffled globally; a larger one is read in
+windows of shards that fit, so that the disk is read mostly once per epoch instead of at random.
+
 Training drops the last partial batch of every epoch (static batch shapes); every record is
 at most once in an epoch, and all but `records % batch_size` of them exactly once.
 
@@ -31,6 +35,7 @@ import struct
 
 import numpy as np
 
+from pipeline.core.units import format_bytes
 from pipeline.dataset.options import DatasetError
 
 FEISTEL_ROUNDS = 4
@@ -38,6 +43,9 @@ _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 GLOBAL, WINDOWS, SEQUENTIAL = "global", "windows", "sequential"
+# A split of at most this share of the available memory is shuffled globally (the page cache
+# keeps it after the first epoch); a larger one in windows of this many bytes.
+PAGE_CACHE_FRACTION = 0.5
 
 
 def permute(positions: np.ndarray, size: int, key: tuple[int, ...]) -> np.ndarray:
@@ -163,3 +171,22 @@ class Order:
             before = np.concatenate([[0], shard_ends[:-1]])[slot]
             out[members] = starts[windows[w]][slot] + (local - before)
         return out
+
+
+def choose_order(shard_counts, image_bytes: int, batch_size: int, *, training: bool,
+                 seed: int | None, available: int, table: bool = False) -> tuple[Order, str]:
+    """The order of a split's records, and its description for the log line."""
+    if not training:
+        return Order.sequential(shard_counts, batch_size), "in order"
+    split_bytes = sum(shard_counts) * image_bytes
+    budget = PAGE_CACHE_FRACTION * available
+    if table or split_bytes <= budget or len(shard_counts) <= 1:
+        where = "RAM" if table else "the page cache"
+        return (Order.global_shuffle(shard_counts, batch_size, seed),
+                f"a global shuffle every epoch ({format_bytes(split_bytes)} fit in {where})")
+    per_shard = split_bytes / len(shard_counts)
+    window = max(1, int(budget // per_shard))
+    return (Order.windows(shard_counts, batch_size, seed, window),
+            f"quasi-random: {window} of {len(shard_counts)} shards at a time, shuffled "
+            f"({format_bytes(split_bytes)} exceed {format_bytes(budget)}, "
+            f"{PAGE_CACHE_FRACTION:.0%} of the available memory)")

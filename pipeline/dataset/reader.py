@@ -16,15 +16,15 @@ and per-element overhead, so the reader:
   data_format="channels_last" (a Keras model of one's own) transposes each batch once, after
   the augmentation.
 
-access.py chooses between them and says why in one log line. After the batches, in this order:
+A dataset is planned once (plan.py: the manifest, this pipeline's shards, the cache, and the
+access, which access.py chooses and says why in one log line), and built from that plan. After
+the batches, in this order:
     -> on a tf.data service: everything above runs on its workers, the rest stays here
     -> prefetch (or prefetch into the accelerator's memory): overlap input with the step
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from typing import Sequence
 
 import tensorflow as tf
@@ -33,15 +33,16 @@ from absl import logging
 from pipeline import augment as augment_lib
 from pipeline.core import schema
 from pipeline.dataset import access as access_lib
-from pipeline.dataset import damaged, fused, indexed, random_access, streaming
+from pipeline.dataset import damaged, fused, indexed
+from pipeline.dataset import plan as plan_lib
+from pipeline.dataset import random_access, streaming
 from pipeline.dataset.options import (CHANNELS_FIRST, CHANNELS_LAST,
                                       DEFAULT_MAX_CORRUPT_FRACTION, DamagedShards, DatasetError,
-                                      ReadOptions, ServiceSettings, read_manifest)
+                                      ReadOptions, ServiceSettings)
 from pipeline.dataset.order import require_batches
+from pipeline.dataset.plan import ReadPlan, plan_read
 
 AUTOTUNE = tf.data.AUTOTUNE
-# cache="auto" keeps a split in RAM when it takes at most this share of the available memory.
-AUTO_CACHE_RAM_FRACTION = 0.5
 # Batches prefetch_to_device keeps in the accelerator's memory.
 DEVICE_PREFETCH_BATCHES = 2
 
@@ -85,7 +86,8 @@ def make_dataset(
         records in shard order, every record once, deterministic, no augmentation.
       cache: None (read from disk every epoch, the page cache keeping what fits), "memory"
         (decode once into an in-memory uint8 table), a file path (tf.data cache of the streamed
-        records), or "auto" ("memory" when the split fits in AUTO_CACHE_RAM_FRACTION of free RAM).
+        records), or "auto" ("memory" when the split fits in plan.AUTO_CACHE_RAM_FRACTION of
+        free RAM).
       access: "auto" (random access where the shards allow it, else streaming; see access.py),
         "random" or "stream".
       start_batch: None: one epoch per iteration of the dataset, each iteration the next epoch
@@ -139,32 +141,26 @@ def make_dataset(
         damaged=DamagedShards(on_corrupt, max_corrupt_fraction),
         service=ServiceSettings.from_args(service, processing_mode, job_name), fold=fold,
         data_format=data_format)
-    return build_dataset(data_dir, split, batch_size, training, options,
-                         input_context=input_context)
+    return build_dataset(plan_read(data_dir, split, training, options, input_context),
+                         batch_size)
 
 
-def build_dataset(data_dir: str, split: str, batch_size: int, training: bool,
-                  options: ReadOptions,
-                  input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
-    """make_dataset with its options as one object (the trainer builds them once per run)."""
-    plan = plan_read(data_dir, split, training, options, input_context)
-    options, count = plan.options, sum(shard.count for shard in plan.shards)
+def build_dataset(plan: ReadPlan, batch_size: int) -> tf.data.Dataset:
+    """make_dataset from its read plan (plan.py): the trainer plans a split once and asks
+    the plan its questions (readable_records, plan.positioned) before it reads."""
+    options, training = plan.options, plan.training
     if training and plan.manifest.feature_size:
         _refuse_label_ops_with_features(options.augment)
     _check_start_batch(options.start_batch, training, plan.access)
-    require_batches(count, batch_size, training, split)
+    require_batches(plan.count, batch_size, training, plan.split)
     if plan.access.kind == access_lib.STREAM:
-        logging.info("split %r: stream (%s), %d records in %d shard(s)%s", split,
-                     plan.access.reason, count, len(plan.shards),
+        logging.info("split %r: stream (%s), %d records in %d shard(s)%s", plan.split,
+                     plan.access.reason, plan.count, len(plan.shards),
                      fused.describe(options.augment if training else None,
                                     why=" (only random access crops in the reader)"))
-        dataset = streaming.streamed_dataset(
-            data_dir, plan.manifest, split, plan.paths, batch_size, training=training,
-            options=options, cache_path=plan.cache_mode)
+        dataset = streaming.streamed_dataset(plan, batch_size)
     else:
-        dataset = indexed.indexed_dataset(
-            data_dir, plan.manifest, split, plan.shards, batch_size, training=training,
-            options=options, access=plan.access, available=available_memory())
+        dataset = indexed.indexed_dataset(plan, batch_size, available=plan_lib.available_memory())
     if options.data_format == CHANNELS_LAST:  # in order: batch g stays batch g
         dataset = dataset.map(to_channels_last, num_parallel_calls=AUTOTUNE,
                               deterministic=True)
@@ -194,51 +190,19 @@ def _refuse_label_ops_with_features(spec) -> None:
                            "features: leave them out of the spec")
 
 
-def readable_records(data_dir: str, split: str, training: bool, options: ReadOptions) -> int:
-    """The records of `split` an epoch reads: the manifest's count, less the damaged ones
-    on_corrupt="skip" leaves out, found as make_dataset finds them (the same access, the same
-    checks, done once per process while the shards stay as they are). For step counts: a
+def readable_records(plan: ReadPlan) -> int:
+    """The records of the plan's split an epoch reads: the manifest's count, less the damaged
+    ones on_corrupt="skip" leaves out, found as build_dataset finds them (the same access, the
+    same checks, done once per process while the shards stay as they are). For step counts: a
     distributed dataset has no length."""
-    plan = plan_read(data_dir, split, training, options, None)
-    count = sum(shard.count for shard in plan.shards)
     policy = plan.options.damaged
     if not policy.skip:
-        return count
-    if plan.access.kind != access_lib.STREAM and plan.access.random_access:
-        return len(random_access.open_records(data_dir, plan.manifest, plan.shards, split,
-                                              policy))
-    return damaged.readable_records(data_dir, plan.manifest, split, plan.paths, count,
-                                    policy.max_fraction)
-
-
-def positioned(data_dir: str, split: str, options: ReadOptions) -> tuple[bool, str]:
-    """(whether training reads of `split` can start at any start_batch, why): random access
-    and the in-memory table can; a streamed split (compressed, remote, a service) cannot."""
-    plan = plan_read(data_dir, split, True, options, None)
-    return plan.access.kind != access_lib.STREAM, plan.access.reason
-
-
-@dataclasses.dataclass(frozen=True)
-class ReadPlan:
-    manifest: schema.Manifest
-    shards: list[schema.ShardInfo]  # this input pipeline's
-    paths: list[str]
-    options: ReadOptions  # as they apply (for_training)
-    cache_mode: str | None
-    access: access_lib.Access
-
-
-def plan_read(data_dir: str, split: str, training: bool, options: ReadOptions,
-              input_context: tf.distribute.InputContext | None) -> ReadPlan:
-    """What a pipeline reads and how, checked: its shards exist, the cache, the access."""
-    manifest = read_manifest(data_dir, options.fold)
-    shards = pipeline_shards(manifest, split, input_context)
-    paths = [os.path.join(data_dir, shard.file) for shard in shards]
-    streaming.check_files_exist(paths)
-    options = options.for_training(training)
-    cache_mode = choose_cache(options, manifest, sum(shard.count for shard in shards))
-    chosen = access_lib.choose_access(options.access, data_dir, manifest, cache_mode, options)
-    return ReadPlan(manifest, shards, paths, options, cache_mode, chosen)
+        return plan.count
+    if plan.access.kind != access_lib.STREAM and plan.access.index_usable:
+        return len(random_access.open_records(plan.data_dir, plan.manifest, plan.shards,
+                                              plan.split, policy))
+    return damaged.readable_records(plan.data_dir, plan.manifest, plan.split, plan.paths,
+                                    plan.count, policy.max_fraction)
 
 
 def _check_start_batch(start_batch: int | None, training: bool,
@@ -253,50 +217,6 @@ def _check_start_batch(start_batch: int | None, training: bool,
                            f"cache='memory', and this split is streamed: {chosen.reason}. "
                            "A streamed order comes from shuffle buffers and cannot be found "
                            "again from a position")
-
-
-def pipeline_shards(manifest: schema.Manifest, split: str,
-                    input_context: tf.distribute.InputContext | None) -> list[schema.ShardInfo]:
-    """The shards this input pipeline reads: all of the split's, or its share of whole
-    shards under tf.distribute."""
-    shards = list(manifest.split(split).shards)
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        pipelines = input_context.num_input_pipelines
-        if len(shards) < pipelines:
-            raise DatasetError(
-                f"split {split!r} has {len(shards)} shards but there are {pipelines} input "
-                f"pipelines; every pipeline needs at least one whole shard. Rewrite with "
-                f"`python -m pipeline.write --shards={pipelines * 4}` (a multiple of {pipelines})"
-            )
-        shards = shards[input_context.input_pipeline_id::pipelines]
-    return shards
-
-
-def choose_cache(options: ReadOptions, manifest: schema.Manifest, count: int) -> str | None:
-    """The cache mode to read with: "auto" streams on a service, where the in-memory table
-    cannot leave this process, and "memory" there is refused."""
-    if options.service and options.cache == "auto":
-        return None
-    cache_mode = resolve_cache(options.cache, manifest, count)
-    if options.service and cache_mode == "memory":
-        raise DatasetError("cache='memory' cannot run on a tf.data service (the table lives in "
-                           "this process); use cache=None with service=")
-    return cache_mode
-
-
-def resolve_cache(cache: str | None, manifest: schema.Manifest, count: int) -> str | None:
-    if cache == "auto":
-        needed = count * manifest.image_bytes
-        return "memory" if needed <= AUTO_CACHE_RAM_FRACTION * available_memory() else None
-    if cache in (None, "memory") or isinstance(cache, str) and cache:
-        return cache
-    raise DatasetError(f"cache={cache!r}: use None, 'memory', 'auto' or a file path")
-
-
-def available_memory() -> int:
-    import psutil
-
-    return psutil.virtual_memory().available
 
 
 def on_service(dataset: tf.data.Dataset, service: ServiceSettings,

@@ -30,6 +30,7 @@ from pipeline.core import files, record_index, schema
 from pipeline.dataset import damaged
 from pipeline.dataset.options import DatasetError, ReadOptions, read_manifest
 from pipeline.dataset.order import require_batches
+from pipeline.dataset.plan import ReadPlan, check_files_exist
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Bytes of records the streaming shuffle buffer may hold. Sized in bytes, not records (10,000
@@ -61,12 +62,12 @@ UNREADABLE = ("cannot be read (a CRC mismatch, or the file ends before it; `pyth
 TAG_SHIFT = 32
 
 
-def streamed_dataset(data_dir: str, manifest: schema.Manifest, split: str,
-                     paths: Sequence[str], batch_size: int, *, training: bool,
-                     options: ReadOptions, cache_path: str | None) -> tf.data.Dataset:
-    """(images, labels) batches of a split streamed from `paths`, augmented in training; with
-    start_batch=0 the epochs repeat, a run's stream (a later start cannot be found again: the
-    order comes from shuffle buffers, not from positions)."""
+def streamed_dataset(plan: ReadPlan, batch_size: int) -> tf.data.Dataset:
+    """(images, labels) batches of the plan's split streamed from its paths, augmented in
+    training; with start_batch=0 the epochs repeat, a run's stream (a later start cannot be
+    found again: the order comes from shuffle buffers, not from positions)."""
+    data_dir, manifest, split, paths = plan.data_dir, plan.manifest, plan.split, plan.paths
+    options, training = plan.options, plan.training
     listed = {shard.file: shard.count for shard in manifest.split(split).shards}
     counts = [listed[os.path.basename(path)] for path in paths]
     check_against_indexes(data_dir, manifest, split, paths)
@@ -78,7 +79,7 @@ def streamed_dataset(data_dir: str, manifest: schema.Manifest, split: str,
     parallel_epochs = (options.service is not None
                        and options.service.processing_mode == "parallel_epochs")
     dataset = streaming_batches(paths, counts, manifest, batch_size, training=training,
-                                options=options, cache_path=cache_path,
+                                options=options, cache_path=plan.cache_mode,
                                 order_per_process=parallel_epochs)
     if not options.service:
         # Known length without a scan: Keras progress bars and epochs just work. (With a
@@ -258,15 +259,6 @@ def _damage(names, tags, flagged, problem):
 def read_shards(paths, compression: str) -> tf.data.Dataset:
     """The serialized records of `paths` (one path or a dataset of paths), in order."""
     return tf.data.TFRecordDataset(paths, compression, buffer_size=READ_BUFFER_BYTES)
-
-
-def check_files_exist(paths: Sequence[str]) -> None:
-    missing = [path for path in paths if not files.exists(path)]
-    if missing:
-        raise DatasetError(
-            f"{len(missing)} shard file(s) listed in the manifest are missing, e.g. {missing[:3]}; "
-            "copy the whole dataset directory or rewrite it with `python -m pipeline.write`"
-        )
 
 
 def split_paths(data_dir: str, split: str, fold: int | None = None) -> list[str]:

@@ -28,7 +28,7 @@ CLASSES_LISTED = 20  # an unlabeled split lists at most this many class names
 # largest EXTREME_CLASSES and the spread (--histogram shows all: 176 lines for 176 classes).
 FULL_HISTOGRAM_CLASSES = 20
 EXTREME_CLASSES = 5
-# The in-memory table (dataset.table.load_table) holds each image and its int64 label; while
+# The in-memory table (dataset.indexed.load_table) holds each image and its int64 label; while
 # it is loaded the parsed batches and their concatenation coexist, so the peak is about twice.
 LABEL_BYTES = 8
 CACHE_LOAD_PEAK_FACTOR = 2

@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 
 from pipeline.core import schema
-from pipeline.dataset import ReadOptions, build_dataset
+from pipeline.dataset import ReadPlan, build_dataset
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,9 @@ def work_around_keras_multi_worker(net: keras.Model, replica_batch: int,
     keras_tf_trainer.reduce_per_replica = reduce_per_replica
 
 
-def make_input(strategy, data_dir: str, split: str, batch_size: int, *, training: bool,
-               labels, reading: ReadOptions):
-    """The split as (uint8 images, float32 label rows) batches, one pipeline per worker.
+def make_input(strategy, plan: ReadPlan, batch_size: int, *, labels):
+    """The plan's split as (uint8 images, float32 label rows) batches, one pipeline per
+    worker (each with its share of the plan's shards: ReadPlan.for_pipeline).
 
     `labels` makes the rows the loss takes of a batch's labels (targets.training_labels):
     one-hot class rows (mixup and cutmix already give soft rows), so one loss,
@@ -104,12 +104,12 @@ def make_input(strategy, data_dir: str, split: str, batch_size: int, *, training
     of every global batch (every record evaluated once, in as many steps on every worker).
     """
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    training = plan.training
 
     def build(input_context=None):
         per_replica = (input_context.get_per_replica_batch_size(batch_size)
                        if input_context else batch_size)
-        data = build_dataset(data_dir, split, per_replica, training, reading,
-                             input_context=input_context)
+        data = build_dataset(plan.for_pipeline(input_context), per_replica)
         if multi_worker and training:
             data = data.repeat()
         return data.map(lambda images, batch_labels: (images, labels(batch_labels)),

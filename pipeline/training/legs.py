@@ -22,7 +22,7 @@ from typing import Callable
 
 import keras
 
-from pipeline.dataset import ReadOptions, positioned
+from pipeline.dataset import ReadPlan
 from pipeline.training import backbones
 from pipeline.training.settings import TrainingError
 
@@ -76,16 +76,15 @@ def set_frozen(net: keras.Model, frozen: bool) -> None:
     log.info("backbone %s", "frozen: training the head only" if frozen else "unfrozen")
 
 
-def why_unpositioned(data_dir: str, split: str, reading: ReadOptions) -> str | None:
-    """None when the training reads of `split` can start at any batch (random access, the
+def why_unpositioned(plan: ReadPlan) -> str | None:
+    """None when the plan's training reads can start at any batch (random access, the
     table); else why not (a streamed split), which deterministic=True refuses."""
-    where, reason = positioned(data_dir, split, reading)
-    if where:
+    if plan.positioned:
         return None
-    if reading.deterministic:
+    if plan.options.deterministic:
         raise TrainingError(f"deterministic=True needs an input read by position, and "
-                            f"{split!r} is streamed: {reason}")
-    return reason
+                            f"{plan.split!r} is streamed: {plan.access.reason}")
+    return plan.access.reason
 
 
 def start_batch_for(leg: Leg, unpositioned: str | None, split: str, resumed: bool) -> int:

@@ -26,8 +26,8 @@ import tensorflow as tf
 
 from pipeline import augment as augment_lib
 from pipeline.core import schema
-from pipeline.dataset import (DamagedShards, ReadOptions, ServiceSettings, batches_per_epoch,
-                              readable_records)
+from pipeline.dataset import (DamagedShards, ReadOptions, ReadPlan, ServiceSettings,
+                              batches_per_epoch, plan_read, readable_records)
 from pipeline.dataset.options import DEFAULT_MAX_CORRUPT_FRACTION
 from pipeline.training import advice, backbones, callbacks, checkpoints, damage, distribute, finish
 from pipeline.training import interrupt, legs, run_files, run_state, targets
@@ -200,7 +200,7 @@ def train_and_evaluate(
                                              run.strategy, milestones=verbose == 2,
                                              progress=verbose > 0) + list(extra_callbacks)
     with interrupt.stop_on_interrupt(saver) as stop:  # Ctrl-C: saved at a step, exit 130
-        epochs_this_run, seconds = fit(net, run, inputs, reading, timer, [*run_callbacks, stop],
+        epochs_this_run, seconds = fit(net, run, inputs, timer, [*run_callbacks, stop],
                                        verbose=verbose)
         stop.after_training()
     return finish.finish_run(net, run, inputs.val, inputs.val_steps, timer, state,
@@ -223,14 +223,18 @@ class Inputs:
     val_steps: int
     legs: list  # legs.Leg: the fits from the run's step; `train` is the first's input
     unpositioned: str | None  # why the training reads cannot start at any batch, or None
+    train_plan: ReadPlan  # the training split's, planned once: every leg reads by it
 
 
 def build_inputs(run: Run, reading: ReadOptions, state: checkpoints.RunState) -> Inputs:
     """Training batches from the state's step as `reading` says; validation local,
-    unaugmented, every record once; the steps of both."""
-    val = distribute.make_input(run.strategy, run.data_dir, run.val_split, run.batch_size,
-                                training=False, labels=targets.training_labels(run.manifest),
-                                reading=dataclasses.replace(reading, augment=None, service=None))
+    unaugmented, every record once; the steps of both. Each split is planned once: its
+    steps, whether it can be positioned and its batches all come from that plan."""
+    val_plan = plan_read(run.data_dir, run.val_split, False,
+                         dataclasses.replace(reading, augment=None, service=None))
+    val = distribute.make_input(run.strategy, val_plan, run.batch_size,
+                                labels=targets.training_labels(run.manifest))
+    train_plan = plan_read(run.data_dir, run.train_split, True, reading)
     steps_per_epoch = run.steps_per_epoch
     val_steps = batches_per_epoch(run.manifest.split(run.val_split).count, run.batch_size,
                                   training=False)
@@ -238,36 +242,31 @@ def build_inputs(run: Run, reading: ReadOptions, state: checkpoints.RunState) ->
         # Damaged shards shorten the epoch: steps from what can be read. (Not from the
         # datasets' cardinality: a distributed dataset has none, and training data repeats
         # on several workers.)
-        steps_per_epoch = readable_batches(run, run.train_split, reading, training=True)
-        val_steps = readable_batches(run, run.val_split, reading, training=False)
+        steps_per_epoch = readable_batches(train_plan, run.batch_size)
+        val_steps = readable_batches(val_plan, run.batch_size)
     fits = legs.training_legs(state.step, steps_per_epoch, run.epochs, run.freeze_epochs,
                               size_at=run.resolution.size_at)
-    unpositioned = legs.why_unpositioned(run.data_dir, run.train_split, reading)
+    unpositioned = legs.why_unpositioned(train_plan)
     train = None  # no legs: killed after its last step, the run only finishes
     if fits:
-        train = train_input(run, reading, fits[0], legs.start_batch_for(
+        train = train_input(run, train_plan, fits[0], legs.start_batch_for(
             fits[0], unpositioned, run.train_split, resumed=state.step > 0))
-    return Inputs(train, val, steps_per_epoch, val_steps, fits, unpositioned)
+    return Inputs(train, val, steps_per_epoch, val_steps, fits, unpositioned, train_plan)
 
 
-def train_input(run: Run, reading: ReadOptions, leg: legs.Leg, start_batch: int):
+def train_input(run: Run, plan: ReadPlan, leg: legs.Leg, start_batch: int):
     """The run's stream of batches from `start_batch`, at `leg`'s image size: epochs are
     steps_per_epoch of it, and one iterator serves every epoch of a fit."""
-    spec = run.resolution.train_augment(reading.augment, leg.initial_epoch)
+    spec = run.resolution.train_augment(plan.options.augment, leg.initial_epoch)
     if run.resolution.any_size:
         log.info("epochs %d-%d: training at %dx%d", leg.initial_epoch + 1, leg.epochs,
                  leg.image_size, leg.image_size)
-    return distribute.make_input(run.strategy, run.data_dir, run.train_split, run.batch_size,
-                                 training=True, labels=targets.training_labels(run.manifest),
-                                 reading=dataclasses.replace(reading, start_batch=start_batch,
-                                                             augment=spec))
+    return distribute.make_input(run.strategy, plan.from_batch(start_batch, spec),
+                                 run.batch_size, labels=targets.training_labels(run.manifest))
 
 
-def readable_batches(run: Run, split: str, reading: ReadOptions, *, training: bool) -> int:
-    if not training:
-        reading = dataclasses.replace(reading, augment=None, service=None)
-    count = readable_records(run.data_dir, split, training, reading)
-    return batches_per_epoch(count, run.batch_size, training)
+def readable_batches(plan: ReadPlan, batch_size: int) -> int:
+    return batches_per_epoch(readable_records(plan), batch_size, plan.training)
 
 
 def build_model(run: Run, network: ModelSettings, optimizer: OptimizerSettings) -> keras.Model:
@@ -296,7 +295,7 @@ def build_model(run: Run, network: ModelSettings, optimizer: OptimizerSettings) 
     return net
 
 
-def fit(net: keras.Model, run: Run, inputs: Inputs, reading: ReadOptions, timer: InputTimer,
+def fit(net: keras.Model, run: Run, inputs: Inputs, timer: InputTimer,
         run_callbacks: Sequence[keras.callbacks.Callback], *, verbose: int | str):
     """model.fit from the state's step to the last epoch, timed: (epochs trained, seconds).
     A damaged shard is named."""
@@ -305,8 +304,8 @@ def fit(net: keras.Model, run: Run, inputs: Inputs, reading: ReadOptions, timer:
     for number, leg in enumerate(inputs.legs):
         legs.set_frozen(net, leg.frozen)
         train = inputs.train if number == 0 else train_input(
-            run, reading, leg, legs.start_batch_for(leg, inputs.unpositioned,
-                                                    run.train_split, resumed=True))
+            run, inputs.train_plan, leg, legs.start_batch_for(
+                leg, inputs.unpositioned, run.train_split, resumed=True))
         try:
             history = net.fit(
                 train, initial_epoch=leg.initial_epoch,

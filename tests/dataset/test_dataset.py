@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import write_csv, write_images, write_labeled_dataset
+from conftest import count_read_plans, write_csv, write_images, write_labeled_dataset
 from pipeline import dataset
 from pipeline.core import schema
-from pipeline.dataset import reader
+from pipeline.dataset import plan
 from pipeline.writing.settings import WriteConfig
 from pipeline.writing.writer import write_dataset
 
@@ -136,6 +136,23 @@ def test_seeded_deterministic_epoch_matches_the_golden_order(data_dir, read):
     assert hashlib.sha256(pixels.tobytes()).hexdigest() == GOLDEN_AUGMENTED_SHA256[golden]
 
 
+PLANNED_READS = {"random": dict(), "memory": dict(cache="memory"), "stream": dict(access="stream"),
+                 "file cache": dict(cache="file"), "skip": dict(on_corrupt="skip"),
+                 "memory, skip, eval": dict(cache="memory", on_corrupt="skip", training=False)}
+
+
+@pytest.mark.parametrize("read", sorted(PLANNED_READS))
+def test_a_dataset_is_planned_once(data_dir, tmp_path, monkeypatch, read):
+    """The manifest read, the shards checked, the cache and the access chosen: once per call,
+    whichever way the split is read."""
+    planned = count_read_plans(monkeypatch)
+    how = dict(PLANNED_READS[read])
+    if how.get("cache") == "file":
+        how["cache"] = str(tmp_path / "cache")
+    dataset.make_dataset(data_dir, "train", batch_size=4, **how)
+    assert planned == {"train": 1}
+
+
 def test_augmentation_runs_in_the_pipeline(data_dir):
     plain = dataset.make_dataset(data_dir, "train", batch_size=8, augment=None, seed=1,
                                  deterministic=True)
@@ -161,7 +178,7 @@ def test_input_pipelines_read_disjoint_shards(data_dir):
     seen = []
     for pipeline_id in range(3):
         context = tf.distribute.InputContext(num_input_pipelines=3, input_pipeline_id=pipeline_id)
-        shards = reader.pipeline_shards(manifest, "train", context)
+        shards = plan.pipeline_shards(manifest, "train", context)
         count = sum(shard.count for shard in shards)
         ds = dataset.make_dataset(data_dir, "train", batch_size=1, training=False,
                                   input_context=context)
@@ -190,9 +207,9 @@ def test_errors_name_the_fix(data_dir, tmp_path):
 
 def test_auto_cache_picks_memory_when_it_fits(data_dir, monkeypatch):
     manifest = schema.read_manifest(data_dir)
-    assert reader.resolve_cache("auto", manifest, 48) == "memory"
-    monkeypatch.setattr(reader, "available_memory", lambda: 100)
-    assert reader.resolve_cache("auto", manifest, 48) is None
+    assert plan.resolve_cache("auto", manifest, 48) == "memory"
+    monkeypatch.setattr(plan, "available_memory", lambda: 100)
+    assert plan.resolve_cache("auto", manifest, 48) is None
 
 
 def test_gzip_shards_read_transparently(tmp_path):

@@ -18,7 +18,7 @@ from conftest import assert_same_batches as _same
 from conftest import write_labeled_dataset
 from pipeline import augment, dataset
 from pipeline.core import record_index, schema
-from pipeline.dataset import reader
+from pipeline.dataset import plan
 from pipeline.dataset.order import Order
 
 READS = {"random": dict(access="random"), "table": dict(cache="memory")}
@@ -183,7 +183,7 @@ def test_windows_are_chosen_when_the_split_exceeds_the_page_cache(data_dir, info
                                                                   monkeypatch):
     manifest = schema.read_manifest(data_dir)
     split_bytes = manifest.split("train").count * manifest.image_bytes
-    monkeypatch.setattr(reader, "available_memory", lambda: split_bytes // 2)
+    monkeypatch.setattr(plan, "available_memory", lambda: split_bytes // 2)
     said = _chosen(info_logs, lambda: dataset.make_dataset(data_dir, "train", batch_size=8))
     assert "quasi-random: 2 of 8 shards at a time" in said, said
     ds = dataset.make_dataset(data_dir, "train", batch_size=8, augment=None, seed=2)

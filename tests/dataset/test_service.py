@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import REPO_ROOT, free_ports, write_labeled_dataset
+from conftest import REPO_ROOT, count_read_plans, free_ports, write_labeled_dataset
 from pipeline import dataset, errors, training
 from pipeline.dataset import service
 
@@ -74,6 +74,13 @@ def test_distributed_epoch_delivers_every_record_once(data_dir, cluster, info_lo
         info_logs.text)
     with pytest.raises(dataset.DatasetError, match="access='random' cannot read this split"):
         dataset.make_dataset(data_dir, "train", service=dispatcher.target, access="random")
+
+
+def test_a_dataset_on_the_service_is_planned_once(data_dir, cluster, monkeypatch):
+    dispatcher, _ = cluster
+    planned = count_read_plans(monkeypatch)
+    dataset.make_dataset(data_dir, "train", batch_size=4, service=dispatcher.target)
+    assert planned == {"train": 1}
 
 
 def test_channels_last_batches_come_from_the_workers(data_dir, cluster):

@@ -94,9 +94,9 @@ def test_a_run_trains_at_growing_sizes_and_evaluates_at_the_eval_size(photos_dir
     seen = []
     make_input = distribute.make_input
 
-    def recording(strategy, data_dir, split, batch_size, *, training, **kwargs):
-        data = make_input(strategy, data_dir, split, batch_size, training=training, **kwargs)
-        if training:
+    def recording(strategy, plan, batch_size, **kwargs):
+        data = make_input(strategy, plan, batch_size, **kwargs)
+        if plan.training:
             seen.append(tuple(data.element_spec[0].shape))
         return data
 
