@@ -48,12 +48,20 @@ demo-regression: $(INSTALLED)
 	    --gin_bindings="train_and_evaluate.data_dir='workspace/shards/digit-ink'"
 	$(PY) -m pipeline.predict --workdir=workspace/runs/digit-ink
 
+# The tests run in TEST_WORKERS processes (pytest-xdist), one per core of the 2-core machines
+# the suite is sized for (make test TEST_WORKERS=8 on a larger one): each test has its own
+# files and ports, so any two can run side by side. A process takes a module at a time
+# (loadscope: a module's fixtures are built once), in the order tests/conftest.py gives them,
+# the modules with the most slow tests first.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
+
 test: $(INSTALLED)
-	$(PY) -m pytest -q tests
+	$(PYTEST) tests
 
 # The inner loop: every test but those marked slow (end-to-end trainings, kills, servers).
 test-quick: $(INSTALLED)
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 bench: $(INSTALLED)
 	$(PY) -m pipeline.bench

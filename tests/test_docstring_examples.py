@@ -27,7 +27,6 @@ import pathlib
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 import textwrap
 from unittest import mock
@@ -35,7 +34,7 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, write_config, write_csv, write_images
+from conftest import REPO_ROOT, command_help, write_config, write_csv, write_images
 
 SOURCES = sorted((pathlib.Path(REPO_ROOT) / "pipeline").rglob("*.py")) + [
     pathlib.Path(REPO_ROOT) / "train.py"]
@@ -241,9 +240,7 @@ def test_the_example_runs(example, example_folder, tmp_path, monkeypatch, stand_
 
 def _flags_of(command: str) -> set[str]:
     """The flags `python -m <command>` (or train.py) defines, from its --helpfull."""
-    args = ["train.py"] if command == "train.py" else ["-m", command]
-    result = subprocess.run([sys.executable, *args, "--helpfull"], cwd=REPO_ROOT, text=True,
-                            capture_output=True, timeout=300)
+    result = command_help(command.removeprefix("pipeline."))
     assert result.returncode == 0, result.stderr[-2000:]
     names = set(re.findall(r"^ +--(?:\[no\])?(\w+):", result.stdout, re.M))
     booleans = set(re.findall(r"^ +--\[no\](\w+):", result.stdout, re.M))

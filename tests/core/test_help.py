@@ -1,25 +1,14 @@
 """--help and --helpfull: the command's own flags first, grouped; absl's after; exit 0."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import command_help
 from pipeline import cli, errors
 from pipeline.writing import settings
 
 
-def _help(*command):
-    return subprocess.run([sys.executable, *command], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=120,
-                          env={**{key: value for key, value in os.environ.items()
-                                  if key != "TF_CPP_MIN_LOG_LEVEL"}, "PYTHONPATH": REPO_ROOT})
-
-
 def test_write_helpfull_lists_its_flags_by_group_before_absls():
-    result = _help("-m", "pipeline.write", "--helpfull")
+    result = command_help("write", "--helpfull")
     assert result.returncode == 0, result.stderr[-2000:]
     text = result.stdout
     titles = [title for title, _ in settings.flag_groups()]
@@ -38,13 +27,13 @@ def test_write_helpfull_lists_its_flags_by_group_before_absls():
     assert 0 < text.index(errors.exit_code_table()) < absl_start
 
 
-@pytest.mark.parametrize("command", [("train.py",), ("-m", "pipeline.profile")])
+@pytest.mark.parametrize("command", ["train.py", "profile"])
 @pytest.mark.slow
 def test_every_command_puts_its_flags_first_and_help_is_short(command):
-    full = _help(*command, "--helpfull")
-    short = _help(*command, "--help")
+    full = command_help(command, "--helpfull")
+    short = command_help(command, "--help")
     assert full.returncode == 0 and short.returncode == 0, full.stderr[-2000:]
-    first_own = "  --config:" if command == ("train.py",) else "  --data_dir:"
+    first_own = "  --config:" if command == "train.py" else "  --data_dir:"
     assert full.stdout.index(first_own) < full.stdout.index("  --verbosity:")
     assert first_own in short.stdout and "  --verbosity:" not in short.stdout
     assert full.stderr == short.stderr == ""  # no TensorFlow start-up lines either
@@ -57,7 +46,7 @@ def test_train_py_help_lists_the_trainers_parameters_and_defaults(flag):
 
     from pipeline.training import train_and_evaluate
 
-    result = _help("train.py", flag)
+    result = command_help("train.py", flag)
     assert result.returncode == 0, result.stderr[-2000:]
     parameters = inspect.signature(train_and_evaluate).parameters
     assert len(parameters) > 40  # the wrapper (one trainer per workdir) shows the real ones

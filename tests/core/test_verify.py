@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT, write_csv, write_images
+from conftest import REPO_ROOT, command_help, write_csv, write_images
 from pipeline import errors
 from pipeline import verify as verify_command
 from pipeline.core import integrity, records, schema, streams
@@ -368,5 +368,5 @@ def test_importing_defines_no_flags_and_helpfull_documents_them():
 
     assert verify_command.__name__ not in flags.FLAGS.flags_by_module_dict()
     assert integrity.__name__ not in flags.FLAGS.flags_by_module_dict()
-    help_text = _run("--helpfull").stdout
+    help_text = command_help("verify").stdout
     assert "--split" in help_text and "--num_workers" in help_text
