@@ -37,6 +37,6 @@ One thin module per command, each `flags -> one call into its stage`:
 Where a change goes: a writer setting is one WriteConfig field (writing/settings.py), and
 becomes a flag and, if recorded, a dataset.json entry; an augmentation op is one registered
 factory in augment/ (geometric.py, photometric.py, or a module of its own); a way of reading
-is a module in dataset/ chosen by reader.py; a network is a module in training/ beside
+is a module in dataset/ chosen by access.py; a network is a module in training/ beside
 model.py; a user-facing error is a PipelineError subclass next to the code that raises it.
 """

@@ -9,6 +9,7 @@ stage that reaches into a later one fails here rather than in a review.
 import ast
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -111,6 +112,20 @@ def test_the_writer_and_the_format_never_import_tensorflow_when_imported():
             if target.split(".")[0] in ("tensorflow", "keras", "tensorflow_datasets"):
                 heavy.append(f"{dotted_name(path)} imports {target}")
     assert not heavy, "\n".join(heavy)
+
+
+def test_every_package_docstring_names_each_of_its_modules():
+    """A package's docstring is its map (what each module owns): a module it does not name is
+    one a reader cannot find from there."""
+    unnamed = []
+    for init in sorted(PACKAGE.rglob("__init__.py")):
+        text = ast.get_docstring(ast.parse(init.read_text())) or ""
+        for child in sorted(init.parent.iterdir()):
+            name = child.stem if child.suffix == ".py" else child.name
+            is_module = child.suffix == ".py" or (child / "__init__.py").exists()
+            if is_module and name != "__init__" and not re.search(rf"\b{name}\b", text):
+                unnamed.append(f"{init.parent.relative_to(PACKAGE.parent)}: {child.name}")
+    assert not unnamed, "\n".join(unnamed)
 
 
 def test_modules_and_functions_stay_small():

@@ -6,6 +6,8 @@
                    CRC32C with the CPU's instruction, where a record's image and label lie
     record_index.py  <shard>.offsets: every record's offset, its image's and label's and its
                    CRC, for random access; the chain of trust from dataset.json to each record
+    record_fields.py  where a record's fields lie in its bytes (the tf.train.Example walk)
+    index_scan.py  a record index built from its shard (old datasets, kept shards, verify)
     integrity.py   verify_dataset: every shard and record checked against the manifest
     index_check.py   verify's check of each record index against dataset.json and its shard
     streams.py     the hashing and inflating file readers integrity.py checks shards with
@@ -13,6 +15,7 @@
     locks.py       one process per directory: flock, and a note of who holds it
     workspace.py   where things live by default (PIPELINE_WORKSPACE)
     units.py       sizes in words (MiB, GiB: one binary family for every message)
+    test_rows.py   the test CSV's rows without a record (--allow_missing_test), in dataset.json
 
 schema.py, manifest_json.py, records.py and record_index.py are the only modules that know the
 formats; the

@@ -21,6 +21,8 @@
                     train_and_evaluate's flat arguments (and why gin does not set them),
                     TrainingError
     model.py        ResNets whose first layer takes the records' uint8 CHW batches
+    targets.py      what training and prediction do per kind of target (class, tags, value)
+    tabular.py      --feature_columns: the image embedding joined with an MLP of the features
     backbones.py    keras.applications backbones on the same batches, their weights, a head,
                     the backbone's learning-rate factor (GradientScale)
     weights.py      a backbone's starting weights fetched or loaded before anything is built
@@ -40,6 +42,7 @@
                     ensembles, a fold's out-of-fold predictions)
     oof.py          where predictions go; a labeled split's truth and folds beside them;
                     the folds' out-of-fold files merged and scored (python -m pipeline.oof)
+    prior.py        the training prior: the prediction of a test row whose image is missing
 
 It imports the reader (pipeline.dataset), the augmentation ops and the record format, never
 the writer or the tools. No gin: train.py wraps train_and_evaluate in its main only.

@@ -9,6 +9,10 @@
     write_plan.py    WritePlan and make_plan: the whole plan of a write, before a pixel is read
     inputs.py        --input / --test_input -> listings -> splits
     sources.py       listings of a CSV or a class-folder tree
+    boundary.py      which files a listing may name (inside the input), file names as text
+    tags.py          multi-label listings: a tag column or 0/1 class columns
+    regression.py    regression listings: the numbers to predict (--target_columns)
+    stratify.py      multi-label stratification of the val split and the folds
     tfds_source.py   a prepared TFDS split as input: the spec, finding it on disk
     tfds_staging.py  that split's images staged once as files, and their listing
     sample.py        the bundled sample (scikit-learn's digits in the Kaggle layout)
