@@ -191,6 +191,18 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(autouse=True)
+def op_determinism_off_after():
+    """train_and_evaluate(deterministic=True) turns TensorFlow's op determinism on for its
+    whole process, as a train.py run wants. In a test process it would stay on for the tests
+    after it, where an unseeded random op (a TFDS shuffle) raises "Random ops require a seed":
+    whether a test failed depended on which tests had shared its process before it."""
+    yield
+    framework_config = sys.modules.get("tensorflow.python.framework.config")
+    if framework_config is not None and framework_config.is_op_determinism_enabled():
+        framework_config.disable_op_determinism()
+
+
+@pytest.fixture(autouse=True)
 def isolated_workspace(tmp_path, monkeypatch):
     """Nothing a test writes by default lands in the repository's workspace/."""
     monkeypatch.setenv("PIPELINE_WORKSPACE", str(tmp_path / "workspace"))
