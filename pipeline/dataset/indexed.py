@@ -114,7 +114,7 @@ class Numbered(NamedTuple):
 
 def indexed_dataset(plan: ReadPlan, batch_size: int, *, available: int) -> tf.data.Dataset:
     """(images, labels) batches by position, from the table or read at random (see above)."""
-    host = fused.host_ops(plan.options.augment if plan.training else None)
+    host = fused.host_ops(plan.augment)
     numbered = numbered_batches(plan, batch_size, host, available)
     return by_position(numbered, plan, batch_size, host)
 
@@ -147,12 +147,20 @@ def read_pipeline(plan: ReadPlan, batch_size: int, host: fused.HostOps,
     """Random access: each batch's records read from the shards at their offsets
     (random_access.py), the `host` ops done on the way in."""
     options = plan.options
-    records = open_records(plan.data_dir, plan.manifest, plan.shards, plan.split,
-                           options.damaged, options.num_parallel_reads)
-    features = None if records.features is None else records.features[records.readable]
+    records, features = open_plan_records(plan)
     order = chosen_order(plan, records.shard_counts, batch_size, host, available)
     numbers = batch_numbers(order, training=plan.training, start_batch=options.start_batch)
     return Numbered(read_batches(numbers, records, order, host, options.seed), order, features)
+
+
+def open_plan_records(plan: ReadPlan) -> tuple[Records, np.ndarray | None]:
+    """The plan's records for random access (random_access.open_records), and the features
+    of the readable ones in their order (None without --feature_columns): what both
+    pipelines read by position."""
+    records = open_records(plan.data_dir, plan.manifest, plan.shards, plan.split,
+                           plan.options.damaged, plan.options.num_parallel_reads)
+    features = None if records.features is None else records.features[records.readable]
+    return records, features
 
 
 def chosen_order(plan: ReadPlan, shard_counts: Sequence[int], batch_size: int,
@@ -166,7 +174,7 @@ def chosen_order(plan: ReadPlan, shard_counts: Sequence[int], batch_size: int,
     require_batches(order.records, batch_size, plan.training, plan.split)
     logging.info("split %r: %s (%s), %d records, %s%s", plan.split, plan.access.kind,
                  plan.access.reason, order.records, how,
-                 fused.describe(plan.options.augment if plan.training else None, host))
+                 fused.describe(plan.augment, host))
     return order
 
 
@@ -180,8 +188,8 @@ def by_position(numbered: Numbered, plan: ReadPlan, batch_size: int,
                           [manifest.target_size] if manifest.target_size else [])
     if numbered.features is not None:
         dataset = with_features(dataset, numbered.order, numbered.features)
-    if training and options.augment:
-        dataset = augment_by_position(dataset, options.augment, seed=options.seed,
+    if plan.augment:
+        dataset = augment_by_position(dataset, plan.augment, seed=options.seed,
                                       num_classes=manifest.num_classes, skip=host.count)
     else:
         dataset = drop_position(dataset)
@@ -276,9 +284,7 @@ def load_table(plan: ReadPlan, variables: bool):
         logging.info("split %r: loading %d records (%s) into memory", split, count,
                      units.format_bytes(count * manifest.image_bytes))
     if plan.access.index_usable:
-        records = open_records(plan.data_dir, manifest, shards, split, options.damaged,
-                               options.num_parallel_reads)
-        features = None if records.features is None else records.features[records.readable]
+        records, features = open_plan_records(plan)
         return (*table.load_records(records, variables), features)
     features = (np.empty((count, manifest.feature_size), np.float32)
                 if manifest.feature_size else None)

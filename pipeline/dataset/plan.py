@@ -49,6 +49,11 @@ class ReadPlan:
         return sum(shard.count for shard in self.shards)
 
     @property
+    def augment(self):
+        """The augmentation this read applies: the options' in training, none in evaluation."""
+        return self.options.augment if self.training else None
+
+    @property
     def positioned(self) -> bool:
         """Whether training reads can start at any start_batch: random access and the table
         can; a streamed split (compressed, remote, a service) cannot (access.reason says

@@ -156,8 +156,7 @@ def build_dataset(plan: ReadPlan, batch_size: int) -> tf.data.Dataset:
     if plan.access.kind == access_lib.STREAM:
         logging.info("split %r: stream (%s), %d records in %d shard(s)%s", plan.split,
                      plan.access.reason, plan.count, len(plan.shards),
-                     fused.describe(options.augment if training else None,
-                                    why=" (only random access crops in the reader)"))
+                     fused.describe(plan.augment, why=" (only random access crops in the reader)"))
         dataset = streaming.streamed_dataset(plan, batch_size)
     else:
         dataset = indexed.indexed_dataset(plan, batch_size, available=plan_lib.available_memory())

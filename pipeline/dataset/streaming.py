@@ -68,11 +68,10 @@ def streamed_dataset(plan: ReadPlan, batch_size: int) -> tf.data.Dataset:
     found again: the order comes from shuffle buffers, not from positions)."""
     data_dir, manifest, split, paths = plan.data_dir, plan.manifest, plan.split, plan.paths
     options, training = plan.options, plan.training
-    listed = {shard.file: shard.count for shard in manifest.split(split).shards}
-    counts = [listed[os.path.basename(path)] for path in paths]
+    counts = [shard.count for shard in plan.shards]  # in the order of plan.paths
     check_against_indexes(data_dir, manifest, split, paths)
     if options.damaged.skip:
-        readable = damaged.readable_per_shard(data_dir, manifest, split, paths, sum(counts),
+        readable = damaged.readable_per_shard(data_dir, manifest, split, paths, plan.count,
                                               options.damaged.max_fraction)
         counts = [readable[os.path.basename(path)] for path in paths]
     num_batches = require_batches(sum(counts), batch_size, training, split)
@@ -85,8 +84,8 @@ def streamed_dataset(plan: ReadPlan, batch_size: int) -> tf.data.Dataset:
         # Known length without a scan: Keras progress bars and epochs just work. (With a
         # service each worker reads part of the split, so the length is only known overall.)
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
-    if training and options.augment:
-        dataset = apply_augment(dataset, options.augment, seed=options.seed,
+    if plan.augment:
+        dataset = apply_augment(dataset, plan.augment, seed=options.seed,
                                 num_classes=manifest.num_classes)
     if training and options.start_batch == 0:
         dataset = dataset.repeat()
