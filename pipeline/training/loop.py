@@ -235,15 +235,11 @@ def build_inputs(run: Run, reading: ReadOptions, state: checkpoints.RunState) ->
     val = distribute.make_input(run.strategy, val_plan, run.batch_size,
                                 labels=targets.training_labels(run.manifest))
     train_plan = plan_read(run.data_dir, run.train_split, True, reading)
-    steps_per_epoch = run.steps_per_epoch
-    val_steps = batches_per_epoch(run.manifest.split(run.val_split).count, run.batch_size,
-                                  training=False)
-    if reading.damaged.skip:
-        # Damaged shards shorten the epoch: steps from what can be read. (Not from the
-        # datasets' cardinality: a distributed dataset has none, and training data repeats
-        # on several workers.)
-        steps_per_epoch = readable_batches(train_plan, run.batch_size)
-        val_steps = readable_batches(val_plan, run.batch_size)
+    # The manifest's counts, less what on_corrupt="skip" leaves of damaged shards
+    # (readable_records). Not from the datasets' cardinality: a distributed dataset has none,
+    # and training data repeats on several workers.
+    steps_per_epoch = readable_batches(train_plan, run.batch_size)
+    val_steps = readable_batches(val_plan, run.batch_size)
     fits = legs.training_legs(state.step, steps_per_epoch, run.epochs, run.freeze_epochs,
                               size_at=run.resolution.size_at)
     unpositioned = legs.why_unpositioned(train_plan)
