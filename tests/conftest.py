@@ -304,12 +304,12 @@ def command_help(command: str, flag: str = "--helpfull") -> subprocess.Completed
     usage, its layout), and each run of a trainer command imports TensorFlow (~4 s)."""
     args = [os.path.join(REPO_ROOT, "train.py")] if command == "train.py" else [
         "-m", f"pipeline.{command}"]
-    folder = tempfile.mkdtemp(prefix="help-")
     env = {key: value for key, value in os.environ.items()
            if key not in ("PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL")}
-    env["PIPELINE_WORKSPACE"] = os.path.join(folder, "workspace")
-    return subprocess.run([sys.executable, *args, flag], cwd=folder, env=env,
-                          capture_output=True, text=True, timeout=300)
+    with tempfile.TemporaryDirectory(prefix="help-") as folder:
+        env["PIPELINE_WORKSPACE"] = os.path.join(folder, "workspace")
+        return subprocess.run([sys.executable, *args, flag], cwd=folder, env=env,
+                              capture_output=True, text=True, timeout=300)
 
 
 def run_in_repo(command, **kwargs):
